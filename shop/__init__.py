@@ -1,0 +1,114 @@
+"""shop: a self-hosted agentic checkout. `create_app()` assembles settings, db, provider and routes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, g, request
+
+from shop.catalog import load_catalog
+from shop.errors import ConfigError, register_error_handlers
+from shop.settings import load_settings
+from shop.state import ShopState
+
+MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("shop")
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = None) -> Flask:
+    """Build the app. `overrides` may hold environment variables and a `config` dict.
+
+    Raises ConfigError (one sentence naming the file, the field and the fix) when
+    config.json, products.json or the environment is wrong.
+    """
+    overrides = dict(overrides or {})
+    config_overrides = overrides.pop("config", None)
+    env = {**os.environ, **{k: str(v) for k, v in overrides.items()}}
+    settings = load_settings(env, config_overrides)
+    catalog = load_catalog(settings.products_path)
+    if any(not p.digital for p in catalog.products) and not settings.shipping:
+        raise ConfigError(
+            f"{settings.config_path}: field 'shipping' is empty but {settings.products_path} has "
+            "physical products; add at least one option like "
+            '{"id": "standard", "title": "Standard", "amount": 500, "minDays": 3, "maxDays": 5}.'
+        )
+
+    app = Flask("shop", instance_path=os.path.abspath("instance"))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(settings.database_url)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
+
+    from shop import delivery, stock
+    from shop.db import init_db
+    from shop.orders import build_sink
+    from shop.payments import build_provider
+
+    sink = order_sink if order_sink is not None else build_sink(settings, log)
+    provider = build_provider(settings)
+    app.extensions["shop"] = ShopState(settings=settings, catalog=catalog, provider=provider,
+                                       sink=sink)
+    init_db(app)
+    with app.app_context():
+        restocked = stock.seed_stock(catalog)
+    if restocked:
+        log.info("restocked from %s: %s", settings.products_path, ", ".join(restocked))
+    if settings.demo_mode:
+        log.warning("DEMO MODE: payment provider 'test' and no SHOP_API_KEYS; agents use the "
+                    "API key 'demo'. Set SHOP_API_KEYS before going live.")
+
+    register_error_handlers(app)
+    _register_blueprints(app)
+    _register_request_hooks(app)
+    delivery.init_app(app)
+    from shop.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _database_url(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            return "sqlite:///" + os.path.abspath(path)
+    return url
+
+
+def _register_blueprints(app: Flask) -> None:
+    from shop.api import acp, ops
+
+    app.register_blueprint(acp.bp)
+    app.register_blueprint(ops.bp)
+    for name in ("feeds", "forter", "psp_webhooks"):
+        try:
+            module = __import__(f"shop.api.{name}", fromlist=["bp"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"shop.api.{name}":
+                raise
+            continue
+        app.register_blueprint(module.bp)
+
+
+def _register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
+
+    @app.before_request
+    def _purge_now_and_then() -> None:
+        from shop import clock, retention
+
+        now = clock.epoch()
+        if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
+            app.extensions["shop.last_purge"] = now
+            retention.purge()
+
+    @app.after_request
+    def _echo_request_id(response: Any) -> Any:
+        response.headers["Request-Id"] = g.get("request_id") or "req_" + secrets.token_hex(8)
+        return response

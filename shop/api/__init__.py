@@ -1,0 +1,1 @@
+"""The HTTP surfaces: thin blueprints that parse, call the checkout domain, and render."""

@@ -1,0 +1,142 @@
+"""The ACP checkout-session surface, plus the short /acp/checkout/* routes on the same handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, g, request
+
+from shop import checkout
+from shop.api import acp_parse
+from shop.api.acp_render import PROTOCOL_VERSION, render_session
+from shop.errors import InvalidRequestError, ShopError, render_acp_error
+from shop.idempotency import idempotent
+from shop.security import bearer_token, constant_time_equals
+from shop.state import get_state
+
+bp = Blueprint("acp", __name__)
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Serialize a body as compact JSON."""
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    mimetype="application/json")
+
+
+def _authenticate() -> str:
+    """Return the API key's name, or raise 401."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise ShopError(401, "invalid_request", "unauthorized",
+                        "Send 'Authorization: Bearer <api key>'; keys are configured in "
+                        "SHOP_API_KEYS.", headers={"WWW-Authenticate": "Bearer"})
+    settings = get_state().settings
+    for known, name in settings.api_keys.items():
+        if constant_time_equals(known, token):
+            return name
+    raise ShopError(401, "invalid_request", "unauthorized",
+                    "The bearer token is not one of this store's API keys (SHOP_API_KEYS)."
+                    + (" In demo mode the key is 'demo'." if settings.demo_mode else ""),
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def _check_version() -> None:
+    versions = get_state().settings.acp_versions
+    version = request.headers.get("API-Version", "").strip()
+    if version in versions:
+        return
+    newest_first = sorted(versions, reverse=True)
+    said = f"'{version}' is not supported" if version else "the API-Version header is missing"
+    raise InvalidRequestError(
+        "unsupported_api_version" if version else "api_version_required",
+        f"{said[0].upper()}{said[1:]}; send API-Version: {newest_first[0]}.",
+        extra={"supported_versions": newest_first})
+
+
+@bp.before_request
+def _guard() -> None:
+    if request.endpoint == "acp.discovery":
+        return
+    g.api_key_name = _authenticate()
+    _check_version()
+
+
+def _scope() -> str:
+    return g.get("api_key_name", "anonymous")
+
+
+acp_idempotent = idempotent(render_acp_error, _scope)
+
+
+def _body() -> dict[str, Any]:
+    return acp_parse.json_object(request.get_data(cache=True))
+
+
+@bp.post("/checkout_sessions")
+@bp.post("/acp/checkout/create")
+@acp_idempotent
+def create_session() -> Response:
+    state = get_state()
+    view = checkout.create_session(state, acp_parse.session_input(_body(), creating=True))
+    return json_response(render_session(state, view), 201)
+
+
+@bp.post("/checkout_sessions/<checkout_session_id>")
+@bp.patch("/acp/checkout/<checkout_session_id>/update")
+@bp.post("/acp/checkout/<checkout_session_id>/update")
+@acp_idempotent
+def update_session(checkout_session_id: str) -> Response:
+    state = get_state()
+    view = checkout.update_session(state, checkout_session_id,
+                                   acp_parse.session_input(_body(), creating=False))
+    return json_response(render_session(state, view))
+
+
+@bp.get("/checkout_sessions/<checkout_session_id>")
+@bp.get("/acp/checkout/<checkout_session_id>")
+def get_session(checkout_session_id: str) -> Response:
+    state = get_state()
+    return json_response(render_session(state, checkout.get_session(state,
+                                                                    checkout_session_id)))
+
+
+@bp.post("/checkout_sessions/<checkout_session_id>/complete")
+@bp.post("/acp/checkout/<checkout_session_id>/complete")
+@acp_idempotent
+def complete_session(checkout_session_id: str) -> Response:
+    state = get_state()
+    body = _body()
+    credential = acp_parse.payment_credential(body)
+    view = checkout.complete_session(state, checkout_session_id, credential,
+                                     acp_parse.buyer(body.get("buyer")))
+    return json_response(render_session(state, view))
+
+
+@bp.post("/checkout_sessions/<checkout_session_id>/cancel")
+@bp.post("/acp/checkout/<checkout_session_id>/cancel")
+@acp_idempotent
+def cancel_session(checkout_session_id: str) -> Response:
+    state = get_state()
+    _body()  # a malformed body is still a 400, even though cancel reads nothing from it
+    return json_response(render_session(state, checkout.cancel_session(state,
+                                                                       checkout_session_id)))
+
+
+@bp.get("/.well-known/acp.json")
+def discovery() -> Response:
+    settings = get_state().settings
+    versions = sorted(settings.acp_versions)
+    return json_response({
+        "protocol": {"name": "acp", "version": versions[-1], "supported_versions": versions},
+        "api_base_url": request.host_url.rstrip("/"),
+        "transports": ["rest"],
+        "capabilities": {
+            "services": ["checkout"],
+            "extensions": [{"name": "discount"}],
+            "supported_currencies": [settings.currency],
+        },
+    })
+
+
+__all__ = ["PROTOCOL_VERSION", "bp", "json_response"]

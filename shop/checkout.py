@@ -1,0 +1,461 @@
+"""The checkout domain: the session state machine behind every surface (ACP, short routes, Forter).
+
+Speaks plain Python and integer minor units; never imports flask.request. Each step of
+complete is safe to retry: the session row is claimed with a conditional UPDATE, stock is
+reserved in the same transaction, the provider is called outside any transaction with an
+idempotency key, and the outcome is written with another conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+
+from shop import clock, stock
+from shop.db import CheckoutSession, db
+from shop.errors import InvalidRequestError, NotFoundError, ProviderError, ShopError
+from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
+from shop.pricing import Cart, CartLine, Quote, price_cart
+from shop.state import ShopState
+
+log = logging.getLogger("shop.checkout")
+
+MAX_QUANTITY = 999
+MAX_LINES = 100
+
+
+class Status(StrEnum):
+    NOT_READY = "not_ready_for_payment"
+    READY = "ready_for_payment"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+OPEN = (Status.NOT_READY, Status.READY)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: str  # error | warning | info
+    content: str
+    code: str | None = None
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInput:
+    """A create or update request; None leaves a field as it was."""
+
+    lines: tuple[CartLine, ...] | None = None
+    buyer: Mapping[str, Any] | None = None
+    fulfillment_details: Mapping[str, Any] | None = None
+    option_id: str | None = None
+    coupon_codes: tuple[str, ...] | None = None
+    order_notes: str | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """Everything a surface needs to render a session."""
+
+    id: str
+    status: Status
+    currency: str
+    created_at: int
+    updated_at: int
+    expires_at: int
+    details: Mapping[str, Any]
+    quote: Quote
+    messages: tuple[Message, ...]
+    availability: Mapping[str, int | None] = field(default_factory=dict)
+    order_id: str | None = None
+    permalink_url: str | None = None
+    payment_reference: str | None = None
+    provider_order_id: str | None = None
+
+
+def new_session_id() -> str:
+    """Return a fresh, unguessable session id."""
+    return "cs_" + secrets.token_hex(12)
+
+
+def order_id_for(session_id: str) -> str:
+    """Return the order id of a session (stable: retries and replays reuse it)."""
+    return f"order_{session_id}"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _load(session_id: str) -> CheckoutSession:
+    row = db.session.get(CheckoutSession, session_id)
+    if row is None:
+        raise NotFoundError("session_not_found",
+                            f"No checkout session has the id '{session_id}'; create one with "
+                            "POST /checkout_sessions.", "$.checkout_session_id")
+    return row
+
+
+def _expire_if_due(row: CheckoutSession) -> None:
+    if row.status in OPEN and row.expires_at <= clock.epoch():
+        db.session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.id == row.id, CheckoutSession.status.in_(list(OPEN)))
+            .values(status=Status.EXPIRED, updated_at=clock.epoch())
+        )
+        db.session.commit()
+        db.session.refresh(row)
+
+
+def _cart(details: Mapping[str, Any]) -> Cart:
+    address = (details.get("fulfillment_details") or {}).get("address")
+    return Cart(
+        lines=tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
+        address=address,
+        option_id=details.get("option_id"),
+        coupon_codes=tuple(details.get("coupons") or ()),
+    )
+
+
+def _assess(state: ShopState, details: Mapping[str, Any]
+            ) -> tuple[Quote, list[Message], dict[str, int | None], bool]:
+    """Price the cart and list what stands between it and payment."""
+    quote = price_cart(state.settings, state.catalog, _cart(details), clock.now())
+    availability = stock.available_quantities(state.catalog)
+    messages: list[Message] = []
+    ready = True
+    wanted: dict[str, int] = {}
+    for line in quote.lines:
+        wanted[line.item.id] = wanted.get(line.item.id, 0) + line.quantity
+    for index, line in enumerate(quote.lines):
+        left = availability.get(line.item.id)
+        if left is not None and wanted[line.item.id] > left:
+            ready = False
+            messages.append(Message(
+                "error", f"Only {left} of '{line.item.title}' left in stock; lower the quantity "
+                "or remove the item." if left else f"'{line.item.title}' is out of stock.",
+                "out_of_stock", f"$.line_items[{index}]"))
+    if quote.shippable and not _address(details):
+        ready = False
+        messages.append(Message(
+            "error", "A shipping address is needed for physical items; send "
+            "fulfillment_details.address.", "missing", "$.fulfillment_details.address"))
+    if quote.shippable and quote.selected is None:
+        ready = False
+        messages.append(Message("error", "This store has no shipping option for this cart.",
+                                "unsupported", "$.selected_fulfillment_options"))
+    for outcome in quote.coupons:
+        if outcome.reason:
+            messages.append(Message("error", _coupon_text(outcome.code, outcome.reason),
+                                    outcome.reason, "$.coupons"))
+    return quote, messages, availability, ready
+
+
+def _address(details: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return (details.get("fulfillment_details") or {}).get("address")
+
+
+def _coupon_text(code: str, reason: str) -> str:
+    return {
+        "coupon_invalid": f"The code '{code}' is not a valid coupon for this store.",
+        "coupon_expired": f"The coupon '{code}' has expired.",
+        "minimum_not_met": f"The coupon '{code}' needs a larger order subtotal.",
+    }[reason]
+
+
+def _view(state: ShopState, row: CheckoutSession) -> SessionView:
+    details = json.loads(row.cart)
+    quote, messages, availability, _ready = _assess(state, details)
+    notices = [Message(**n) for n in json.loads(row.notices or "[]")]
+    status = Status(row.status)
+    if status in (Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.IN_PROGRESS):
+        messages = [m for m in messages if m.code not in ("out_of_stock",)]
+    if status == Status.EXPIRED:
+        notices.append(Message("error", "This checkout session has expired; start a new one.",
+                               "expired"))
+    order_id = row.order_id
+    return SessionView(
+        id=row.id, status=status, currency=row.currency, created_at=row.created_at,
+        updated_at=row.updated_at, expires_at=row.expires_at, details=details, quote=quote,
+        messages=tuple(notices + messages), availability=availability, order_id=order_id,
+        permalink_url=state.settings.permalink_base + order_id if order_id else None,
+        payment_reference=row.payment_reference, provider_order_id=row.provider_order_id,
+    )
+
+
+def get_session(state: ShopState, session_id: str) -> SessionView:
+    """Return a session as it stands now (expiring it when its TTL has passed)."""
+    row = _load(session_id)
+    _expire_if_due(row)
+    return _view(state, row)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _validated_lines(state: ShopState, lines: tuple[CartLine, ...]) -> list[dict[str, Any]]:
+    if not lines:
+        raise InvalidRequestError("missing_line_items", "line_items must list at least one "
+                                  "item, e.g. [{\"id\": \"widget\", \"quantity\": 1}].",
+                                  "$.line_items")
+    if len(lines) > MAX_LINES:
+        raise InvalidRequestError("too_many_line_items",
+                                  f"A session holds at most {MAX_LINES} line items.", "$.line_items")
+    for index, line in enumerate(lines):
+        if state.catalog.item(line.item_id) is None:
+            raise InvalidRequestError(
+                "invalid_item", f"line_items[{index}].id '{line.item_id}' is not sold here; "
+                "use an id from the product feed (/feeds/products.json).",
+                f"$.line_items[{index}].id")
+        if not 1 <= line.quantity <= MAX_QUANTITY:
+            raise InvalidRequestError(
+                "invalid_quantity", f"line_items[{index}].quantity must be between 1 and "
+                f"{MAX_QUANTITY}, got {line.quantity}.", f"$.line_items[{index}].quantity")
+    return [{"item_id": li.item_id, "quantity": li.quantity} for li in lines]
+
+
+def _merge(state: ShopState, details: dict[str, Any], change: SessionInput) -> dict[str, Any]:
+    if change.currency is not None and change.currency.lower() != state.settings.currency:
+        raise InvalidRequestError(
+            "unsupported_currency", f"This store sells in '{state.settings.currency}', not "
+            f"'{change.currency}'; send currency \"{state.settings.currency}\".", "$.currency")
+    merged = dict(details)
+    if change.lines is not None:
+        merged["lines"] = _validated_lines(state, change.lines)
+    if change.buyer is not None:
+        merged["buyer"] = dict(change.buyer)
+    if change.fulfillment_details is not None:
+        merged["fulfillment_details"] = dict(change.fulfillment_details)
+    if change.option_id is not None:
+        merged["option_id"] = change.option_id
+    if change.coupon_codes is not None:
+        merged["coupons"] = list(change.coupon_codes)
+    if change.order_notes is not None:
+        merged["order_notes"] = change.order_notes
+    return merged
+
+
+def _status_for(ready: bool) -> Status:
+    return Status.READY if ready else Status.NOT_READY
+
+
+def _prepare_payment(state: ShopState, row: CheckoutSession, quote: Quote, ready: bool) -> None:
+    """Create or refresh the provider-side order (Razorpay) when the payable total changes."""
+    if not ready or row.provider_order_amount == quote.total:
+        return
+    reference = state.provider.prepare(row.id, quote.total, quote.currency,
+                                       row.provider_order_id)
+    if reference is not None:
+        row.provider_order_id = reference
+        row.provider_order_amount = quote.total
+
+
+def create_session(state: ShopState, change: SessionInput,
+                   session_id: str | None = None) -> SessionView:
+    """Open a new session from a create request."""
+    if change.lines is None:
+        change = replace(change, lines=())
+    details = _merge(state, {"lines": []}, change)
+    quote, _messages, _availability, ready = _assess(state, details)
+    now = clock.epoch()
+    row = CheckoutSession(
+        id=session_id or new_session_id(), status=_status_for(ready),
+        currency=state.settings.currency, created_at=now, updated_at=now,
+        expires_at=now + state.settings.session_ttl_minutes * 60,
+        cart=json.dumps(details), notices="[]", stock_reserved=0, flagged=0,
+        delivery_attempts=0,
+    )
+    try:
+        _prepare_payment(state, row, quote, ready)
+    except ProviderError as exc:
+        raise _provider_unavailable(exc) from exc
+    db.session.add(row)
+    db.session.commit()
+    return _view(state, row)
+
+
+def _require_open(row: CheckoutSession, action: str) -> None:
+    if row.status in OPEN:
+        return
+    if row.status == Status.EXPIRED:
+        return  # rendered as an expired session with a message, not an error
+    raise ShopError(405, "invalid_request", f"session_{row.status}",
+                    f"Checkout session '{row.id}' is {row.status} and cannot be {action}; "
+                    "start a new session.")
+
+
+def update_session(state: ShopState, session_id: str, change: SessionInput) -> SessionView:
+    """Apply an update request to an open session."""
+    row = _load(session_id)
+    _expire_if_due(row)
+    _require_open(row, "updated")
+    if row.status == Status.EXPIRED:
+        return _view(state, row)
+    details = _merge(state, json.loads(row.cart), change)
+    quote, _messages, _availability, ready = _assess(state, details)
+    try:
+        _prepare_payment(state, row, quote, ready)
+    except ProviderError as exc:
+        raise _provider_unavailable(exc) from exc
+    row.cart = json.dumps(details)
+    row.status = _status_for(ready)
+    row.notices = "[]"
+    row.updated_at = clock.epoch()
+    db.session.commit()
+    return _view(state, row)
+
+
+def cancel_session(state: ShopState, session_id: str) -> SessionView:
+    """Cancel an open session; completed, canceled and paying sessions answer 405."""
+    row = _load(session_id)
+    _expire_if_due(row)
+    if row.status not in OPEN:
+        raise ShopError(405, "invalid_request", f"session_{row.status}",
+                        f"Checkout session '{session_id}' is {row.status} and cannot be canceled.")
+    result = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)))
+        .values(status=Status.CANCELED, updated_at=clock.epoch(), notices=json.dumps([
+            {"type": "info", "content": "Checkout session has been canceled."}]))
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        return cancel_session(state, session_id)  # lost a race: answer from the new state
+    db.session.refresh(row)
+    return _view(state, row)
+
+
+def _provider_unavailable(exc: ProviderError) -> ShopError:
+    log.error("payment provider error: %s", exc)
+    return ShopError(
+        424, "processing_error", "payment_provider_unavailable",
+        "The payment provider could not be reached; nothing was charged. Retry in a moment.",
+        headers={"Retry-After": "5"}, replayable=False)
+
+
+def _notice(message: Message) -> str:
+    return json.dumps([{k: v for k, v in (("type", message.type), ("content", message.content),
+                                          ("code", message.code), ("param", message.param))
+                        if v is not None}])
+
+
+def complete_session(state: ShopState, session_id: str, credential: PaymentCredential,
+                     buyer: Mapping[str, Any] | None = None) -> SessionView:
+    """Reserve stock, charge once, and complete the session (or say why not)."""
+    row = _load(session_id)
+    _expire_if_due(row)
+    if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
+        return _view(state, row)  # already paid / paying / over: never charge again
+    if row.status == Status.CANCELED:
+        _require_open(row, "completed")
+    details = json.loads(row.cart)
+    if buyer is not None:
+        details["buyer"] = dict(buyer)
+    quote, _messages, _availability, ready = _assess(state, details)
+    if not ready:
+        row.cart = json.dumps(details)
+        row.status = Status.NOT_READY
+        row.updated_at = clock.epoch()
+        db.session.commit()
+        return _view(state, row)
+    lines = [(line.item.id, line.quantity) for line in quote.lines]
+    now = clock.epoch()
+    claimed = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)))
+        .values(status=Status.IN_PROGRESS, cart=json.dumps(details), updated_at=now,
+                notices="[]", stock_reserved=1)
+    ).rowcount == 1
+    short = stock.reserve_stock(state.catalog, lines) if claimed else None
+    if not claimed or short is not None:
+        db.session.rollback()
+        if short is not None:
+            item = state.catalog.items[short]
+            index = next(i for i, (item_id, _q) in enumerate(lines) if item_id == short)
+            _finish(session_id, Status.NOT_READY, stock_reserved=0, notices=_notice(Message(
+                "error", f"'{item.title}' sold out before payment; nothing was charged.",
+                "out_of_stock", f"$.line_items[{index}]")))
+        db.session.expire_all()
+        return _view(state, _load(session_id))
+    db.session.commit()
+    request = ChargeRequest(session_id=session_id, amount=quote.total, currency=quote.currency,
+                            credential=credential,
+                            description=f"{state.settings.store_name} checkout {session_id}",
+                            provider_order_id=row.provider_order_id)
+    try:
+        result = state.provider.charge(request)
+    except ProviderError as exc:
+        _release(state, session_id, lines, Status.READY, "[]")
+        raise _provider_unavailable(exc) from exc
+    except Exception:
+        # An unexpected bug must not strand reserved stock: give it back, then let it surface.
+        _release(state, session_id, lines, Status.READY, "[]")
+        raise
+    if result.status == ChargeStatus.DECLINED:
+        _release(state, session_id, lines, Status.READY, _notice(Message(
+            "error", result.message or "Your payment was declined. Please try a different "
+            "payment method.", "requires_3ds" if result.decline_code == "requires_3ds"
+            else "payment_declined", "$.payment_data")))
+    elif result.status == ChargeStatus.PENDING:
+        _finish(session_id, Status.IN_PROGRESS, payment_reference=result.reference,
+                payment_provider=state.provider.name)
+    else:
+        mark_paid(state, session_id, result.reference, quote.total, from_status=Status.IN_PROGRESS)
+    db.session.expire_all()
+    return _view(state, _load(session_id))
+
+
+def _finish(session_id: str, status: Status, **values: Any) -> None:
+    db.session.execute(update(CheckoutSession).where(CheckoutSession.id == session_id)
+                       .values(status=status, updated_at=clock.epoch(), **values))
+    db.session.commit()
+
+
+def _release(state: ShopState, session_id: str, lines: list[tuple[str, int]], status: Status,
+             notices: str) -> None:
+    """Give the reservation back and reopen the session, in one transaction."""
+    released = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, CheckoutSession.stock_reserved == 1,
+               CheckoutSession.status == Status.IN_PROGRESS)
+        .values(status=status, stock_reserved=0, updated_at=clock.epoch(), notices=notices)
+    ).rowcount == 1
+    if released:
+        stock.release_stock(state.catalog, lines)
+    db.session.commit()
+
+
+def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: int,
+              from_status: Status | None = None) -> bool:
+    """Record a final payment and queue the order hand-off; False when it was already recorded."""
+    from shop.order_payload import order_payload
+
+    row = _load(session_id)
+    payload = order_payload(state, row, reference=reference, provider=state.provider.name)
+    condition = (CheckoutSession.status == from_status if from_status
+                 else CheckoutSession.status != Status.COMPLETED)
+    paid = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, condition)
+        .values(status=Status.COMPLETED, order_id=order_id_for(session_id),
+                payment_reference=reference, payment_provider=state.provider.name,
+                amount_paid=amount, updated_at=clock.epoch(), notices="[]",
+                order_payload=json.dumps(payload),
+                delivery_state="pending", delivery_next_at=clock.epoch())
+    ).rowcount == 1
+    db.session.commit()
+    if paid:
+        from shop import delivery
+
+        delivery.schedule(state, session_id)
+    return paid

@@ -1,0 +1,138 @@
+"""The ShopError hierarchy and the one place that renders errors for each surface."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A merchant-editable file or environment variable is wrong; the message says how to fix it."""
+
+
+class ShopError(Exception):
+    """A request that cannot be served; rendered as the surface's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        code: str,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        replayable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.replayable = replayable
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def to_acp(self) -> dict[str, Any]:
+        """Return the flat ACP Error object."""
+        body: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
+        if self.param:
+            body["param"] = self.param
+        body.update(self.extra)
+        return body
+
+
+class InvalidRequestError(ShopError):
+    """The client sent something we cannot act on (400 unless told otherwise)."""
+
+    def __init__(self, code: str, message: str, param: str | None = None, status: int = 400,
+                 **kwargs: Any) -> None:
+        super().__init__(status, "invalid_request", code, message, param, **kwargs)
+
+
+class NotFoundError(ShopError):
+    """The named resource does not exist (404)."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(404, "invalid_request", code, message, param)
+
+
+class ProcessingError(ShopError):
+    """Something on our side or the provider's failed; nothing was stored (5xx-free when told)."""
+
+    def __init__(self, code: str, message: str, status: int = 500) -> None:
+        super().__init__(status, "processing_error", code, message)
+
+
+class ProviderError(Exception):
+    """The payment provider could not be reached or answered unexpectedly; no charge is known."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def render_acp_error(exc: ShopError) -> Any:
+    """Render a ShopError as the ACP flat Error response."""
+    from flask import Response
+
+    response = Response(json.dumps(exc.to_acp()), status=exc.status, mimetype="application/json")
+    for name, value in exc.headers.items():
+        response.headers[name] = value
+    if not exc.replayable:
+        response.headers["X-Not-Replayable"] = "1"
+    return response
+
+
+def render_forter_error(exc: ShopError) -> Any:
+    """Render a ShopError in the Forter merchant-endpoint shape."""
+    from flask import Response
+
+    body = {"success": False, "error_code": exc.code, "error_message": exc.message}
+    response = Response(json.dumps(body), status=exc.status, mimetype="application/json")
+    for name, value in exc.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _renderer_for(path: str) -> Any:
+    return render_forter_error if path.startswith("/api/") else render_acp_error
+
+
+def register_error_handlers(app: Any) -> None:
+    """Render every failure in the shape of the surface that was called; never a traceback."""
+    import logging
+
+    from flask import request
+    from werkzeug.exceptions import HTTPException
+
+    log = logging.getLogger("shop.errors")
+
+    @app.errorhandler(ShopError)
+    def _shop_error(exc: ShopError) -> Any:
+        return _renderer_for(request.path)(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        code, message = _HTTP_MESSAGES.get(status, ("http_error", exc.description or exc.name))
+        if status == 405:
+            message = f"{request.method} is not allowed on {request.path}; see the README for " \
+                      "the routes and their methods."
+        return _renderer_for(request.path)(InvalidRequestError(code, message, status=status))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _renderer_for(request.path)(ProcessingError(
+            "internal_error", "Something went wrong on the store's side; nothing was charged "
+            "twice. Retry with the same Idempotency-Key."))
+
+
+_HTTP_MESSAGES = {
+    400: ("invalid_request", "The request could not be understood; send a JSON body."),
+    404: ("not_found", "No such route; see the README for the API's routes."),
+    413: ("request_too_large", "The request body is larger than 1 MiB; send a smaller body."),
+    415: ("unsupported_media_type", "Send the body as Content-Type: application/json."),
+}

@@ -1,0 +1,25 @@
+"""The per-app state (settings, catalog, provider, order sink) behind one accessor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from shop.catalog import Catalog
+from shop.payments import PaymentProvider
+from shop.settings import Settings
+
+
+@dataclass(slots=True)
+class ShopState:
+    settings: Settings
+    catalog: Catalog
+    provider: PaymentProvider
+    sink: Any  # shop.orders.OrderSink
+
+
+def get_state() -> ShopState:
+    """Return the running app's ShopState (set by create_app)."""
+    return current_app.extensions["shop"]

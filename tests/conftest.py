@@ -1,0 +1,172 @@
+"""Shared fixtures: a fresh app on a temporary SQLite file, an ACP client, schema validators."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from shop import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
+API_VERSION = "2026-04-17"
+
+# pytest_plugins = ["tests.receiver"]
+
+
+class RecordingSink:
+    """An OrderSink that keeps what it was given (for tests that are not about delivery)."""
+
+    def __init__(self) -> None:
+        self.orders: list[dict[str, Any]] = []
+
+    def deliver(self, order: dict[str, Any]) -> None:
+        self.orders.append(order)
+
+
+@pytest.fixture
+def shop_files(tmp_path: Path) -> dict[str, Path]:
+    """Copy the test config and catalog into a temp dir; tests may edit them."""
+    config = tmp_path / "config.json"
+    products = tmp_path / "products.json"
+    shutil.copy(DATA / "config.json", config)
+    shutil.copy(DATA / "products.json", products)
+    return {"config": config, "products": products, "db": tmp_path / "shop.sqlite3",
+            "dir": tmp_path}
+
+
+@pytest.fixture
+def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
+    """Return a factory: make_app(config={...}, env={...}, sink=...) -> Flask app."""
+    for name in ("SHOP_API_KEYS", "STRIPE_SECRET_KEY", "ORDER_WEBHOOK_SECRET", "ACP_WEBHOOK_URL",
+                 "ACP_WEBHOOK_SECRET", "FEED_PASSWORD", "FORTER_WEBHOOK_SECRET",
+                 "ACP_SIGNING_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    apps = []
+
+    def factory(config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                sink: Any = None):
+        overrides: dict[str, Any] = {
+            "SHOP_CONFIG": str(shop_files["config"]),
+            "SHOP_PRODUCTS": str(shop_files["products"]),
+            "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+            **(env or {}),
+        }
+        if config:
+            overrides["config"] = config
+        app = create_app(overrides, order_sink=sink if sink is not None else RecordingSink())
+        app.config["TESTING"] = True
+        app.config["TESTING_NO_SWEEPER"] = True
+        apps.append(app)
+        return app
+
+    yield factory
+    from shop.db import db
+
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class AcpClient:
+    """Sends ACP requests with the demo key, the API version and a fresh Idempotency-Key."""
+
+    def __init__(self, client: Any, token: str = "demo") -> None:
+        self.client = client
+        self.token = token
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}", "API-Version": API_VERSION,
+                   "Idempotency-Key": key or str(uuid.uuid4())}
+        headers.update(extra)
+        return headers
+
+    def post(self, path: str, body: Any = None, key: str | None = None, **extra: str):
+        return self.client.post(path, data=json.dumps(body if body is not None else {}),
+                                content_type="application/json",
+                                headers=self.headers(key, **extra))
+
+    def get(self, path: str):
+        return self.client.get(path, headers=self.headers())
+
+    def create(self, body: dict[str, Any] | None = None, **kw: Any):
+        return self.post("/checkout_sessions", body or cart(), **kw)
+
+    def complete(self, session_id: str, token: str = "tok_visa", key: str | None = None):
+        return self.post(f"/checkout_sessions/{session_id}/complete", payment(token), key=key)
+
+
+@pytest.fixture
+def acp(client) -> AcpClient:
+    return AcpClient(client)
+
+
+ADDRESS_CA = {"name": "Jane Doe", "line_one": "1 Market St", "city": "San Francisco",
+              "state": "CA", "country": "US", "postal_code": "94105"}
+ADDRESS_OR = {"name": "Jo Roe", "line_one": "2 Pine St", "city": "Portland", "state": "OR",
+              "country": "US", "postal_code": "97201"}
+
+
+def cart(*items: tuple[str, int], address: dict[str, Any] | None = ADDRESS_OR,
+         **extra: Any) -> dict[str, Any]:
+    """Build a create-session body."""
+    body: dict[str, Any] = {
+        "currency": "usd",
+        "capabilities": {},
+        "line_items": [{"id": i, "quantity": q} for i, q in (items or (("widget", 1),))],
+        "buyer": {"email": "jane@example.com", "first_name": "Jane"},
+    }
+    if address is not None:
+        body["fulfillment_details"] = {"name": address["name"], "address": address}
+    body.update(extra)
+    return body
+
+
+def payment(token: str = "tok_visa") -> dict[str, Any]:
+    """Build a complete-session body with the current payment_data shape."""
+    return {"payment_data": {"handler_id": "card_tokenized",
+                             "instrument": {"type": "card",
+                                            "credential": {"type": "spt", "token": token}}}}
+
+
+def _registry() -> tuple[Registry, dict[str, Any]]:
+    schema = json.loads((SPEC / "schema.agentic_checkout.json").read_text())
+    resource = Resource.from_contents(schema)
+    return Registry().with_resource(schema["$id"], resource), schema
+
+
+_REGISTRY, _SCHEMA = _registry()
+
+
+def acp_validator(name: str) -> Draft202012Validator:
+    """Return a validator for one $defs entry of the official ACP checkout schema."""
+    return Draft202012Validator({"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"}, registry=_REGISTRY)
+
+
+def assert_acp(body: dict[str, Any], name: str) -> None:
+    """Fail with every schema violation when body is not a valid ACP `name`."""
+    errors = sorted(acp_validator(name).iter_errors(body), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
