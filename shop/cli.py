@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from flask.cli import AppGroup, with_appcontext
 
 from shop import delivery, retention, stock
 from shop.db import CheckoutSession, db
@@ -18,6 +19,7 @@ def register_commands(app: Flask) -> None:
 
 
 @click.command("purge")
+@with_appcontext
 def purge_command() -> None:
     """Delete expired checkout sessions and idempotency records older than 24 h."""
     result = retention.purge()
@@ -29,6 +31,7 @@ def purge_command() -> None:
 @click.command("stock")
 @click.argument("item_id", required=False)
 @click.argument("quantity", required=False, type=click.IntRange(min=0))
+@with_appcontext
 def stock_command(item_id: str | None, quantity: int | None) -> None:
     """List live stock, or set ITEM_ID's count to QUANTITY."""
     state = get_state()
@@ -49,7 +52,7 @@ def stock_command(item_id: str | None, quantity: int | None) -> None:
         click.echo(f"{item_id_:<32} {'unlimited' if qty is None else qty}")
 
 
-@click.group("orders")
+@click.group("orders", cls=AppGroup)
 def orders_group() -> None:
     """Inspect and re-send orders handed to the merchant."""
 

@@ -14,6 +14,8 @@ from shop.idempotency import purge_idempotency_records
 log = logging.getLogger("shop.retention")
 
 PURGE_EVERY_SECONDS = 300
+# Expired sessions stay readable this long (agents get `expired`, not 404), then go with their PII.
+GRACE_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +33,9 @@ def _undelivered():  # type: ignore[no-untyped-def]
 
 
 def purge() -> PurgeResult:
-    """Delete sessions past their TTL and records past 24 h; keep undelivered orders."""
+    """Delete sessions an hour past their TTL and records past 24 h; keep undelivered orders."""
     now = clock.epoch()
-    expired = CheckoutSession.expires_at <= now
+    expired = CheckoutSession.expires_at <= now - GRACE_SECONDS
     kept = db.session.execute(
         select(func.count()).select_from(CheckoutSession).where(expired, _undelivered())
     ).scalar_one()
