@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, stock
+from shop import clock, metrics, stock
 from shop.db import CheckoutSession, db
 from shop.errors import InvalidRequestError, NotFoundError, ProviderError, ShopError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
@@ -402,6 +402,7 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
         _release(state, session_id, lines, Status.READY, "[]")
         raise
     if result.status == ChargeStatus.DECLINED:
+        metrics.inc("shop_payment_declines_total", via="complete")
         _release(state, session_id, lines, Status.READY, _notice(Message(
             "error", result.message or "Your payment was declined. Please try a different "
             "payment method.", "requires_3ds" if result.decline_code == "requires_3ds"
@@ -409,8 +410,9 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
     elif result.status == ChargeStatus.PENDING:
         _finish(session_id, Status.IN_PROGRESS, payment_reference=result.reference,
                 payment_provider=state.provider.name)
-    else:
-        mark_paid(state, session_id, result.reference, quote.total, from_status=Status.IN_PROGRESS)
+    elif mark_paid(state, session_id, result.reference, quote.total,
+                   from_status=Status.IN_PROGRESS):
+        metrics.inc("shop_checkouts_completed_total", via="complete")
     db.session.expire_all()
     return _view(state, _load(session_id))
 

@@ -74,6 +74,17 @@ class StockLevel(db.Model):
     file_inventory: Mapped[int] = mapped_column(BigInteger)
 
 
+class ProviderEvent(db.Model):
+    """A provider webhook event already acted on (its id is unique: duplicates do nothing)."""
+
+    __tablename__ = "provider_events"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<provider>:<event id>"
+    type: Mapped[str] = mapped_column(String(100))
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 def init_db(app: Flask) -> None:
     """Bind the database to the app and create missing tables."""
     db.init_app(app)

@@ -101,6 +101,28 @@ def schedule(state: ShopState, session_id: str) -> None:
     threading.Thread(target=run, name=f"deliver-{session_id}", daemon=True).start()
 
 
+def notify_flagged(state: ShopState, session_id: str, reference: str | None) -> None:
+    """Tell the merchant (in the background) that a paid order is disputed: `order.flagged`."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    row = db.session.get(CheckoutSession, session_id)
+    if row is None or not row.order_payload:
+        return
+    import json
+
+    notice = {**json.loads(row.order_payload), "event": "order.flagged",
+              "flag": {"reason": "dispute", "payment_reference": reference}}
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                state.sink.deliver(notice)
+            except Exception as exc:
+                log.error("ORDER FLAG NOT DELIVERED order=%s session=%s reason=%s — check the "
+                          "dispute in your provider's dashboard", row.order_id, session_id, exc)
+
+    threading.Thread(target=run, name=f"flag-{session_id}", daemon=True).start()
+
+
 def due_sessions(limit: int = 20) -> list[str]:
     """Return sessions whose delivery is pending, failed and due, or whose lease ran out."""
     now = clock.epoch()

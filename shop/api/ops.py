@@ -1,10 +1,11 @@
-"""Operations endpoints: health check."""
+"""Operations endpoints: health check and Prometheus metrics."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
 from sqlalchemy import text
 
+from shop import metrics
 from shop.api.acp import json_response
 from shop.db import db
 
@@ -15,3 +16,8 @@ bp = Blueprint("ops", __name__)
 def healthz() -> Response:
     db.session.execute(text("SELECT 1"))
     return json_response({"status": "ok"})
+
+
+@bp.get("/metrics")
+def metrics_text() -> Response:
+    return Response(metrics.render(), mimetype="text/plain; version=0.0.4")

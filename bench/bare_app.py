@@ -1,0 +1,11 @@
+"""A bare Flask JSON endpoint, served with the same gunicorn settings as the shop, for comparison."""
+
+from flask import Flask, jsonify
+
+app = Flask(__name__)
+
+
+@app.post("/bare")
+@app.get("/bare")
+def bare():
+    return jsonify({"ok": True})
