@@ -44,13 +44,18 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     from shop import delivery, stock
     from shop.db import init_db
-    from shop.orders import build_sink
+    from shop.orders import AcpEventSink, build_sink
     from shop.payments import build_provider
 
     sink = order_sink if order_sink is not None else build_sink(settings, log)
     provider = build_provider(settings)
+    agent_url, agent_secret = settings.secret("ACP_WEBHOOK_URL"), settings.secret("ACP_WEBHOOK_SECRET")
+    agent_sink = AcpEventSink(agent_url, agent_secret) if agent_url and agent_secret else None
+    if bool(agent_url) != bool(agent_secret):
+        raise ConfigError("ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
+                          "order events to the agent platform, or neither.")
     app.extensions["shop"] = ShopState(settings=settings, catalog=catalog, provider=provider,
-                                       sink=sink)
+                                       sink=sink, agent_sink=agent_sink)
     init_db(app)
     with app.app_context():
         restocked = stock.seed_stock(catalog)

@@ -273,7 +273,6 @@ def create_session(state: ShopState, change: SessionInput,
         currency=state.settings.currency, created_at=now, updated_at=now,
         expires_at=now + state.settings.session_ttl_minutes * 60,
         cart=json.dumps(details), notices="[]", stock_reserved=0, flagged=0,
-        delivery_attempts=0,
     )
     try:
         _prepare_payment(state, row, quote, ready)
@@ -452,12 +451,13 @@ def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: 
         .values(status=Status.COMPLETED, order_id=order_id_for(session_id),
                 payment_reference=reference, payment_provider=state.provider.name,
                 amount_paid=amount, updated_at=clock.epoch(), notices="[]",
-                order_payload=json.dumps(payload),
-                delivery_state="pending", delivery_next_at=clock.epoch())
+                order_payload=json.dumps(payload))
     ).rowcount == 1
-    db.session.commit()
     if paid:
         from shop import delivery
 
+        delivery.enqueue_order_created(state, session_id, payload)
+    db.session.commit()
+    if paid:
         delivery.schedule(state, session_id)
     return paid

@@ -7,7 +7,6 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from shop import delivery, retention, stock
-from shop.db import CheckoutSession, db
 from shop.state import get_state
 
 
@@ -59,27 +58,24 @@ def orders_group() -> None:
 
 @orders_group.command("failed")
 def orders_failed() -> None:
-    """List completed sessions whose order has not been delivered."""
+    """List order messages that have not reached the merchant (or the agent platform)."""
     rows = delivery.undelivered()
     if not rows:
-        click.echo("every completed order has been delivered")
+        click.echo("every order has been delivered")
     for row in rows:
-        click.echo(f"{row.id}  {row.order_id}  {row.delivery_state}  attempts={row.delivery_attempts}"
-                   f"  {row.delivery_error or ''}")
+        click.echo(f"{row.session_id}  {row.order_id}  {row.event} -> {row.destination}  "
+                   f"{row.state}  attempts={row.attempts}  {row.last_error or ''}")
 
 
 @orders_group.command("replay")
 @click.argument("session_id")
 def orders_replay(session_id: str) -> None:
-    """Send SESSION_ID's order to the sink again (same order id: safe for a deduping receiver)."""
-    state = get_state()
-    row = db.session.get(CheckoutSession, session_id)
-    if row is None or row.order_id is None:
-        raise click.ClickException(f"no completed session '{session_id}' (it may have been purged)")
-    row.delivery_state = "pending"
-    row.delivery_next_at = 0
-    db.session.commit()
-    if delivery.deliver_now(state, session_id):
-        click.echo(f"order {row.order_id} delivered")
-    else:
-        raise click.ClickException(f"order {row.order_id} was not delivered; see the log line above")
+    """Send SESSION_ID's order again now (same order id: safe for a deduping receiver)."""
+    rows = delivery.replay(get_state(), session_id)
+    if not rows:
+        raise click.ClickException(f"no order for session '{session_id}' (not completed, or "
+                                   "purged)")
+    for row in rows:
+        click.echo(f"{row.event} {row.order_id} -> {row.destination}: {row.state}")
+    if any(row.state != "delivered" for row in rows):
+        raise click.ClickException("not every message was delivered; see the log line above")

@@ -42,11 +42,6 @@ class CheckoutSession(db.Model):
     flagged: Mapped[int] = mapped_column(Integer, default=0)
     forter_reference_id: Mapped[str | None] = mapped_column(String(255), nullable=True,
                                                             unique=True)
-    # Order hand-off: pending -> delivering -> delivered | failed (retried until given up).
-    delivery_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
-    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    delivery_next_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The order payload, frozen at the moment of payment (amounts match what was charged).
     order_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -83,6 +78,31 @@ class ProviderEvent(db.Model):
     type: Mapped[str] = mapped_column(String(100))
     session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     received_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class OrderDelivery(db.Model):
+    """One message about a session's order to one destination, delivered exactly once.
+
+    (session_id, destination, event) is unique, so however many paths confirm a payment, one
+    row exists; a worker takes it with a conditional UPDATE (a lease) before sending.
+    """
+
+    __tablename__ = "order_deliveries"
+    __table_args__ = (UniqueConstraint("session_id", "destination", "event",
+                                       name="uq_delivery_session_destination_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(80))
+    destination: Mapped[str] = mapped_column(String(16))  # merchant | agent
+    event: Mapped[str] = mapped_column(String(32))  # order.created | order.flagged | order_create …
+    payload: Mapped[str] = mapped_column(Text)
+    # pending -> delivering (leased) -> delivered | failed (retried) | gave_up
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 def init_db(app: Flask) -> None:

@@ -101,16 +101,19 @@ def _failed(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str:
 
 
 def _disputed(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str:
+    from shop import delivery
+
     flagged = db.session.execute(
         update(CheckoutSession).where(CheckoutSession.id == row.id, CheckoutSession.flagged == 0)
         .values(flagged=1, updated_at=clock.epoch())
     ).rowcount == 1
+    if flagged and row.order_payload:
+        delivery.enqueue_order_flagged(state, row.id, json.loads(row.order_payload),
+                                       event.reference)
     db.session.commit()
     if not flagged:
         return "already_flagged"
     log.error("DISPUTE on order %s (session %s, payment %s): review it before shipping",
               row.order_id, row.id, event.reference)
-    from shop import delivery
-
-    delivery.notify_flagged(state, row.id, event.reference)
+    delivery.schedule(state, row.id)
     return "flagged"

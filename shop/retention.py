@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, func, select
 
 from shop import clock
-from shop.db import CheckoutSession, db
+from shop.db import CheckoutSession, OrderDelivery, db
+from shop.delivery import OPEN_STATES
 from shop.idempotency import purge_idempotency_records
 
 log = logging.getLogger("shop.retention")
@@ -26,10 +27,10 @@ class PurgeResult:
 
 
 def _undelivered():  # type: ignore[no-untyped-def]
-    # An order still being retried keeps its session; one whose last retry failed
-    # (delivery_next_at cleared) may go, after it was logged.
-    return and_(CheckoutSession.delivery_state.in_(["pending", "failed", "delivering"]),
-                CheckoutSession.delivery_next_at.is_not(None))
+    # A session with a message still being retried stays; one whose last retry failed
+    # (gave_up) may go, after it was logged.
+    return CheckoutSession.id.in_(
+        select(OrderDelivery.session_id).where(OrderDelivery.state.in_(OPEN_STATES)))
 
 
 def purge() -> PurgeResult:
@@ -42,17 +43,17 @@ def purge() -> PurgeResult:
     if kept:
         log.warning("purge kept %d expired session(s) whose order is still being delivered; "
                     "see `flask --app app orders failed`", kept)
-    given_up = db.session.execute(
-        select(CheckoutSession.id, CheckoutSession.order_id)
-        .where(expired, CheckoutSession.delivery_state == "failed",
-               CheckoutSession.delivery_next_at.is_(None))
-    ).all()
-    for session_id, order_id in given_up:
-        log.error("purging session %s whose order %s was never delivered (all retries failed)",
-                  session_id, order_id)
-    result = db.session.execute(
-        delete(CheckoutSession).where(expired, or_(CheckoutSession.delivery_state.is_(None),
-                                                   ~_undelivered()))
-    )
+    doomed = select(CheckoutSession.id).where(expired, ~_undelivered())
+    for delivery_row in db.session.execute(
+        select(OrderDelivery).where(OrderDelivery.state == "gave_up",
+                                    OrderDelivery.session_id.in_(doomed))
+    ).scalars():
+        log.error("purging session %s whose %s %s never reached the %s (all retries failed)",
+                  delivery_row.session_id, delivery_row.event, delivery_row.order_id,
+                  delivery_row.destination)
+    ids = list(db.session.execute(doomed).scalars())
+    if ids:
+        db.session.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))
+        db.session.execute(delete(CheckoutSession).where(CheckoutSession.id.in_(ids)))
     db.session.commit()
-    return PurgeResult(result.rowcount or 0, purge_idempotency_records(), kept)
+    return PurgeResult(len(ids), purge_idempotency_records(), kept)

@@ -17,7 +17,8 @@ class ShopState:
     settings: Settings
     catalog: Catalog
     provider: PaymentProvider
-    sink: Any  # shop.orders.OrderSink
+    sink: Any  # shop.orders.OrderSink: the merchant's order hand-off
+    agent_sink: Any = None  # ACP order events to the agent platform, when configured
 
 
 def get_state() -> ShopState:
