@@ -126,8 +126,8 @@ def register_error_handlers(app: Any) -> None:
     def _unexpected(exc: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _renderer_for(request.path)(ProcessingError(
-            "internal_error", "Something went wrong on the store's side; nothing was charged "
-            "twice. Retry with the same Idempotency-Key."))
+            "internal_error", "Something went wrong on the store's side; the error is logged. "
+            "Retrying the same request is safe: nothing is ever charged twice."))
 
 
 _HTTP_MESSAGES = {
