@@ -7,5 +7,6 @@ app = Flask(__name__)
 
 @app.post("/bare")
 @app.get("/bare")
+@app.get("/healthz")
 def bare():
     return jsonify({"ok": True})

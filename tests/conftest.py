@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parent / "data"
 SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
 API_VERSION = "2026-04-17"
 
-# pytest_plugins = ["tests.receiver"]
+pytest_plugins = ["tests.receiver", "tests.fake_psp"]
 
 
 class RecordingSink:

@@ -1,0 +1,239 @@
+"""Orders out: the merchant's order payload, the ACP order event, and the sinks that send them.
+
+`OrderSink.deliver(order)` is the one hand-off. It raises on failure and never retries; the
+delivery outbox (`shop.delivery`) decides when to try again. Bodies are serialized once and the
+bytes signed are the bytes sent, so a receiver can verify the signature on the raw body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from shop import clock
+from shop.errors import ConfigError
+from shop.security import hmac_sha256_base64, sign_timestamped
+from shop.settings import Settings
+
+DEFAULT_TIMEOUT = 10.0
+ACP_EVENT_TYPES = ("order_create", "order_update")
+_EXCERPT = 120
+_ADDRESS_KEYS = ("name", "line_one", "line_two", "city", "state", "country", "postal_code")
+_ACP_ADDRESS_REQUIRED = {"name", "line_one", "city", "state", "country", "postal_code"}
+
+
+class DeliveryError(Exception):
+    """An order did not reach its destination; the message is one line and holds no secret."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class OrderSink(Protocol):
+    """Where completed orders go. `deliver` returns when the order is safely received."""
+
+    def deliver(self, order: dict[str, Any]) -> None:
+        """Hand one order over; raise (DeliveryError or anything) when it was not accepted."""
+        ...
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _where(url: str) -> str:
+    """The URL without query or credentials: safe to put in a log line."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "…"
+
+
+def _post(http: Any, url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    """POST exact bytes; raise DeliveryError unless the answer is 2xx."""
+    try:
+        # Redirects are failures: requests would replay a POST as a body-less GET.
+        response = http.post(url, data=body, headers=headers, timeout=timeout,
+                             allow_redirects=False)
+    except requests.Timeout as exc:
+        raise DeliveryError(f"no answer from {_where(url)} within {timeout:g}s "
+                            f"({type(exc).__name__})") from exc
+    except requests.RequestException as exc:  # refused, DNS, TLS, reset …
+        raise DeliveryError(f"could not reach {_where(url)} ({type(exc).__name__})") from exc
+    if not 200 <= response.status_code < 300:
+        excerpt = _one_line(response.text or "")
+        raise DeliveryError(f"{_where(url)} answered HTTP {response.status_code}"
+                            + (f": {excerpt}" if excerpt else ""), status=response.status_code)
+
+
+def _check_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise ValueError("the order webhook URL must be an http:// or https:// URL")
+
+
+class WebhookSink:
+    """POST each order as JSON to the merchant, signed with `Signature` when a secret is set."""
+
+    def __init__(self, url: str, secret: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 session: requests.Session | None = None) -> None:
+        _check_url(url)
+        if secret == "":
+            raise ValueError("ORDER_WEBHOOK_SECRET is empty; unset it or give it a value")
+        self.url = url
+        self._secret = secret
+        self.timeout = timeout
+        self._http = session if session is not None else requests
+
+    def __repr__(self) -> str:
+        return f"WebhookSink({_where(self.url)!r}, signed={self._secret is not None})"
+
+    def deliver(self, order: dict[str, Any]) -> None:
+        """Send one order; raise DeliveryError on a non-2xx answer, a timeout or no connection."""
+        body = _encode(order)
+        headers = {"Content-Type": "application/json",
+                   "Idempotency-Key": str(order["order"]["id"])}
+        if self._secret is not None:
+            headers["Signature"] = hmac_sha256_base64(self._secret, body)
+        _post(self._http, self.url, body, headers, self.timeout)
+
+
+class LogSink:
+    """No destination configured: log a loud warning per order and drop it."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def deliver(self, order: dict[str, Any]) -> None:
+        """Log that the order went nowhere (with what is needed to find the payment)."""
+        info = order.get("order") or {}
+        payment = order.get("payment") or {}
+        total = next((t.get("amount") for t in order.get("totals") or ()
+                      if t.get("type") == "total"), None)
+        self.logger.warning(
+            "ORDER NOT DELIVERED: order %s for session %s was NOT delivered anywhere: set "
+            "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET) to receive orders; "
+            "payment %s %s, total %s %s. Dropped.",
+            info.get("id"), info.get("checkout_session_id"), payment.get("provider"),
+            payment.get("reference"), total, order.get("currency"))
+
+
+class AcpEventSink:
+    """POST ACP order events to the agent platform, signed with `Merchant-Signature`."""
+
+    def __init__(self, url: str, secret: str, timeout: float = DEFAULT_TIMEOUT,
+                 session: requests.Session | None = None) -> None:
+        _check_url(url)
+        if not secret:
+            raise ValueError("ACP_WEBHOOK_SECRET is required to sign order events")
+        self.url = url
+        self._secret = secret
+        self.timeout = timeout
+        self._http = session if session is not None else requests
+
+    def __repr__(self) -> str:
+        return f"AcpEventSink({_where(self.url)!r})"
+
+    def deliver(self, order: dict[str, Any]) -> None:
+        """Send one ACP event ({type, data}); a merchant payload is sent as order_create."""
+        event = order if "data" in order else build_acp_order_event("order_create", order,
+                                                                     "confirmed")
+        body = _encode(event)
+        headers = {"Content-Type": "application/json",
+                   "Merchant-Signature": sign_timestamped(self._secret, body, clock.epoch()),
+                   "Request-Id": f"req_{uuid.uuid4().hex}"}
+        _post(self._http, self.url, body, headers, self.timeout)
+
+
+def build_sink(settings: Settings, logger: logging.Logger) -> OrderSink:
+    """Choose the merchant sink from settings: WebhookSink with orderWebhookUrl, else LogSink."""
+    url = settings.order_webhook_url
+    if not url:
+        logger.warning("NO ORDER DESTINATION: orderWebhookUrl is not set in %s, so every paid "
+                       "order will only be logged and then LOST. Set orderWebhookUrl (and "
+                       "ORDER_WEBHOOK_SECRET) before taking real payments.", settings.config_path)
+        return LogSink(logger)
+    try:
+        _check_url(url)
+    except ValueError:
+        raise ConfigError(f"{settings.config_path}: field 'orderWebhookUrl' must be an http:// "
+                          "or https:// URL of your order receiver, e.g. "
+                          '"https://example.com/hooks/orders".') from None
+    secret = settings.secret("ORDER_WEBHOOK_SECRET")
+    if secret is None:
+        logger.warning("ORDER_WEBHOOK_SECRET is not set: orders to %s are sent UNSIGNED and "
+                       "your receiver cannot tell them from forgeries.", _where(url))
+    return WebhookSink(url, secret)
+
+
+def build_order_payload(*, order_id: str, session_id: str, permalink_url: str,
+                        buyer: Mapping[str, Any] | None, currency: str,
+                        line_items: Sequence[Mapping[str, Any]],
+                        totals: Sequence[Mapping[str, Any]],
+                        fulfillment: Mapping[str, Any] | None,
+                        payment: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the merchant's order payload (DESIGN §5; docs/order-payload.schema.json).
+
+    It copies and never checks: it runs after the charge, where raising would strand a paid
+    order. The tests hold its output to the schema instead.
+    """
+    lines = [{"id": str(li["id"]), "item_id": str(li["item_id"]), "title": str(li["title"]),
+              "quantity": li["quantity"], "unit_amount": li["unit_amount"],
+              "tax": li.get("tax", 0), "total": li["total"]} for li in line_items]
+    sums = [{"type": str(t["type"]), "display_text": str(t["display_text"]),
+             "amount": t["amount"]} for t in totals]
+    return {
+        "event": "order.created",
+        "order": {"id": order_id, "checkout_session_id": session_id,
+                  "permalink_url": permalink_url},
+        "buyer": dict(buyer or {}),
+        "currency": currency.lower(),
+        "line_items": lines,
+        "totals": sums,
+        "fulfillment": None if fulfillment is None else {
+            "option": dict(fulfillment["option"]), "address": dict(fulfillment["address"])},
+        "payment": {"provider": str(payment["provider"]),
+                    "reference": str(payment["reference"])},
+    }
+
+
+def build_acp_order_event(event_type: str, order_payload: Mapping[str, Any],
+                          status: str) -> dict[str, Any]:
+    """Turn a merchant payload into an ACP webhook body `{type, data: Order}`."""
+    if event_type not in ACP_EVENT_TYPES:
+        raise ValueError(f"ACP order event type must be one of {ACP_EVENT_TYPES}")
+    info = order_payload["order"]
+    lines = order_payload["line_items"]
+    data: dict[str, Any] = {
+        "type": "order", "id": info["id"], "checkout_session_id": info["checkout_session_id"],
+        "permalink_url": info["permalink_url"], "status": status,
+        "line_items": [{
+            "id": li["id"], "title": li["title"], "product_id": li["item_id"],
+            "quantity": {"ordered": li["quantity"], "current": li["quantity"], "fulfilled": 0},
+            "unit_price": li["unit_amount"], "subtotal": li["total"] - li["tax"],
+            "status": "processing",
+        } for li in lines],
+        "totals": [dict(t) for t in order_payload["totals"]],
+    }
+    shipment = order_payload.get("fulfillment")
+    fulfillment: dict[str, Any] = {
+        "id": f"ful_{info['id']}", "type": "shipping" if shipment else "digital",
+        "status": "pending",
+        "line_items": [{"id": li["id"], "quantity": li["quantity"]} for li in lines],
+    }
+    destination = {k: v for k, v in ((shipment or {}).get("address") or {}).items()
+                   if k in _ADDRESS_KEYS and v}
+    if destination.keys() >= _ACP_ADDRESS_REQUIRED:  # ACP's Address wants every part
+        fulfillment["destination"] = destination
+    data["fulfillments"] = [fulfillment]
+    return {"type": event_type, "data": data}

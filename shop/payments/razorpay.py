@@ -1,0 +1,291 @@
+"""The Razorpay provider: a server-created order per payable total, verified and captured payments.
+
+The buyer pays the order in Razorpay Checkout; the agent hands us the three values Checkout
+returns. We verify their signature, fetch the payment, check it paid THIS order for THIS
+amount, capture it if only authorized, and report the payment id. `RAZORPAY_API_BASE`
+points the client at another host (the tests' fake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import razorpay
+import requests
+
+from shop.errors import ConfigError, ProviderError
+from shop.payments import (
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    EventKind,
+    PaymentEvent,
+    WebhookSignatureError,
+)
+from shop.security import SignatureError, verify_hex
+
+log = logging.getLogger("shop.payments.razorpay")
+
+TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
+CREDENTIAL_FIELDS = ("razorpay_payment_id", "razorpay_order_id", "razorpay_signature")
+_EVENTS = {
+    "payment.captured": EventKind.PAID,
+    "order.paid": EventKind.PAID,
+    "payment.failed": EventKind.FAILED,
+    "payment.dispute.created": EventKind.DISPUTED,
+}
+# ValueError: a non-JSON answer (the library calls response.json() on every reply).
+_FAILURES = (
+    razorpay.errors.BadRequestError,
+    razorpay.errors.GatewayError,
+    razorpay.errors.ServerError,
+    requests.RequestException,
+    ValueError,
+)
+_MESSAGES = {
+    "invalid": "The Razorpay payment details could not be verified for this checkout; nothing "
+    "was charged. Please pay again in Razorpay Checkout.",
+    "amount_mismatch": "The Razorpay payment does not match this checkout's total or currency; "
+    "nothing was captured. Please pay again in Razorpay Checkout.",
+    "card_declined": "Your payment was declined. Please try a different payment method.",
+    "incomplete": "The Razorpay payment was not completed. Please finish paying in Razorpay "
+    "Checkout or try a different payment method.",
+}
+
+
+def _declined(
+    code: str,
+    message_key: str | None = None,
+    reference: str | None = None,
+    message: str | None = None,
+) -> ChargeResult:
+    return ChargeResult(
+        ChargeStatus.DECLINED, reference, code, message or _MESSAGES[message_key or code]
+    )
+
+
+class RazorpayProvider:
+    """Take payments through Razorpay orders and Razorpay Checkout."""
+
+    name = "razorpay"
+
+    def __init__(self, settings: Any) -> None:
+        key_id, key_secret = (
+            settings.secret("RAZORPAY_KEY_ID"),
+            settings.secret("RAZORPAY_KEY_SECRET"),
+        )
+        if not key_id or not key_secret:
+            raise ConfigError(
+                "paymentProvider is 'razorpay' but RAZORPAY_KEY_ID or "
+                "RAZORPAY_KEY_SECRET is not set; export both before starting."
+            )
+        self._key_id, self._key_secret = key_id, key_secret
+        self._webhook_secret = settings.secret("RAZORPAY_WEBHOOK_SECRET")
+        self._currency = settings.currency.upper()
+        base = settings.env.get("RAZORPAY_API_BASE")
+        options = {"base_url": base.rstrip("/")} if base else {}
+        # Retries stay off (the library's default): a retried capture must be our decision.
+        self._client = razorpay.Client(auth=(key_id, key_secret), **options)
+
+    def prepare(
+        self, session_id: str, amount: int, currency: str, current_reference: str | None
+    ) -> str | None:
+        """Create a Razorpay order for this total and return its id (orders cannot change)."""
+        data = {
+            "amount": amount,
+            "currency": currency.upper(),
+            "receipt": session_id[:40],  # Razorpay caps receipts at 40 characters
+            "notes": {"checkout_session_id": session_id},
+        }
+        order = self._call("create an order", self._client.order.create, data)
+        if current_reference:
+            log.info(
+                "session %s: Razorpay order %s replaces %s",
+                session_id,
+                order["id"],
+                current_reference,
+            )
+        return str(order["id"])
+
+    def handlers(self, provider_order_id: str | None) -> list[dict[str, Any]]:
+        """Advertise the seller-backed Razorpay Checkout handler for this session's order."""
+        config: dict[str, Any] = {
+            "psp": "razorpay",
+            "key_id": self._key_id,
+            "currency": self._currency,
+            "environment": "test" if self._key_id.startswith("rzp_test_") else "production",
+            "credential_fields": list(CREDENTIAL_FIELDS),
+        }
+        if provider_order_id:
+            config["order_id"] = provider_order_id
+        return [
+            {
+                "id": "razorpay",
+                "name": "dev.acp.seller_backed.razorpay",
+                "display_name": "Razorpay (cards, UPI, netbanking, wallets)",
+                "version": "2026-04-17",
+                "spec": "https://razorpay.com/docs/payments/payment-gateway/web-integration/standard/",
+                "requires_delegate_payment": False,
+                "requires_pci_compliance": False,
+                "psp": "razorpay",
+                "config_schema": "https://razorpay.com/docs/api/orders/",
+                "instrument_schemas": [
+                    "https://razorpay.com/docs/payments/payment-gateway/"
+                    "web-integration/standard/build-integration/"
+                ],
+                "config": config,
+            }
+        ]
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Verify, check and capture the Razorpay payment the buyer made for this order."""
+        fields = _credential_fields(request.credential.fields, request.credential.token)
+        if fields is None:
+            return _declined("invalid")
+        payment_id, order_id, signature = (fields[name] for name in CREDENTIAL_FIELDS)
+        if request.provider_order_id and order_id != request.provider_order_id:
+            log.warning(
+                "session %s: Razorpay payment %s paid another order", request.session_id, payment_id
+            )
+            return _declined("invalid")
+        try:
+            verify_hex(self._key_secret, f"{order_id}|{payment_id}", signature)
+        except SignatureError as exc:
+            log.warning(
+                "session %s: Razorpay payment signature rejected: %s", request.session_id, exc
+            )
+            return _declined("invalid")
+        payment = self._call("fetch the payment", self._client.payment.fetch, payment_id)
+        if payment.get("order_id") != order_id:
+            return _declined("invalid", reference=payment_id)
+        if (
+            int(payment.get("amount", -1)) != request.amount
+            or str(payment.get("currency", "")).upper() != request.currency.upper()
+        ):
+            paid = f"{payment.get('amount')} {payment.get('currency')}"
+            log.error(
+                "session %s: Razorpay payment %s is %s, not %s %s",
+                request.session_id,
+                payment_id,
+                paid,
+                request.amount,
+                request.currency,
+            )
+            return _declined("invalid", "amount_mismatch", payment_id)
+        status = payment.get("status")
+        if status == "authorized":
+            payment = self._capture(payment_id, request)
+            status = payment.get("status")
+        if status == "captured":
+            return ChargeResult(ChargeStatus.SUCCEEDED, payment_id)
+        if status == "failed":
+            reason = str(payment.get("error_reason") or "").lower()
+            return _declined(
+                reason if reason in {"insufficient_funds", "card_declined"} else "card_declined",
+                "card_declined",
+                payment_id,
+                payment.get("error_description") or None,
+            )
+        return _declined("card_declined", "incomplete", payment_id)
+
+    def _capture(self, payment_id: str, request: ChargeRequest) -> dict[str, Any]:
+        try:
+            return self._call(
+                "capture the payment",
+                self._client.payment.capture,
+                payment_id,
+                request.amount,
+                {"currency": request.currency.upper()},
+            )
+        except ProviderError:
+            # A concurrent capture (or the webhook's) may have won: trust the payment's state.
+            payment = self._call("fetch the payment", self._client.payment.fetch, payment_id)
+            if payment.get("status") != "captured":
+                raise
+            return payment
+
+    def _call(self, what: str, method: Any, *args: Any) -> dict[str, Any]:
+        try:
+            answer = method(*args, timeout=TIMEOUT)
+        except _FAILURES as exc:
+            raise ProviderError(
+                f"Razorpay could not {what}: {type(exc).__name__}: {exc}",
+                retryable=not isinstance(exc, razorpay.errors.BadRequestError),
+            ) from exc
+        if not isinstance(answer, dict) or "id" not in answer:
+            raise ProviderError(f"Razorpay answered an unexpected body when asked to {what}")
+        return answer
+
+    def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
+        """Verify X-Razorpay-Signature (hex HMAC of the raw body), then reduce the event."""
+        if not self._webhook_secret:
+            raise WebhookSignatureError(
+                "RAZORPAY_WEBHOOK_SECRET is not set, so no Razorpay event can be verified"
+            )
+        try:
+            verify_hex(self._webhook_secret, raw_body, _header(headers, "X-Razorpay-Signature"))
+        except SignatureError as exc:
+            raise WebhookSignatureError(f"X-Razorpay-Signature did not verify: {exc}") from None
+        try:
+            event = json.loads(raw_body)
+            event_type = str(event["event"])
+            payload = event.get("payload") or {}
+            payment = (payload.get("payment") or {}).get("entity") or {}
+            order = (payload.get("order") or {}).get("entity") or {}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WebhookSignatureError(
+                f"the Razorpay event is not a JSON object with 'event' and 'payload' ({exc!r})"
+            ) from None
+        event_id = (
+            _header(headers, "X-Razorpay-Event-Id")
+            or "sha256_" + hashlib.sha256(raw_body).hexdigest()[:40]
+        )
+        kind = _EVENTS.get(event_type, EventKind.IGNORED)
+        if kind == EventKind.DISPUTED:
+            dispute = (payload.get("dispute") or {}).get("entity") or {}
+            payment = payment or {"id": dispute.get("payment_id")}
+        if kind != EventKind.IGNORED and not order and payment.get("order_id"):
+            # The session id is read from OUR order's notes: payment notes come from the
+            # buyer's browser and must not decide which session gets marked paid.
+            order = self._call("fetch the order", self._client.order.fetch, payment["order_id"])
+        entity = payment or order
+        failed = kind == EventKind.FAILED
+        return PaymentEvent(
+            id=event_id,
+            type=event_type,
+            kind=kind,
+            session_id=(order.get("notes") or {}).get("checkout_session_id") or None,
+            reference=payment.get("id") or order.get("id"),
+            amount=entity.get("amount"),
+            currency=str(entity["currency"]).lower() if entity.get("currency") else None,
+            decline_code="card_declined" if failed else None,
+            message=(payment.get("error_description") or _MESSAGES["card_declined"])
+            if failed
+            else None,
+        )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:  # a plain dict (tests, the CLI) is not case-insensitive
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+def _credential_fields(fields: Mapping[str, Any], token: str) -> dict[str, str] | None:
+    """Find the three Checkout values in the credential object or a JSON-encoded token."""
+    found = {k: fields.get(k) for k in CREDENTIAL_FIELDS}
+    if not all(found.values()) and token.lstrip().startswith("{"):
+        try:
+            decoded = json.loads(token)
+        except ValueError:
+            return None
+        if isinstance(decoded, dict):
+            found = {k: decoded.get(k) for k in CREDENTIAL_FIELDS}
+    if not all(isinstance(v, str) and v for v in found.values()):
+        return None
+    return {k: str(v) for k, v in found.items()}
