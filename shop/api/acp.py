@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, request
 
 from shop import checkout
 from shop.api import acp_parse
+from shop.api.acp_signing import verify_request
 from shop.api.acp_render import PROTOCOL_VERSION, render_session
 from shop.errors import InvalidRequestError, ShopError, render_acp_error
 from shop.idempotency import idempotent
@@ -60,6 +61,9 @@ def _guard() -> None:
         return
     g.api_key_name = _authenticate()
     _check_version()
+    signing_secret = get_state().settings.secret("ACP_SIGNING_SECRET")
+    if signing_secret:
+        verify_request(request, signing_secret)
 
 
 def _scope() -> str:
