@@ -1,4 +1,4 @@
-"""A bare Flask JSON endpoint, served with the same gunicorn settings as the shop, for comparison."""
+"""A bare Flask JSON endpoint, served with the shop's gunicorn settings, for comparison."""
 
 from flask import Flask, jsonify
 

@@ -1,4 +1,4 @@
-"""Benchmark: the full create -> update -> complete flow under gunicorn, beside a bare Flask endpoint.
+"""Benchmark: the create -> update -> complete flow under gunicorn, beside a bare Flask app.
 
 Run:  .venv/bin/python bench/flow.py [--clients 32] [--seconds 10] [--workers 2] [--threads 4]
 

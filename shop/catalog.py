@@ -177,7 +177,8 @@ def _optional_int(raw: dict[str, Any], name: str, where: str) -> int | None:
 
 def _parse_product(raw: Any, index: int, path: str) -> Product:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: entry #{index + 1} must be an object with an 'id', got {raw!r}.")
+        raise ConfigError(
+            f"{path}: entry #{index + 1} must be an object with an 'id', got {raw!r}.")
     pid = raw.get("id")
     if not isinstance(pid, str) or not pid.strip():
         raise ConfigError(f"{path}: entry #{index + 1} needs an 'id' text value (e.g. \"widget\").")

@@ -24,7 +24,10 @@ _RESTOCK = text(
 
 
 def seed_stock(catalog: Catalog) -> list[str]:
-    """Create missing counters; reset those whose products.json number changed. Return restocked ids."""
+    """Create missing counters; reset those whose products.json number changed.
+
+    Return the restocked ids.
+    """
     restocked = []
     for item in catalog.items.values():
         if item.inventory is None:

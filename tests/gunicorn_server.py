@@ -1,4 +1,4 @@
-"""Start the real app under real gunicorn workers on a free loopback port (for concurrency tests)."""
+"""Start the real app under real gunicorn workers on a free loopback port (concurrency tests)."""
 
 from __future__ import annotations
 

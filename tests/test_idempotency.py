@@ -140,5 +140,6 @@ def test_canonical_json_equivalence(a, b):
 def test_complete_body_matters_for_conflict(acp):
     created = acp.create().get_json()
     acp.post(f"/checkout_sessions/{created['id']}/complete", payment("tok_chargeDeclined"), key="c")
-    response = acp.post(f"/checkout_sessions/{created['id']}/complete", payment("tok_visa"), key="c")
+    path = f"/checkout_sessions/{created['id']}/complete"
+    response = acp.post(path, payment("tok_visa"), key="c")
     assert response.status_code == 422

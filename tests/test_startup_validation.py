@@ -70,7 +70,8 @@ def test_malformed_config_json_names_line_and_column(make_app, shop_files):
     ({"shipping": []}, ["'shipping'", "physical products"]),
     ({"tax": {"nexus": {"CA": 7.25}}}, ["'tax.nexus.CA'", "between 0"]),
     ({"coupons": [{"code": "A"}]}, ["coupon 'A'", "exactly one"]),
-    ({"coupons": [{"code": "A", "percentOff": 10, "expires": "soon"}]}, ["coupon 'A'", "'expires'"]),
+    ({"coupons": [{"code": "A", "percentOff": 10, "expires": "soon"}]},
+     ["coupon 'A'", "'expires'"]),
 ])
 def test_bad_config(make_app, config, expected):
     with pytest.raises(ConfigError) as exc:

@@ -9,8 +9,8 @@ from flask import Blueprint, Response, g, request
 
 from shop import checkout
 from shop.api import acp_parse
-from shop.api.acp_signing import verify_request
 from shop.api.acp_render import PROTOCOL_VERSION, render_session
+from shop.api.acp_signing import verify_request
 from shop.errors import InvalidRequestError, ShopError, render_acp_error
 from shop.idempotency import idempotent
 from shop.security import bearer_token, constant_time_equals

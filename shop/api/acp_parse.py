@@ -176,7 +176,8 @@ def session_input(body: Mapping[str, Any], *, creating: bool) -> SessionInput:
 
 
 def payment_credential(body: Mapping[str, Any]) -> PaymentCredential:
-    """Read payment_data in the current {handler_id, instrument} or older {token, provider} shape."""
+    """Read payment_data in the current {handler_id, instrument} or the older {token, provider}
+    shape."""
     data = _object(body.get("payment_data"), "$.payment_data")
     if data is None:
         raise _bad("missing_payment_data", "$.payment_data is required to complete: send "

@@ -106,7 +106,8 @@ def _discounts(quote: Quote, codes: list[str]) -> dict[str, Any]:
     applied, rejected = [], []
     for outcome in quote.coupons:
         if outcome.applied and outcome.coupon:
-            coupon: dict[str, Any] = {"id": outcome.coupon.code.lower(), "name": outcome.coupon.code}
+            code = outcome.coupon.code
+            coupon: dict[str, Any] = {"id": code.lower(), "name": code}
             if outcome.coupon.percent_off is not None:
                 coupon["percent_off"] = float(outcome.coupon.percent_off)
             else:
