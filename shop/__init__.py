@@ -1,9 +1,10 @@
-"""shop: a self-hosted agentic checkout. `create_app()` assembles settings, db, provider and routes."""
+"""shop: a self-hosted agentic checkout; `create_app()` assembles settings, db, provider, routes."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from flask import Flask, g, request
 
 from shop.catalog import load_catalog
 from shop.errors import ConfigError, register_error_handlers
-from shop.settings import load_settings
+from shop.settings import Settings, load_settings
 from shop.state import ShopState
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -49,7 +50,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     sink = order_sink if order_sink is not None else build_sink(settings, log)
     provider = build_provider(settings)
-    agent_url, agent_secret = settings.secret("ACP_WEBHOOK_URL"), settings.secret("ACP_WEBHOOK_SECRET")
+    agent_url = settings.secret("ACP_WEBHOOK_URL")
+    agent_secret = settings.secret("ACP_WEBHOOK_SECRET")
     agent_sink = AcpEventSink(agent_url, agent_secret) if agent_url and agent_secret else None
     if bool(agent_url) != bool(agent_secret):
         raise ConfigError("ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
@@ -64,6 +66,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     if settings.demo_mode:
         log.warning("DEMO MODE: payment provider 'test' and no SHOP_API_KEYS; agents use the "
                     "API key 'demo'. Set SHOP_API_KEYS before going live.")
+    _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
     _register_blueprints(app)
@@ -73,6 +76,31 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     register_commands(app)
     return app
+
+
+# The variable whose key says test or live, per provider, and the key prefixes worth naming.
+_MODE_KEYS = {"stripe": ("Stripe", "STRIPE_SECRET_KEY"),
+              "razorpay": ("Razorpay", "RAZORPAY_KEY_ID")}
+_KEY_PREFIX = re.compile(r"(?:sk|rk|rzp)_(?:test|live)_")
+
+
+def _log_payment_mode(settings: Settings, provider: Any) -> None:
+    """Say once at start-up whether the payment provider moves real money."""
+    if provider.name == "test":
+        if not settings.demo_mode:
+            log.warning("payment provider 'test' is offline: the card token decides the "
+                        "outcome and no real money moves; set paymentProvider in %s before "
+                        "going live.",
+                        settings.config_path)
+        return
+    title, variable = _MODE_KEYS[provider.name]
+    # Only the prefix is logged, never the key.
+    prefix = _KEY_PREFIX.match(settings.secret(variable) or "")
+    kind = f"a {prefix[0]} key" if prefix else "not a test key"
+    if provider.test_mode:
+        log.warning("%s is in test mode (%s is %s): no real money moves", title, variable, kind)
+    else:
+        log.info("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
 
 
 def _database_url(url: str) -> str:

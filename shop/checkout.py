@@ -210,7 +210,8 @@ def _validated_lines(state: ShopState, lines: tuple[CartLine, ...]) -> list[dict
                                   "$.line_items")
     if len(lines) > MAX_LINES:
         raise InvalidRequestError("too_many_line_items",
-                                  f"A session holds at most {MAX_LINES} line items.", "$.line_items")
+                                  f"A session holds at most {MAX_LINES} line items.",
+                                  "$.line_items")
     for index, line in enumerate(lines):
         if state.catalog.item(line.item_id) is None:
             raise InvalidRequestError(
@@ -386,11 +387,14 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
                 "out_of_stock", f"$.line_items[{index}]")))
         db.session.expire_all()
         return _view(state, _load(session_id))
+    # Read before the commit: touching `row` after it would reload it in a new transaction,
+    # and on SQLite a transaction holds the write lock for the whole provider call.
+    provider_order_id = row.provider_order_id
     db.session.commit()
     request = ChargeRequest(session_id=session_id, amount=quote.total, currency=quote.currency,
                             credential=credential,
                             description=f"{state.settings.store_name} checkout {session_id}",
-                            provider_order_id=row.provider_order_id)
+                            provider_order_id=provider_order_id)
     try:
         result = state.provider.charge(request)
     except ProviderError as exc:
@@ -439,10 +443,8 @@ def _release(state: ShopState, session_id: str, lines: list[tuple[str, int]], st
 def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: int,
               from_status: Status | None = None) -> bool:
     """Record a final payment and queue the order hand-off; False when it was already recorded."""
-    from shop.order_payload import order_payload
-
     row = _load(session_id)
-    payload = order_payload(state, row, reference=reference, provider=state.provider.name)
+    payload = _payload(state, row, reference, amount)
     condition = (CheckoutSession.status == from_status if from_status
                  else CheckoutSession.status != Status.COMPLETED)
     paid = db.session.execute(
@@ -461,3 +463,19 @@ def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: 
     if paid:
         delivery.schedule(state, session_id)
     return paid
+
+
+def _payload(state: ShopState, row: CheckoutSession, reference: str | None,
+             amount: int) -> dict[str, Any]:
+    """Build the order payload; a failure must never keep a paid session from completing."""
+    from shop.order_payload import minimal_order_payload, order_payload
+
+    try:
+        return order_payload(state, row, reference=reference, provider=state.provider.name)
+    except Exception:
+        # e.g. the item was removed from products.json while the payment was pending.
+        log.exception("ORDER PAYLOAD FAILED for session %s (payment %s): the cart could not be "
+                      "priced again, so order_%s goes out with items, quantities and the amount "
+                      "paid only; check it by hand before shipping", row.id, reference, row.id)
+        return minimal_order_payload(state, row, reference=reference,
+                                     provider=state.provider.name, amount=amount)

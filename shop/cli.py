@@ -1,4 +1,4 @@
-"""`flask --app app …` commands: purge, stock, orders."""
+"""`flask --app app …` commands: purge, stock, orders, webhooks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from shop import delivery, retention, stock
+from shop import checkout, delivery, retention, stock
+from shop import webhook_simulate as simulate
+from shop.db import CheckoutSession, db
 from shop.state import get_state
 
 
@@ -15,6 +17,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(purge_command)
     app.cli.add_command(stock_command)
     app.cli.add_command(orders_group)
+    app.cli.add_command(webhooks_group)
 
 
 @click.command("purge")
@@ -79,3 +82,71 @@ def orders_replay(session_id: str) -> None:
         click.echo(f"{row.event} {row.order_id} -> {row.destination}: {row.state}")
     if any(row.state != "delivered" for row in rows):
         raise click.ClickException("not every message was delivered; see the log line above")
+
+
+@click.group("webhooks", cls=AppGroup)
+def webhooks_group() -> None:
+    """Send signed provider webhooks to a running store (staging checks)."""
+
+
+@webhooks_group.command("simulate")
+@click.argument("provider", type=click.Choice(sorted(simulate.EVENTS)))
+@click.argument("event")
+@click.option("--session", "session_id", required=True, help="The checkout session (cs_…).")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The running store; the event goes to {url}/webhooks/{provider}.")
+@click.option("--amount", type=click.IntRange(min=0),
+              help="Amount in minor units instead of the session's total (to test a mismatch).")
+@click.option("--event-id", help="Event id (repeat one to test duplicate delivery).")
+def webhooks_simulate(provider: str, event: str, session_id: str, url: str,
+                      amount: int | None, event_id: str | None) -> None:
+    """Send PROVIDER's EVENT about a session to the store, signed like the provider signs it.
+
+    \b
+    stripe:   payment_intent.succeeded, payment_intent.payment_failed, charge.dispute.created
+    razorpay: payment.captured, order.paid, payment.failed, payment.dispute.created
+    """
+    if event not in simulate.EVENTS[provider]:
+        raise click.BadParameter(f"'{event}' is not a simulated {provider} event; use one of "
+                                 f"{', '.join(simulate.EVENTS[provider])}.", param_hint="EVENT")
+    state = get_state()
+    variable = simulate.SECRET_VARIABLES[provider]
+    secret = state.settings.secret(variable)
+    if not secret:
+        raise click.ClickException(f"{variable} is not set; export the same webhook signing "
+                                   "secret the store verifies with, then run this again.")
+    if state.provider.name == provider and not getattr(state.provider, "test_mode", True):
+        raise click.ClickException(
+            f"this store's {provider} keys are live: a simulated payment would complete a real "
+            "order without money; run it against a staging store with test keys."
+        )
+    facts = _session_facts(session_id, amount)
+    # End the read transaction: on SQLite it holds the write lock (BEGIN IMMEDIATE), and the
+    # store needs that lock to apply the event we are about to send.
+    db.session.rollback()
+    try:
+        signed = simulate.build_event(provider, event, facts, secret, event_id)
+        delivery = simulate.post_event(url, signed)
+    except simulate.SimulationError as exc:
+        raise click.ClickException(str(exc)) from None
+    line = f"{provider} {event} {signed.id} -> {delivery.status} {delivery.answer}"
+    if not delivery.ok:
+        raise click.ClickException(line)
+    click.echo(line)
+
+
+def _session_facts(session_id: str, amount: int | None) -> simulate.SessionFacts:
+    row = db.session.get(CheckoutSession, session_id)
+    if row is None:
+        raise click.ClickException(
+            f"no checkout session has the id '{session_id}' in this store's database "
+            "(SHOP_DATABASE_URL); copy the id from the checkout response, and run this "
+            "with the store's environment."
+        )
+    # What was paid, else the amount of the provider's order, else the session's total now.
+    amount = next((a for a in (amount, row.amount_paid, row.provider_order_amount)
+                   if a is not None), None)
+    if amount is None:
+        amount = checkout.get_session(get_state(), session_id).quote.total
+    return simulate.SessionFacts(session_id, amount, row.currency, row.payment_reference,
+                                 row.provider_order_id)

@@ -36,7 +36,9 @@ class CheckoutSession(db.Model):
     order_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
     amount_paid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     payment_provider: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Indexed: a Stripe dispute names only the PaymentIntent, and finds its session by it.
+    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True,
+                                                          index=True)
     provider_order_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     provider_order_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     flagged: Mapped[int] = mapped_column(Integer, default=0)

@@ -102,35 +102,40 @@ def send_claimed(state: ShopState, delivery_id: int) -> bool:
     """Send a claimed message and record the outcome; True when it was delivered."""
     row = db.session.get(OrderDelivery, delivery_id)
     if row is None:
+        db.session.rollback()
         return False
     db.session.refresh(row)
+    order_id, session_id, destination, event, attempts, payload = (
+        row.order_id, row.session_id, row.destination, row.event, row.attempts, row.payload)
+    # End the read before the network call: on SQLite every transaction holds the write lock
+    # (BEGIN IMMEDIATE), and a slow receiver must not stall every checkout while it answers.
+    db.session.rollback()
     try:
-        sink = _sink(state, row.destination)
+        sink = _sink(state, destination)
         if sink is None:
-            raise RuntimeError(f"no {row.destination} destination is configured any more")
-        sink.deliver(json.loads(row.payload))
+            raise RuntimeError(f"no {destination} destination is configured any more")
+        sink.deliver(json.loads(payload))
     except Exception as exc:  # a sink must never break the checkout: record and retry
-        gave_up = row.attempts >= MAX_ATTEMPTS
+        gave_up = attempts >= MAX_ATTEMPTS
         reason = f"{type(exc).__name__}: {exc}"[:500]
         log.error("ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
-                  "reason=%s — %s", row.order_id, row.session_id, row.destination, row.event,
-                  row.attempts, reason,
-                  f"giving up; replay with `flask --app app orders replay {row.session_id}`"
-                  if gave_up else f"retrying in {backoff(row.attempts)}s")
-        metrics.inc("shop_order_deliveries_total", destination=row.destination,
+                  "reason=%s — %s", order_id, session_id, destination, event, attempts, reason,
+                  f"giving up; replay with `flask --app app orders replay {session_id}`"
+                  if gave_up else f"retrying in {backoff(attempts)}s")
+        metrics.inc("shop_order_deliveries_total", destination=destination,
                     outcome="gave_up" if gave_up else "failed")
         db.session.rollback()
         db.session.execute(update(OrderDelivery).where(OrderDelivery.id == delivery_id).values(
             state="gave_up" if gave_up else "failed", last_error=reason,
-            next_at=clock.epoch() + backoff(row.attempts)))
+            next_at=clock.epoch() + backoff(attempts)))
         db.session.commit()
         return False
     db.session.execute(update(OrderDelivery).where(OrderDelivery.id == delivery_id)
                        .values(state="delivered", last_error=None))
     db.session.commit()
-    metrics.inc("shop_order_deliveries_total", destination=row.destination, outcome="delivered")
-    log.info("%s %s for session %s delivered to the %s", row.event, row.order_id,
-             row.session_id, row.destination)
+    metrics.inc("shop_order_deliveries_total", destination=destination, outcome="delivered")
+    log.info("%s %s for session %s delivered to the %s", event, order_id, session_id,
+             destination)
     return True
 
 

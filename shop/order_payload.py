@@ -7,7 +7,7 @@ from typing import Any
 
 from shop import clock
 from shop.db import CheckoutSession
-from shop.pricing import Cart, CartLine, price_cart
+from shop.pricing import Cart, CartLine, line_id, price_cart
 from shop.state import ShopState
 
 
@@ -53,4 +53,36 @@ def order_payload(state: ShopState, row: CheckoutSession, *, reference: str | No
         fulfillment=fulfillment,
         payment={"provider": provider or row.payment_provider or state.provider.name,
                  "reference": reference or row.payment_reference},
+    )
+
+
+def minimal_order_payload(state: ShopState, row: CheckoutSession, *, reference: str | None,
+                          provider: str, amount: int) -> dict[str, Any]:
+    """Return a payload from the stored cart alone, for when pricing it again failed.
+
+    The payment is final, so the order must still go out: items, quantities, buyer, address
+    and the amount paid are known; per-line prices are sent as 0 and the `total` entry holds
+    what was charged.
+    """
+    from shop.orders import build_order_payload
+
+    details = json.loads(row.cart)
+    lines = []
+    for index, line in enumerate(details.get("lines") or ()):
+        item = state.catalog.item(line["item_id"])
+        lines.append({"id": line_id(index), "item_id": line["item_id"],
+                      "title": item.title if item else line["item_id"],
+                      "quantity": line["quantity"], "unit_amount": 0, "tax": 0, "total": 0})
+    address = (details.get("fulfillment_details") or {}).get("address")
+    option_id = details.get("option_id") or "unknown"
+    order_id = f"order_{row.id}"
+    return build_order_payload(
+        order_id=order_id, session_id=row.id,
+        permalink_url=state.settings.permalink_base + order_id,
+        buyer=details.get("buyer") or {}, currency=row.currency, line_items=lines,
+        totals=[{"type": "total", "display_text": "Total paid", "amount": amount}],
+        fulfillment={"option": {"id": option_id, "title": option_id, "amount": 0},
+                     "address": address} if address else None,
+        payment={"provider": provider,
+                 "reference": reference or row.payment_reference or "unknown"},
     )

@@ -21,7 +21,8 @@ from shop.errors import ConfigError
 from shop.security import hmac_sha256_base64, sign_timestamped
 from shop.settings import Settings
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 10.0  # seconds; ORDER_WEBHOOK_TIMEOUT changes it
+MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.delivery.LEASE_SECONDS)
 ACP_EVENT_TYPES = ("order_create", "order_update")
 _EXCERPT = 120
 _ADDRESS_KEYS = ("name", "line_one", "line_two", "city", "state", "country", "postal_code")
@@ -101,11 +102,20 @@ class WebhookSink:
     def deliver(self, order: dict[str, Any]) -> None:
         """Send one order; raise DeliveryError on a non-2xx answer, a timeout or no connection."""
         body = _encode(order)
-        headers = {"Content-Type": "application/json",
-                   "Idempotency-Key": str(order["order"]["id"])}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(order)}
         if self._secret is not None:
             headers["Signature"] = hmac_sha256_base64(self._secret, body)
         _post(self._http, self.url, body, headers, self.timeout)
+
+
+def idempotency_key(order: Mapping[str, Any]) -> str:
+    """Return the order id for order.created, `<order id>:<event>` for any later event.
+
+    A receiver that dedupes on the header must not drop an order.flagged as a repeat.
+    """
+    order_id = str(order["order"]["id"])
+    event = order.get("event", "order.created")
+    return order_id if event == "order.created" else f"{order_id}:{event}"
 
 
 class LogSink:
@@ -173,7 +183,23 @@ def build_sink(settings: Settings, logger: logging.Logger) -> OrderSink:
     if secret is None:
         logger.warning("ORDER_WEBHOOK_SECRET is not set: orders to %s are sent UNSIGNED and "
                        "your receiver cannot tell them from forgeries.", _where(url))
-    return WebhookSink(url, secret)
+    return WebhookSink(url, secret, webhook_timeout(settings))
+
+
+def webhook_timeout(settings: Settings) -> float:
+    """Return seconds to wait for the order receiver: ORDER_WEBHOOK_TIMEOUT, default 10."""
+    raw = settings.env.get("ORDER_WEBHOOK_TIMEOUT") or ""
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ConfigError(f"ORDER_WEBHOOK_TIMEOUT is {raw!r}; set it to the seconds shop waits "
+                          f"for your order receiver, more than 0 and at most {MAX_TIMEOUT:g} "
+                          f"(default {DEFAULT_TIMEOUT:g}), or unset it.")
+    return seconds
 
 
 def build_order_payload(*, order_id: str, session_id: str, permalink_url: str,

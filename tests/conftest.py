@@ -21,6 +21,10 @@ API_VERSION = "2026-04-17"
 
 pytest_plugins = ["tests.receiver", "tests.fake_psp"]
 
+# make_app(sink=FROM_CONFIG): the app builds its own sink from orderWebhookUrl and the
+# environment, exactly as in production (the default is a RecordingSink).
+FROM_CONFIG = "from-config"
+
 
 class RecordingSink:
     """An OrderSink that keeps what it was given (for tests that are not about delivery)."""
@@ -48,7 +52,7 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     """Return a factory: make_app(config={...}, env={...}, sink=...) -> Flask app."""
     for name in ("SHOP_API_KEYS", "STRIPE_SECRET_KEY", "ORDER_WEBHOOK_SECRET", "ACP_WEBHOOK_URL",
                  "ACP_WEBHOOK_SECRET", "FEED_PASSWORD", "FORTER_WEBHOOK_SECRET",
-                 "ACP_SIGNING_SECRET"):
+                 "ACP_SIGNING_SECRET", "ORDER_WEBHOOK_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     apps = []
 
@@ -62,18 +66,30 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
         }
         if config:
             overrides["config"] = config
-        app = create_app(overrides, order_sink=sink if sink is not None else RecordingSink())
+        if sink is None:
+            sink = RecordingSink()
+        app = create_app(overrides, order_sink=None if sink == FROM_CONFIG else sink)
         app.config["TESTING"] = True
         app.config["TESTING_NO_SWEEPER"] = True
         apps.append(app)
         return app
 
     yield factory
+    join_deliveries()
     from shop.db import db
 
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+
+
+def join_deliveries(timeout: float = 10.0) -> None:
+    """Wait for every background order hand-off thread (so none outlives its test)."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name.startswith("deliver-"):
+            thread.join(timeout)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ tok_threeDSecureRequired status requires_action, tok_processing status processin
 tok_server_error 500, tok_missing 400 resource_missing, anything else succeeded;
 POST /v1/payment_intents/{id}/cancel; GET /v1/payment_intents/{id}. `Idempotency-Key`
 replays the stored response (a different body under the same key is a 400
-idempotency_error), as Stripe does.
+idempotency_error), as Stripe does, and that includes a stored 500.
+`drop_responses = n` acts on the next n requests and hangs up without answering them.
 Razorpay (JSON bodies): POST /v1/orders, GET /v1/orders/{id}, GET /v1/payments/{id},
 POST /v1/payments/{id}/capture; payments are registered by tests with add_razorpay_payment.
 """
@@ -70,6 +71,8 @@ class FakePSP:
     razorpay_payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     _idempotent: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Handle this many next requests, then hang up without answering (a lost response).
+    drop_responses: int = 0
 
     def sent(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method matches and path fully matches the regex."""
@@ -293,6 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
                 status, answer = self._stripe(fake, path, body)
             else:
                 status, answer = fake.razorpay(self.command, path, body)
+            drop = fake.drop_responses > 0
+            if drop:
+                fake.drop_responses -= 1
+        if drop:  # the request was acted on; the caller never hears how
+            self.close_connection = True
+            return
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

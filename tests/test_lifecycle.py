@@ -59,17 +59,26 @@ def test_purge_command_deletes_expired_sessions_and_old_records(acp, app, runner
         assert len(keys) == 1
 
 
-def test_purge_keeps_undelivered_orders(acp, app, runner, later, caplog):
-    from shop.db import CheckoutSession, OrderDelivery, db
+class FailingSink:
+    """An OrderSink whose receiver is always down."""
 
+    def deliver(self, order: dict) -> None:
+        raise ConnectionError("receiver is down")
+
+
+def test_purge_keeps_undelivered_orders(make_app, later):
+    from shop.db import CheckoutSession, OrderDelivery, db
+    from tests.conftest import AcpClient, join_deliveries
+
+    app = make_app(sink=FailingSink())
+    acp = AcpClient(app.test_client())
     created = acp.create().get_json()
     acp.complete(created["id"])
+    join_deliveries()  # the hand-off has failed and been recorded before the clock moves
     with app.app_context():
-        db.session.execute(db.update(OrderDelivery).values(state="failed",
-                                                           next_at=clock.epoch() + 60))
-        db.session.commit()
+        assert db.session.execute(db.select(OrderDelivery.state)).scalars().all() == ["failed"]
     later(120)
-    result = runner.invoke(args=["purge"])
+    result = app.test_cli_runner().invoke(args=["purge"])
     assert "kept 1" in result.output
     with app.app_context():
         assert db.session.get(CheckoutSession, created["id"]) is not None

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from shop import clock
 from shop.errors import ConfigError
@@ -27,41 +21,13 @@ from shop.orders import (
     build_sink,
 )
 from shop.settings import load_settings
+from tests.order_schemas import BUNDLE_ORDER, MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, WEBHOOK_EVENT
 
 # The receiver module is a plugin (not imported here) so pytest can rewrite its asserts.
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
 ADDRESS = {"name": "Jane Doe", "line_one": "1 Market St", "city": "San Francisco",
            "state": "CA", "country": "US", "postal_code": "94105"}
-
-
-def _validator(schema: dict[str, Any], registry: Registry | None = None) -> Draft202012Validator:
-    return Draft202012Validator(schema, registry=registry or Registry(),
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
-PAYLOAD_SCHEMA = _validator(json.loads((ROOT / "docs" / "order-payload.schema.json").read_text()))
-
-
-def _acp_registry() -> Registry:
-    """The two OpenAPI documents and the JSON bundle, at URIs their own $refs resolve against."""
-    resources = [(path.as_uri(), DRAFT202012.create_resource(yaml.safe_load(path.read_text())))
-                 for path in (SPEC / "openapi.agentic_checkout_webhook.yaml",
-                              SPEC / "openapi.agentic_checkout.yaml")]
-    bundle = Resource.from_contents(json.loads((SPEC / "schema.agentic_checkout.json").read_text()))
-    return Registry().with_resources([*resources, (bundle.id(), bundle)])
-
-
-ACP_REGISTRY = _acp_registry()
-WEBHOOK_URI = (SPEC / "openapi.agentic_checkout_webhook.yaml").as_uri()
-WEBHOOK_EVENT = _validator({"$ref": WEBHOOK_URI + "#/components/schemas/WebhookEvent"},
-                           ACP_REGISTRY)
-BUNDLE_ORDER = _validator({"$ref": "https://example.com/schemas/agentic-checkout/"
-                                   "bundle.schema.json#/$defs/Order"}, ACP_REGISTRY)
-MERCHANT_SIGNATURE = re.compile(
-    ACP_REGISTRY.contents(WEBHOOK_URI)["paths"]["/agentic_checkout/webhooks/order_events"]
-    ["post"]["parameters"][0]["schema"]["pattern"])
 
 
 def physical_order() -> dict[str, Any]:
@@ -280,6 +246,33 @@ def test_build_sink_with_url_signs_with_the_environment_secret(order_receiver, c
     assert order_receiver.secret not in repr(sink)
     sink.deliver(physical_order())
     assert order_receiver.deliveries[0].verified
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 10.0), ("", 10.0), ("2.5", 2.5),
+                                                ("30", 30.0)])
+def test_webhook_timeout_comes_from_the_environment(order_receiver, value, seconds):
+    env = {} if value is None else {"ORDER_WEBHOOK_TIMEOUT": value}
+    sink = build_sink(_settings({"orderWebhookUrl": order_receiver.url}, **env),
+                      logging.getLogger("shop.test"))
+    assert sink.timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "31", "ten", "nan", "inf"])
+def test_webhook_timeout_out_of_range_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="ORDER_WEBHOOK_TIMEOUT"):
+        build_sink(_settings({"orderWebhookUrl": "https://merchant.test/orders"},
+                             ORDER_WEBHOOK_TIMEOUT=value), logging.getLogger("shop.test"))
+
+
+def test_idempotency_key_is_unique_per_order_and_event(order_receiver):
+    order = physical_order()
+    flagged = {**order, "event": "order.flagged",
+               "flag": {"reason": "dispute", "payment_reference": "pi_3Phys"}}
+    sink = WebhookSink(order_receiver.url, order_receiver.secret)
+    sink.deliver(order)
+    sink.deliver(flagged)
+    assert [r.headers["Idempotency-Key"] for r in order_receiver.deliveries] == [
+        "order_cs_phys", "order_cs_phys:order.flagged"]
 
 
 def test_build_sink_rejects_a_url_that_is_not_http():

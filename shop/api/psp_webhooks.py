@@ -1,4 +1,4 @@
-"""Provider webhooks: POST /webhooks/stripe, /webhooks/razorpay (and /webhooks/test in test mode)."""
+"""Provider webhooks: POST /webhooks/stripe, /webhooks/razorpay, and /webhooks/test in test mode."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from flask import Blueprint, Response, request
 
 from shop import metrics
 from shop.api.acp import json_response
+from shop.db import db
+from shop.errors import ProviderError
 from shop.payment_events import apply_event
 from shop.payments import WebhookSignatureError
 from shop.state import get_state
@@ -15,20 +17,45 @@ from shop.state import get_state
 bp = Blueprint("psp_webhooks", __name__)
 log = logging.getLogger("shop.webhooks")
 
+RETRY_AFTER_SECONDS = "60"
+
 
 @bp.post("/webhooks/<provider>")
 def receive(provider: str) -> Response:
     state = get_state()
     if provider != state.provider.name:
-        return json_response({"error": f"this store's paymentProvider is "
-                              f"'{state.provider.name}', not '{provider}'; point the provider's "
-                              f"webhook at /webhooks/{state.provider.name}."}, 404)
+        return json_response(
+            {
+                "error": f"this store's paymentProvider is "
+                f"'{state.provider.name}', not '{provider}'; point the provider's "
+                f"webhook at /webhooks/{state.provider.name}."
+            },
+            404,
+        )
     raw = request.get_data(cache=False)
     try:
         event = state.provider.parse_webhook(raw, request.headers)
+        outcome = apply_event(state, event)
     except WebhookSignatureError as exc:
         metrics.inc("shop_webhook_signature_failures_total", provider=provider)
         log.warning("rejected %s webhook from %s: %s", provider, request.remote_addr, exc)
         return json_response({"error": f"signature verification failed: {exc}"}, 400)
-    outcome = apply_event(state, event)
+    except ProviderError as exc:
+        # A lookup at the provider failed (e.g. the Razorpay order that names the session).
+        # The event is not recorded, so answering 5xx makes the provider deliver it again.
+        db.session.rollback()
+        metrics.inc("shop_webhook_events_total", outcome="provider_unavailable")
+        log.error(
+            "could not apply a %s webhook yet, asking %s to retry it: %s", provider, provider, exc
+        )
+        response = json_response(
+            {
+                "error": f"the store could not reach {provider} to act on "
+                f"this event; nothing was changed, deliver it again later "
+                f"({exc})"
+            },
+            503,
+        )
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
     return json_response({"received": True, "outcome": outcome})

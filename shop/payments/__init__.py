@@ -1,4 +1,4 @@
-"""The PaymentProvider contract: what the checkout domain asks of Stripe, Razorpay or the test provider.
+"""The PaymentProvider contract: what checkout asks of Stripe, Razorpay or the test provider.
 
 Providers never touch the database and never return SDK objects; they answer with the
 frozen dataclasses below and raise ProviderError (from shop.errors) when the provider
@@ -106,7 +106,7 @@ class PaymentProvider(Protocol):
         ...
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
-        """Verify and decode a provider webhook; raise WebhookSignatureError when it is not genuine."""
+        """Verify and decode a provider webhook; raise WebhookSignatureError if not genuine."""
         ...
 
 

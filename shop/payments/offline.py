@@ -83,7 +83,7 @@ class TestProvider:
         return ChargeResult(ChargeStatus.SUCCEEDED, reference)
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
-        """Decode an unsigned test event {id, type, session_id, reference} (test mode only)."""
+        """Decode an unsigned test event {id, type, session_id, reference, amount?}."""
         try:
             event = json.loads(raw_body)
             kind = {
@@ -91,9 +91,13 @@ class TestProvider:
                 "payment.failed": EventKind.FAILED,
                 "payment.disputed": EventKind.DISPUTED,
             }.get(event["type"], EventKind.IGNORED)
+            amount = event.get("amount")
+            if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+                raise TypeError("amount must be an integer in minor units")
             return PaymentEvent(
                 id=str(event["id"]), type=str(event["type"]), kind=kind,
                 session_id=event.get("session_id"), reference=event.get("reference"),
+                amount=amount,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise WebhookSignatureError(f"test event is not JSON with id and type: {exc}") from None

@@ -91,6 +91,11 @@ class RazorpayProvider:
         # Retries stay off (the library's default): a retried capture must be our decision.
         self._client = razorpay.Client(auth=(key_id, key_secret), **options)
 
+    @property
+    def test_mode(self) -> bool:
+        """True when RAZORPAY_KEY_ID is a test key (rzp_test_): no real money moves."""
+        return self._key_id.startswith("rzp_test_")
+
     def prepare(
         self, session_id: str, amount: int, currency: str, current_reference: str | None
     ) -> str | None:

@@ -61,6 +61,11 @@ class StripeProvider:
             http_client=stripe.RequestsClient(timeout=TIMEOUT),
         )
 
+    @property
+    def test_mode(self) -> bool:
+        """True when STRIPE_SECRET_KEY is a test key (sk_test_/rk_test_): no real money moves."""
+        return self._test_mode
+
     def prepare(
         self, session_id: str, amount: int, currency: str, current_reference: str | None
     ) -> str | None:
@@ -106,12 +111,13 @@ class StripeProvider:
             params["description"] = request.description
         options: dict[str, Any] = {"idempotency_key": request.idempotency_key}
         token = request.credential.token
-        if token.startswith("spt_") or request.credential.credential_type == "spt":
+        kind = _token_kind(token, request.credential.credential_type)
+        if kind == "spt":
             params["payment_method_data"] = {"shared_payment_granted_token": token}
             options["stripe_version"] = self._spt_version
-        elif token.startswith("tok_"):
+        elif kind == "card_token":
             params["payment_method_data"] = {"type": "card", "card": {"token": token}}
-        else:  # pm_…, and the older card_/src_ ids Stripe also accepts as a payment method
+        else:
             params["payment_method"] = token
         try:
             intent = self._client.v1.payment_intents.create(params=params, options=options)
@@ -243,6 +249,21 @@ def _event(event_id: str, event_type: str, obj: Mapping[str, Any]) -> PaymentEve
 
 def _metadata(obj: Any) -> dict[str, Any]:
     return (obj.get("metadata") or {}) if isinstance(obj, dict) else {}
+
+
+def _token_kind(token: str, credential_type: str | None) -> str:
+    """Say which Stripe parameter carries this token: spt, card_token or payment_method.
+
+    Stripe ids say what they are, so the prefix wins over the ACP credential type: ACP's
+    tokenized-card credential is type "spt" whatever it holds, test tokens like tok_visa too.
+    """
+    if token.startswith("spt_"):
+        return "spt"
+    if token.startswith("tok_"):
+        return "card_token"
+    if token.startswith(("pm_", "card_", "src_")):  # older card_/src_ ids work as payment methods
+        return "payment_method"
+    return "spt" if credential_type == "spt" else "payment_method"
 
 
 def _credential_rejected(exc: stripe.InvalidRequestError) -> bool:

@@ -1,0 +1,312 @@
+"""Checkout over the ACP HTTP API with paymentProvider stripe: the real library against the fake."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADDRESS_CA, RecordingSink, assert_acp, cart, payment
+from tests.fake_psp import STRIPE_KEY, FakePSP
+from tests.psp_app import (
+    agent,
+    intent,
+    post_stripe,
+    provider_app,
+    row_of,
+    stock_of,
+    stripe_event,
+    total,
+    wait_for,
+)
+
+INTENTS = "/v1/payment_intents"
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def app(make_app, fake_psp: FakePSP, sink: RecordingSink):
+    return provider_app(make_app, fake_psp, "stripe", sink)
+
+
+@pytest.fixture
+def acp(app):
+    return agent(app)
+
+
+def _ready(acp, *items: tuple[str, int]) -> dict[str, Any]:
+    created = acp.create(cart(*items, address=ADDRESS_CA))
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert body["status"] == "ready_for_payment"
+    return body
+
+
+def _key(session_id: str, token: str) -> str:
+    return f"shop-{session_id}-{hashlib.sha256(token.encode()).hexdigest()[:24]}"
+
+
+def test_handlers_advertise_a_stripe_tokenized_card(acp) -> None:
+    body = _ready(acp)
+    assert_acp(body, "CheckoutSession")
+    [handler] = body["capabilities"]["payment"]["handlers"]
+    assert_acp(handler, "PaymentHandler")
+    assert (handler["id"], handler["name"], handler["psp"]) == (
+        "card_tokenized",
+        "dev.acp.tokenized.card",
+        "stripe",
+    )
+    assert handler["requires_delegate_payment"] is True
+    assert handler["config"]["psp"] == "stripe"
+    assert handler["config"]["environment"] == "test"  # an sk_test_ key
+    assert STRIPE_KEY not in str(body)
+
+
+def test_card_token_completes_and_stripe_receives_the_server_total(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    session = _ready(acp, ("widget", 2))
+    amount = total(session)
+    assert amount == 2 * 2999 + 500 + round(2 * 2999 * 0.0725)  # items + shipping + CA tax
+
+    response = acp.complete(session["id"], "tok_visa")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert_acp(body, "CheckoutSessionWithOrder")
+    assert body["status"] == "completed"
+    [sent] = fake_psp.sent("POST", INTENTS)
+    assert sent.body["amount"] == str(amount)
+    assert sent.body["currency"] == "usd"
+    assert sent.body["confirm"] == "true"
+    assert sent.body["payment_method_types"] == ["card"]
+    assert sent.body["metadata"] == {"checkout_session_id": session["id"]}
+    # The agent's credential type is "spt", but a tok_ token is a card token to Stripe.
+    assert sent.body["payment_method_data"] == {"type": "card", "card": {"token": "tok_visa"}}
+    assert sent.headers["Idempotency-Key"] == _key(session["id"], "tok_visa")
+    [intent_id] = fake_psp.payment_intents
+    assert row_of(app, session["id"]).payment_reference == intent_id
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"] == {"provider": "stripe", "reference": intent_id}
+    assert order["order"]["id"] == body["order"]["id"] == f"order_{session['id']}"
+    assert next(t["amount"] for t in order["totals"] if t["type"] == "total") == amount
+
+
+@pytest.mark.parametrize(
+    ("token", "credential_type", "expected"),
+    [
+        (
+            "spt_123abc",
+            "spt",
+            {"payment_method_data": {"shared_payment_granted_token": "spt_123abc"}},
+        ),
+        ("pm_card_visa", "spt", {"payment_method": "pm_card_visa"}),
+        (
+            "vt_opaque_vault_token",
+            "spt",
+            {"payment_method_data": {"shared_payment_granted_token": "vt_opaque_vault_token"}},
+        ),
+        ("card_1abc", "card", {"payment_method": "card_1abc"}),
+    ],
+)
+def test_token_prefix_chooses_the_stripe_parameter(
+    acp, fake_psp: FakePSP, token: str, credential_type: str, expected: dict[str, Any]
+) -> None:
+    session = _ready(acp)
+    body = payment(token)
+    body["payment_data"]["instrument"]["credential"]["type"] = credential_type
+    response = acp.post(f"/checkout_sessions/{session['id']}/complete", body)
+
+    assert response.get_json()["status"] == "completed"
+    [sent] = fake_psp.sent("POST", INTENTS)
+    chosen = {k: sent.body[k] for k in ("payment_method", "payment_method_data") if k in sent.body}
+    assert chosen == expected
+
+
+def test_legacy_token_provider_shape_is_charged_the_same_way(acp, fake_psp: FakePSP) -> None:
+    session = _ready(acp)
+    response = acp.post(
+        f"/checkout_sessions/{session['id']}/complete",
+        {"payment_data": {"token": "tok_visa", "provider": "stripe"}},
+    )
+
+    assert response.get_json()["status"] == "completed"
+    [sent] = fake_psp.sent("POST", INTENTS)
+    assert sent.body["payment_method_data"] == {"type": "card", "card": {"token": "tok_visa"}}
+    assert sent.headers["Idempotency-Key"] == _key(session["id"], "tok_visa")
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        ("tok_chargeDeclined", "declined"),
+        ("tok_cvcCheckFail", "security code"),
+    ],
+)
+def test_decline_reopens_the_session_and_a_new_card_pays(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink, token: str, words: str
+) -> None:
+    session = _ready(acp, ("scarce", 2))
+    declined = acp.complete(session["id"], token)
+
+    assert declined.status_code == 200
+    body = declined.get_json()
+    assert_acp(body, "CheckoutSession")
+    assert body["status"] == "ready_for_payment"
+    [message] = [m for m in body["messages"] if m["type"] == "error"]
+    assert (message["code"], message["param"]) == ("payment_declined", "$.payment_data")
+    assert words in message["content"] and "Stripe" not in message["content"]
+    assert message["content"].endswith("different card.")
+    assert stock_of(app, "scarce") == 5
+    assert "order" not in body
+
+    paid = acp.complete(session["id"], "tok_visa").get_json()
+    assert paid["status"] == "completed"
+    assert stock_of(app, "scarce") == 3
+    keys = [r.headers["Idempotency-Key"] for r in fake_psp.sent("POST", INTENTS)]
+    assert keys == [_key(session["id"], token), _key(session["id"], "tok_visa")]
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"]["reference"] == row_of(app, session["id"]).payment_reference
+
+
+def test_three_d_secure_is_refused_and_the_payment_intent_canceled(
+    acp, app, fake_psp: FakePSP
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    body = acp.complete(session["id"], "tok_threeDSecureRequired").get_json()
+
+    assert_acp(body, "CheckoutSession")
+    assert body["status"] == "ready_for_payment"
+    [message] = body["messages"]
+    assert message["code"] == "requires_3ds"
+    assert "3-D Secure" in message["content"]
+    [intent_id] = fake_psp.payment_intents
+    assert fake_psp.payment_intents[intent_id]["status"] == "canceled"
+    [cancel] = fake_psp.sent("POST", rf"{INTENTS}/{intent_id}/cancel")
+    assert (
+        cancel.headers["Idempotency-Key"]
+        == _key(session["id"], "tok_threeDSecureRequired") + "-cancel"
+    )
+    assert stock_of(app, "scarce") == 5
+
+
+def test_stripe_500_is_424_and_the_retry_sends_the_same_key(
+    acp, app, fake_psp: FakePSP, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    with caplog.at_level(logging.ERROR):
+        first = acp.complete(session["id"], "tok_server_error", key="agent-key-1")
+
+    assert first.status_code == 424
+    error = first.get_json()
+    assert_acp(error, "Error")
+    assert (error["type"], error["code"]) == ("processing_error", "payment_provider_unavailable")
+    assert first.headers["Retry-After"]
+    assert stock_of(app, "scarce") == 5
+    assert acp.get(f"/checkout_sessions/{session['id']}").get_json()["status"] == (
+        "ready_for_payment"
+    )
+    assert STRIPE_KEY not in caplog.text
+
+    again = acp.complete(session["id"], "tok_server_error", key="agent-key-1")
+
+    assert again.status_code == 424  # not replayed from our store: the call ran again …
+    sent = fake_psp.sent("POST", INTENTS)
+    assert len(sent) == 2
+    # … with the same Stripe key, so Stripe answers its stored result and charges nothing new.
+    assert {r.headers["Idempotency-Key"] for r in sent} == {_key(session["id"], "tok_server_error")}
+    assert fake_psp.payment_intents == {}
+    assert stock_of(app, "scarce") == 5
+
+
+def test_lost_stripe_answer_is_retried_without_a_second_charge(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    fake_psp.drop_responses = 1  # Stripe charged the card, the answer never arrived
+    lost = acp.complete(session["id"], "tok_visa", key="agent-key-2")
+
+    assert lost.status_code == 424
+    assert lost.get_json()["code"] == "payment_provider_unavailable"
+    assert len(fake_psp.payment_intents) == 1
+    assert stock_of(app, "scarce") == 5
+
+    retried = acp.complete(session["id"], "tok_visa", key="agent-key-2")
+
+    assert retried.status_code == 200
+    assert retried.get_json()["status"] == "completed"
+    assert len(fake_psp.payment_intents) == 1  # the replayed PaymentIntent, not a new one
+    [intent_id] = fake_psp.payment_intents
+    assert row_of(app, session["id"]).payment_reference == intent_id
+    assert stock_of(app, "scarce") == 4
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"]["reference"] == intent_id
+
+
+def test_lost_stripe_answer_without_a_retry_is_completed_by_the_webhook(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    fake_psp.drop_responses = 1
+    assert acp.complete(session["id"], "tok_visa").status_code == 424
+    assert stock_of(app, "scarce") == 5
+    [(intent_id, charged)] = fake_psp.payment_intents.items()
+
+    # The agent gave up; Stripe still tells the store about the charge it made.
+    event = stripe_event(
+        "payment_intent.succeeded",
+        intent(session["id"], charged["amount"], intent_id),
+        "evt_lost",
+    )
+    assert post_stripe(app.test_client(), event).get_json()["outcome"] == "completed"
+
+    assert acp.get(f"/checkout_sessions/{session['id']}").get_json()["status"] == "completed"
+    assert stock_of(app, "scarce") == 4
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"]["reference"] == intent_id
+
+
+def test_processing_is_in_progress_until_the_signed_webhook(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    pending = acp.complete(session["id"], "tok_processing").get_json()
+
+    assert_acp(pending, "CheckoutSession")
+    assert pending["status"] == "in_progress"
+    assert stock_of(app, "scarce") == 4
+    [intent_id] = fake_psp.payment_intents
+    assert row_of(app, session["id"]).payment_reference == intent_id
+    # A second complete while paying never charges again.
+    assert acp.complete(session["id"], "tok_visa").get_json()["status"] == "in_progress"
+    assert len(fake_psp.sent("POST", INTENTS)) == 1
+
+    event = stripe_event(
+        "payment_intent.succeeded",
+        intent(session["id"], total(session), intent_id),
+        "evt_processing",
+    )
+    answer = post_stripe(app.test_client(), event)
+
+    assert answer.status_code == 200
+    assert answer.get_json() == {"received": True, "outcome": "completed"}
+    body = acp.get(f"/checkout_sessions/{session['id']}").get_json()
+    assert_acp(body, "CheckoutSessionWithOrder")
+    assert body["status"] == "completed"
+    assert stock_of(app, "scarce") == 4
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"] == {"provider": "stripe", "reference": intent_id}
+
+
+def test_completed_session_is_never_charged_again(acp, fake_psp: FakePSP) -> None:
+    session = _ready(acp)
+    assert acp.complete(session["id"], "tok_visa").get_json()["status"] == "completed"
+    again = acp.complete(session["id"], "tok_mastercard").get_json()
+    assert again["status"] == "completed"
+    assert len(fake_psp.sent("POST", INTENTS)) == 1
