@@ -21,6 +21,38 @@ API_VERSION = "2026-04-17"
 
 pytest_plugins = ["tests.receiver", "tests.fake_psp"]
 
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Any:
+    """Fail any test that tries to connect beyond loopback: the suite runs offline."""
+    import ipaddress
+    import socket
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock: socket.socket, address: Any) -> None:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        host = address[0]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConnectionRefusedError(f"tests may not leave loopback (tried {address!r})")
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex  # type: ignore[method-assign]
+
+
 # make_app(sink=FROM_CONFIG): the app builds its own sink from orderWebhookUrl and the
 # environment, exactly as in production (the default is a RecordingSink).
 FROM_CONFIG = "from-config"
@@ -71,16 +103,53 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
         app = create_app(overrides, order_sink=None if sink == FROM_CONFIG else sink)
         app.config["TESTING"] = True
         app.config["TESTING_NO_SWEEPER"] = True
+        _validate_acp_responses(app, violations)
         apps.append(app)
         return app
 
+    violations: list[str] = []
     yield factory
     join_deliveries()
+    assert not violations, "ACP responses that break the official schema:\n" + "\n".join(
+        violations)
     from shop.db import db
 
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+
+
+# Every response on an ACP path is checked against the official schema, in every test.
+_ACP_PREFIXES = ("/checkout_sessions", "/acp/checkout", "/.well-known/acp.json")
+
+
+def _acp_schema_name(path: str, status: int, body: Any) -> str:
+    if path.startswith("/.well-known/"):
+        return "DiscoveryResponse" if status == 200 else "Error"
+    if status >= 400:
+        return "Error"
+    return "CheckoutSessionWithOrder" if "order" in body else "CheckoutSession"
+
+
+def _validate_acp_responses(app: Any, violations: list[str]) -> None:
+    """Record every ACP response body that does not validate against the official schema."""
+
+    @app.after_request
+    def _check(response: Any) -> Any:
+        from flask import request
+
+        if not request.path.startswith(_ACP_PREFIXES) or response.direct_passthrough:
+            return response
+        body = response.get_json(silent=True)
+        if body is None:
+            violations.append(f"{request.method} {request.path} -> {response.status_code}: "
+                              "the body is not JSON")
+            return response
+        name = _acp_schema_name(request.path, response.status_code, body)
+        for error in acp_validator(name).iter_errors(body):
+            violations.append(f"{request.method} {request.path} -> {response.status_code} "
+                              f"({name}) {list(error.path)}: {error.message}")
+        return response
 
 
 def join_deliveries(timeout: float = 10.0) -> None:
@@ -178,8 +247,13 @@ _REGISTRY, _SCHEMA = _registry()
 
 
 def acp_validator(name: str) -> Draft202012Validator:
-    """Return a validator for one $defs entry of the official ACP checkout schema."""
-    return Draft202012Validator({"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"}, registry=_REGISTRY)
+    """Return a validator for one $defs entry of the official ACP checkout schema.
+
+    Formats (uri, date-time, email) are checked too: rfc3986-validator and rfc3339-validator
+    are installed for exactly this.
+    """
+    return Draft202012Validator({"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"}, registry=_REGISTRY,
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def assert_acp(body: dict[str, Any], name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,14 +53,29 @@ def test_forty_racing_completes_sell_exactly_five(server):
     assert _stock(server, sessions[0]) == 0
 
 
-def test_eight_identical_completes_charge_once(server):
-    session_id = requests.post(f"{server}/checkout_sessions", json=cart(("scarce", 1)),
-                               headers=_headers(), timeout=10).json()["id"]
+@pytest.fixture
+def stripe_server(shop_files, fake_psp):
+    """The store on Stripe (the real library, pointed at the fake provider on loopback)."""
+    config = json.loads(shop_files["config"].read_text())
+    config["paymentProvider"] = "stripe"
+    shop_files["config"].write_text(json.dumps(config))
+    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
+           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": "agent:tok",
+           **fake_psp.env("stripe")}
+    with gunicorn(env, workers=3, threads=4) as url:
+        yield url
+
+
+def test_eight_identical_completes_charge_once(stripe_server, fake_psp):
+    headers = {**_headers(), "Authorization": "Bearer tok"}
+    session_id = requests.post(f"{stripe_server}/checkout_sessions", json=cart(("scarce", 1)),
+                               headers=headers, timeout=10).json()["id"]
     key = str(uuid.uuid4())
 
     def complete(_: int) -> requests.Response:
-        return requests.post(f"{server}/checkout_sessions/{session_id}/complete",
-                             json=payment(), headers=_headers(key), timeout=30)
+        return requests.post(f"{stripe_server}/checkout_sessions/{session_id}/complete",
+                             json=payment(), headers={**headers, "Idempotency-Key": key},
+                             timeout=30)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(complete, range(8)))
@@ -67,8 +83,13 @@ def test_eight_identical_completes_charge_once(server):
     assert set(codes) <= {200, 409}
     done = [r.json() for r in responses if r.status_code == 200]
     assert done and all(b["status"] == "completed" for b in done)
-    assert len({b["order"]["id"] for b in done}) == 1
     replayed = [r for r in responses if r.headers.get("Idempotent-Replayed") == "true"]
     assert len(replayed) == len(done) - 1
     assert all(r.headers["Retry-After"] for r in responses if r.status_code == 409)
-    assert _stock(server, session_id) == 4  # one unit reserved, once
+    # Charged once: Stripe saw exactly one PaymentIntent for this session.
+    charges = fake_psp.sent("POST", "/v1/payment_intents")
+    assert len(charges) == 1
+    assert charges[0].body["metadata"]["checkout_session_id"] == session_id
+    got = requests.get(f"{stripe_server}/checkout_sessions/{session_id}", headers=headers,
+                       timeout=10).json()
+    assert got["line_items"][0].get("available_quantity") == 4  # one unit reserved, once

@@ -44,19 +44,25 @@ def test_session_alive_before_ttl(acp, later):
     assert acp.complete(created["id"]).get_json()["status"] == "completed"
 
 
-def test_purge_command_deletes_expired_sessions_and_old_records(acp, app, runner, later):
+def test_requests_and_the_purge_command_delete_expired_sessions_and_old_records(
+        acp, app, runner, later):
     from shop.db import CheckoutSession, IdempotencyRecord, db
 
     old = acp.create().get_json()
     later(24 * 60 + 1)
-    fresh = acp.create().get_json()  # the opportunistic purge runs on this request too
+    acp.create()  # an ordinary request runs the opportunistic purge
+    with app.app_context():
+        assert db.session.get(CheckoutSession, old["id"]) is None
+    stale = acp.create().get_json()
+    later(24 * 60 + 1 + 120)  # past TTL + grace, and no request has run since
+    with app.app_context():
+        assert db.session.get(CheckoutSession, stale["id"]) is not None
     result = runner.invoke(args=["purge"])
     assert result.exit_code == 0, result.output
     with app.app_context():
-        assert db.session.get(CheckoutSession, old["id"]) is None
-        assert db.session.get(CheckoutSession, fresh["id"]) is not None
+        assert db.session.get(CheckoutSession, stale["id"]) is None
         keys = db.session.execute(db.select(IdempotencyRecord.created_at)).scalars().all()
-        assert len(keys) == 1
+        assert len(keys) == 2  # the two from 2 h ago stay (24 h retention); the first is gone
 
 
 class FailingSink:
