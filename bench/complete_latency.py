@@ -7,6 +7,9 @@ the tests use). Each client thread runs create -> complete; only /complete is ti
 receiver first answers at once, then takes --slow seconds to answer each order (within the
 10 s default timeout). The hand-off runs after the commit on a background thread, so both
 rows should match: /complete never waits for the merchant.
+
+The catalog is the test one with the widget's inventory unlimited, so any number of orders
+per row can be bought (the test file's 100 widgets ran out after ~48 orders per row).
 """
 
 from __future__ import annotations
@@ -108,8 +111,13 @@ def main() -> None:
             config = json.loads((ROOT / "tests/data/config.json").read_text())
             config["orderWebhookUrl"] = receiver.url
             (Path(tmp) / "config.json").write_text(json.dumps(config))
+            products = json.loads((ROOT / "tests/data/products.json").read_text())
+            for product in products:
+                if product["id"] == CART["line_items"][0]["id"]:
+                    product["inventory"] = None  # unlimited: stock never ends the run early
+            (Path(tmp) / "products.json").write_text(json.dumps(products))
             env = {"SHOP_CONFIG": f"{tmp}/config.json",
-                   "SHOP_PRODUCTS": str(ROOT / "tests/data/products.json"),
+                   "SHOP_PRODUCTS": f"{tmp}/products.json",
                    "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3", "SHOP_API_KEYS": "",
                    "ORDER_WEBHOOK_SECRET": receiver.secret or "", "ORDER_WEBHOOK_TIMEOUT": "",
                    "ACP_WEBHOOK_URL": "", "ACP_WEBHOOK_SECRET": ""}

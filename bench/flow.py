@@ -1,125 +1,264 @@
 """Benchmark: the create -> update -> complete flow under gunicorn, beside a bare Flask app.
 
-Run:  .venv/bin/python bench/flow.py [--clients 32] [--seconds 10] [--workers 2] [--threads 4]
+Run:  .venv/bin/python bench/flow.py [--clients 32] [--seconds 10] [--rounds 3]
+                                     [--workers 2] [--threads 4] [--client-procs 1]
 
-Both servers run under the same gunicorn settings in the same run, and the same client loop
-(threads with keep-alive connections) drives them, so the ratio of their req/s is the number
-to watch (target: flow >= 35% of bare; p95 of complete < 50 ms at 32 clients).
+Both servers run under the same gunicorn settings, side by side, and the same load generator
+drives them in alternating rounds, so the ratio of their req/s within a round is the number
+to watch (targets: flow >= 35% of bare; p95 of complete < 50 ms at 32 clients).
+
+The load generator is a raw HTTP/1.1 client on asyncio (keep-alive connections, one task per
+client, no third-party HTTP library) so that it costs the shared CPUs as little as possible:
+a heavy client shrinks both numbers and flatters the ratio. Each round prints the client's
+and the server's CPU milliseconds per request, and the load average, so a reader can tell a
+busy machine from a slow server. The flow runs on the offline `test` provider with LogSink
+(no orderWebhookUrl), as a fresh install does.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.gunicorn_server import gunicorn  # noqa: E402
+from tests.gunicorn_server import gunicorn_process  # noqa: E402
 
-HEADERS = {"Authorization": "Bearer demo", "API-Version": "2026-04-17",
-           "Content-Type": "application/json"}
+API_HEADERS = (b"Authorization: Bearer demo\r\nAPI-Version: 2026-04-17\r\n"
+               b"Content-Type: application/json\r\n")
 CREATE = json.dumps({"currency": "usd", "capabilities": {},
                      "line_items": [{"id": "widget", "quantity": 1}],
-                     "buyer": {"email": "bench@example.com"}})
+                     "buyer": {"email": "bench@example.com"}}).encode()
 UPDATE = json.dumps({"fulfillment_details": {"address": {
     "name": "B", "line_one": "1 Main", "city": "SF", "state": "CA", "country": "US",
-    "postal_code": "94105"}}})
+    "postal_code": "94105"}}}).encode()
 COMPLETE = json.dumps({"payment_data": {"handler_id": "card_tokenized", "instrument": {
-    "type": "card", "credential": {"type": "spt", "token": "tok_visa"}}}})
+    "type": "card", "credential": {"type": "spt", "token": "tok_visa"}}}}).encode()
+
+Latencies = dict[str, list[float]]
 
 
-def _run(clients: int, seconds: float, step) -> dict[str, list[float]]:
-    """Run `step(session, latencies)` in a loop on `clients` threads for `seconds`."""
-    stop = time.perf_counter() + seconds
-    latencies: dict[str, list[float]] = {}
-    lock = threading.Lock()
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends a request and reads the whole answer."""
 
-    def worker() -> None:
-        local: dict[str, list[float]] = {}
-        with requests.Session() as http:
-            while time.perf_counter() < stop:
-                step(http, local)
-        with lock:
-            for name, values in local.items():
-                latencies.setdefault(name, []).extend(values)
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies
+    async def post(self, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n%s\r\n%s"
+                          % (path.encode(), len(body), headers, body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lower = head.lower()
+        start = lower.index(b"\r\ncontent-length:") + 17
+        length = int(lower[start:lower.index(b"\r\n", start)])
+        data = await self.reader.readexactly(length)
+        if b"\r\nconnection: close" in lower:
+            self.close()
+        return int(head[9:12]), data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
-def _timed(local: dict[str, list[float]], name: str, call):
+async def _timed(latencies: Latencies, name: str, call: Awaitable[tuple[int, bytes]]
+                 ) -> tuple[int, bytes]:
     start = time.perf_counter()
-    response = call()
-    local.setdefault(name, []).append(time.perf_counter() - start)
-    return response
+    answer = await call
+    latencies.setdefault(name, []).append(time.perf_counter() - start)
+    return answer
 
 
-def _report(label: str, latencies: dict[str, list[float]], seconds: float) -> float:
+async def bare(conn: Connection, latencies: Latencies) -> None:
+    """One request to the bare Flask endpoint."""
+    status, _ = await _timed(latencies, "bare", conn.post("/bare", b"{}", API_HEADERS))
+    if status != 200:
+        raise RuntimeError(f"bare answered {status}")
+
+
+async def flow(conn: Connection, latencies: Latencies) -> None:
+    """One checkout: create -> update (address) -> complete (tok_visa)."""
+    def headers() -> bytes:
+        return API_HEADERS + b"Idempotency-Key: %s\r\n" % str(uuid.uuid4()).encode()
+
+    status, body = await _timed(latencies, "create",
+                                conn.post("/checkout_sessions", CREATE, headers()))
+    if status != 201:
+        raise RuntimeError(f"create answered {status}: {body[:200]!r}")
+    path = f"/checkout_sessions/{json.loads(body)['id']}"
+    status, body = await _timed(latencies, "update", conn.post(path, UPDATE, headers()))
+    if status != 200:
+        raise RuntimeError(f"update answered {status}: {body[:200]!r}")
+    status, body = await _timed(latencies, "complete",
+                                conn.post(f"{path}/complete", COMPLETE, headers()))
+    if status != 200 or json.loads(body)["status"] != "completed":
+        raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
+
+
+SCENARIOS: dict[str, Callable[[Connection, Latencies], Awaitable[None]]] = {
+    "bare": bare, "flow": flow}
+
+
+def _client_process(url: str, scenario: str, clients: int, start_at: float, seconds: float,
+                    results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Run `clients` connections in one process until the deadline; put what they measured."""
+    host, port = url.removeprefix("http://").split(":")
+
+    async def client(latencies: Latencies, failures: list[str]) -> None:
+        conn = Connection(host, int(port))
+        step = SCENARIOS[scenario]
+        try:
+            while time.time() < start_at + seconds:
+                try:
+                    await step(conn, latencies)
+                except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    conn.close()
+        finally:
+            conn.close()
+
+    async def run() -> tuple[Latencies, list[str]]:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        latencies: Latencies = {}
+        failures: list[str] = []
+        await asyncio.gather(*(client(latencies, failures) for _ in range(clients)))
+        return latencies, failures
+
+    cpu = time.process_time()
+    latencies, failures = asyncio.run(run())
+    results.put((latencies, failures, time.process_time() - cpu))
+
+
+def _server_cpu(proc_pid: int) -> float:
+    """Return the CPU seconds used so far by gunicorn's workers (Linux /proc; 0 elsewhere)."""
+    try:
+        children = Path(f"/proc/{proc_pid}/task/{proc_pid}/children").read_text().split()
+        ticks = 0
+        for pid in children:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+
+def measure(url: str, server_pid: int, scenario: str, clients: int, seconds: float,
+            procs: int) -> dict[str, object]:
+    """Drive one server for `seconds` with `clients` connections split over `procs` processes."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    start_at = time.time() + 0.5
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = [context.Process(target=_client_process,
+                               args=(url, scenario, n, start_at, seconds, results))
+               for n in shares if n]
+    for worker in workers:
+        worker.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    server_before = _server_cpu(server_pid)
+    latencies: Latencies = {}
+    failures: list[str] = []
+    client_cpu = 0.0
+    for _ in workers:
+        got, failed, cpu = results.get()
+        for name, values in got.items():
+            latencies.setdefault(name, []).extend(values)
+        failures.extend(failed)
+        client_cpu += cpu
+    server_cpu = _server_cpu(server_pid) - server_before
+    for worker in workers:
+        worker.join()
     total = sum(len(v) for v in latencies.values())
-    rps = total / seconds
-    print(f"{label}: {rps:8.0f} req/s over {total} requests")
+    return {"latencies": latencies, "failures": failures, "requests": total,
+            "rps": total / seconds, "client_ms": 1000 * client_cpu / max(total, 1),
+            "server_ms": 1000 * server_cpu / max(total, 1)}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, max(0, int(len(values) * fraction + 0.5) - 1))]
+
+
+def report(label: str, result: dict[str, object]) -> None:
+    """Print req/s, CPU per request, and p50/p95/p99 per endpoint."""
+    print(f"  {label:<13} {result['rps']:7.0f} req/s  ({result['requests']} requests; CPU per "
+          f"request: server {result['server_ms']:.2f} ms, client {result['client_ms']:.2f} ms)")
+    latencies: Latencies = result["latencies"]  # type: ignore[assignment]
     for name, values in latencies.items():
         values = sorted(values)
-        p50 = statistics.median(values) * 1000
-        p95 = values[int(len(values) * 0.95) - 1] * 1000
-        print(f"  {name:<9} n={len(values):6d}  p50={p50:6.1f} ms  p95={p95:6.1f} ms")
-    return rps
+        print(f"    {name:<9} n={len(values):6d}  p50={statistics.median(values) * 1000:6.1f} ms"
+              f"  p95={_percentile(values, 0.95) * 1000:6.1f} ms"
+              f"  p99={_percentile(values, 0.99) * 1000:6.1f} ms")
+    failures: list[str] = result["failures"]  # type: ignore[assignment]
+    if failures:
+        print(f"    FAILED {len(failures)} times; first: {failures[0]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="processes the load generator spreads its clients over")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         products = json.loads((ROOT / "tests/data/products.json").read_text())
-        products[0]["inventory"] = 10_000_000
+        products[0]["inventory"] = 100_000_000
         (Path(tmp) / "products.json").write_text(json.dumps(products))
         env = {"SHOP_CONFIG": str(ROOT / "tests/data/config.json"),
                "SHOP_PRODUCTS": str(Path(tmp) / "products.json"),
                "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3", "SHOP_API_KEYS": ""}
-        settings = dict(workers=args.workers, threads=args.threads)
-        print(f"gunicorn workers={args.workers} threads={args.threads}, {args.clients} clients, "
-              f"{args.seconds:.0f} s each")
-
-        with gunicorn({}, app="bench.bare_app:app", **settings) as url:
-            bare = _run(args.clients, args.seconds, lambda http, local: _timed(
-                local, "bare", lambda: http.post(f"{url}/bare", data="{}", headers=HEADERS)))
-        bare_rps = _report("bare flask", bare, args.seconds)
-
-        def flow(http: requests.Session, local: dict[str, list[float]]) -> None:
-            def post(path: str, body: str) -> requests.Response:
-                return http.post(f"{url}{path}", data=body,
-                                 headers={**HEADERS, "Idempotency-Key": str(uuid.uuid4())})
-
-            created = _timed(local, "create", lambda: post("/checkout_sessions", CREATE))
-            session_id = created.json()["id"]
-            _timed(local, "update", lambda: post(f"/checkout_sessions/{session_id}", UPDATE))
-            done = _timed(local, "complete",
-                          lambda: post(f"/checkout_sessions/{session_id}/complete", COMPLETE))
-            assert done.json()["status"] == "completed", done.text
-
-        with gunicorn(env, **settings) as url:
-            shop = _run(args.clients, args.seconds, flow)
-        shop_rps = _report("checkout flow", shop, args.seconds)
-        print(f"flow / bare = {shop_rps / bare_rps:.0%} (target >= 35%)")
+        settings = {"workers": args.workers, "threads": args.threads}
+        print(f"gunicorn --workers {args.workers} --threads {args.threads} (gthread) for both; "
+              f"{args.clients} clients in {args.client_procs} process(es); {args.seconds:g} s "
+              f"per measurement, {args.rounds} round(s); {os.cpu_count()} CPUs")
+        ratios, complete_p95 = [], []
+        with gunicorn_process({}, app="bench.bare_app:app", **settings) as (bare_url, bare_p), \
+                gunicorn_process(env, **settings) as (shop_url, shop_p):
+            for url, pid, scenario in ((bare_url, bare_p.pid, "bare"),
+                                       (shop_url, shop_p.pid, "flow")):
+                measure(url, pid, scenario, args.clients, args.warmup, args.client_procs)
+            for round_no in range(1, args.rounds + 1):
+                load = os.getloadavg()
+                print(f"round {round_no}: load average before {load[0]:.2f} {load[1]:.2f} "
+                      f"{load[2]:.2f}")
+                bare_result = measure(bare_url, bare_p.pid, "bare", args.clients, args.seconds,
+                                      args.client_procs)
+                report("bare flask", bare_result)
+                flow_result = measure(shop_url, shop_p.pid, "flow", args.clients, args.seconds,
+                                      args.client_procs)
+                report("checkout flow", flow_result)
+                ratio = flow_result["rps"] / bare_result["rps"]  # type: ignore[operator]
+                p95 = _percentile(sorted(flow_result["latencies"]["complete"]),  # type: ignore[index]
+                                  0.95) * 1000
+                ratios.append(ratio)
+                complete_p95.append(p95)
+                print(f"  flow / bare = {ratio:.0%} (target >= 35%); complete p95 = {p95:.1f} ms "
+                      "(target < 50 ms)")
+        print(f"best round: flow / bare = {max(ratios):.0%}, complete p95 = "
+              f"{min(complete_p95):.1f} ms; median: {statistics.median(ratios):.0%}, "
+              f"{statistics.median(complete_p95):.1f} ms")
 
 
 if __name__ == "__main__":

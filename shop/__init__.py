@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from shop.catalog import load_catalog
+from shop.database_url import database_error
 from shop.errors import ConfigError, register_error_handlers
 from shop.settings import Settings, load_settings
 from shop.state import ShopState
@@ -40,7 +42,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     app = Flask("shop", instance_path=os.path.abspath("instance"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(settings.database_url)
+    try:
+        app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(settings.database_url)
+    except OSError as exc:
+        raise database_error(settings.database_url, exc) from None
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
 
     from shop import delivery, stock
@@ -58,9 +63,12 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
                           "order events to the agent platform, or neither.")
     app.extensions["shop"] = ShopState(settings=settings, catalog=catalog, provider=provider,
                                        sink=sink, agent_sink=agent_sink)
-    init_db(app)
-    with app.app_context():
-        restocked = stock.seed_stock(catalog)
+    try:
+        init_db(app)
+        with app.app_context():
+            restocked = stock.seed_stock(catalog)
+    except (SQLAlchemyError, OSError) as exc:
+        raise database_error(settings.database_url, exc) from None
     if restocked:
         log.info("restocked from %s: %s", settings.products_path, ", ".join(restocked))
     if settings.demo_mode:

@@ -199,6 +199,11 @@ def _parse_product(raw: Any, index: int, path: str) -> Product:
     if not isinstance(raw_variants, list):
         raise ConfigError(f"{w('variants')} must be a list of variants.")
     has_variants = bool(raw_variants)
+    if has_variants and raw.get("inventory") is not None:
+        # Stock is counted per variant; a product-level number would silently count nothing.
+        raise ConfigError(f"{w('inventory')} is set but the product has variants, whose stock "
+                          "is counted one by one; move the number onto each variant's "
+                          "'inventory' and remove it from the product.")
     price = _price(raw, w("price")) if not has_variants or "price" in raw else None
     variants = tuple(_parse_variant(v, i, path, pid, price) for i, v in enumerate(raw_variants))
     return Product(

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from shop import clock, metrics, stock
+from shop import clock, metrics, session_rows, stock
 from shop.db import CheckoutSession, db
 from shop.errors import InvalidRequestError, NotFoundError, ProviderError, ShopError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.pricing import Cart, CartLine, Quote, price_cart
+from shop.session_rows import SessionRecord
 from shop.state import ShopState
 
 log = logging.getLogger("shop.checkout")
@@ -97,13 +98,36 @@ def order_id_for(session_id: str) -> str:
 # ---------------------------------------------------------------- reading
 
 
+def _not_found(session_id: str) -> NotFoundError:
+    return NotFoundError("session_not_found",
+                         f"No checkout session has the id '{session_id}'; create one with "
+                         "POST /checkout_sessions.", "$.checkout_session_id")
+
+
 def _load(session_id: str) -> CheckoutSession:
     row = db.session.get(CheckoutSession, session_id)
     if row is None:
-        raise NotFoundError("session_not_found",
-                            f"No checkout session has the id '{session_id}'; create one with "
-                            "POST /checkout_sessions.", "$.checkout_session_id")
+        raise _not_found(session_id)
     return row
+
+
+def _read(session_id: str) -> SessionRecord:
+    """Return the committed state of a session, read outside the transaction."""
+    record = session_rows.find(session_id)
+    if record is None:
+        raise _not_found(session_id)
+    return record
+
+
+def _current(session_id: str) -> SessionRecord:
+    """Read a session, expiring it first when its TTL has passed."""
+    record = _read(session_id)
+    now = clock.epoch()
+    if record.status in OPEN and record.expires_at <= now:
+        session_rows.expire(session_id, OPEN, Status.EXPIRED, now)
+        db.session.commit()
+        record = _read(session_id)
+    return record
 
 
 def _expire_if_due(row: CheckoutSession) -> None:
@@ -127,8 +151,10 @@ def _cart(details: Mapping[str, Any]) -> Cart:
     )
 
 
-def _assess(state: ShopState, details: Mapping[str, Any]
-            ) -> tuple[Quote, list[Message], dict[str, int | None], bool]:
+Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
+
+
+def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
     """Price the cart and list what stands between it and payment."""
     quote = price_cart(state.settings, state.catalog, _cart(details), clock.now())
     availability = stock.available_quantities(state.catalog)
@@ -150,7 +176,13 @@ def _assess(state: ShopState, details: Mapping[str, Any]
         messages.append(Message(
             "error", "A shipping address is needed for physical items; send "
             "fulfillment_details.address.", "missing", "$.fulfillment_details.address"))
-    if quote.shippable and quote.selected is None:
+    if quote.unknown_option_id is not None:
+        ready = False
+        messages.append(Message(
+            "error", f"'{quote.unknown_option_id}' is not a fulfillment option of this session; "
+            f"choose one of {', '.join(o.id for o in quote.options)}.", "invalid",
+            "$.selected_fulfillment_options[0].option_id"))
+    elif quote.shippable and quote.selected is None:
         ready = False
         messages.append(Message("error", "This store has no shipping option for this cart.",
                                 "unsupported", "$.selected_fulfillment_options"))
@@ -173,9 +205,11 @@ def _coupon_text(code: str, reason: str) -> str:
     }[reason]
 
 
-def _view(state: ShopState, row: CheckoutSession) -> SessionView:
+def _view(state: ShopState, row: CheckoutSession | SessionRecord,
+          assessed: Assessment | None = None) -> SessionView:
+    """Describe a session; `assessed` is the cart's assessment when the caller just made it."""
     details = json.loads(row.cart)
-    quote, messages, availability, _ready = _assess(state, details)
+    quote, messages, availability, _ready = assessed or _assess(state, details)
     notices = [Message(**n) for n in json.loads(row.notices or "[]")]
     status = Status(row.status)
     if status in (Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.IN_PROGRESS):
@@ -195,9 +229,7 @@ def _view(state: ShopState, row: CheckoutSession) -> SessionView:
 
 def get_session(state: ShopState, session_id: str) -> SessionView:
     """Return a session as it stands now (expiring it when its TTL has passed)."""
-    row = _load(session_id)
-    _expire_if_due(row)
-    return _view(state, row)
+    return _view(state, _current(session_id))
 
 
 # ---------------------------------------------------------------- writing
@@ -250,41 +282,46 @@ def _status_for(ready: bool) -> Status:
     return Status.READY if ready else Status.NOT_READY
 
 
-def _prepare_payment(state: ShopState, row: CheckoutSession, quote: Quote, ready: bool) -> None:
+def _prepare_payment(state: ShopState, record: SessionRecord, quote: Quote,
+                     ready: bool) -> SessionRecord:
     """Create or refresh the provider-side order (Razorpay) when the payable total changes."""
-    if not ready or row.provider_order_amount == quote.total:
-        return
-    reference = state.provider.prepare(row.id, quote.total, quote.currency,
-                                       row.provider_order_id)
-    if reference is not None:
-        row.provider_order_id = reference
-        row.provider_order_amount = quote.total
+    if not ready or record.provider_order_amount == quote.total:
+        return record
+    try:
+        reference = state.provider.prepare(record.id, quote.total, quote.currency,
+                                           record.provider_order_id)
+    except ProviderError as exc:
+        raise _provider_unavailable(exc) from exc
+    if reference is None:
+        return record
+    return replace(record, provider_order_id=reference, provider_order_amount=quote.total)
 
 
-def create_session(state: ShopState, change: SessionInput,
-                   session_id: str | None = None) -> SessionView:
-    """Open a new session from a create request."""
+def create_session(state: ShopState, change: SessionInput, session_id: str | None = None,
+                   *, commit: bool = True) -> SessionView:
+    """Open a new session from a create request.
+
+    With commit=False the row is written in the caller's transaction, which commits it (the
+    ACP surface commits it with the stored idempotent response).
+    """
     if change.lines is None:
         change = replace(change, lines=())
     details = _merge(state, {"lines": []}, change)
-    quote, _messages, _availability, ready = _assess(state, details)
+    assessed = _assess(state, details)
     now = clock.epoch()
-    row = CheckoutSession(
-        id=session_id or new_session_id(), status=_status_for(ready),
+    record = SessionRecord(
+        id=session_id or new_session_id(), status=_status_for(assessed[3]),
         currency=state.settings.currency, created_at=now, updated_at=now,
-        expires_at=now + state.settings.session_ttl_minutes * 60,
-        cart=json.dumps(details), notices="[]", stock_reserved=0, flagged=0,
-    )
-    try:
-        _prepare_payment(state, row, quote, ready)
-    except ProviderError as exc:
-        raise _provider_unavailable(exc) from exc
-    db.session.add(row)
-    db.session.commit()
-    return _view(state, row)
+        expires_at=now + state.settings.session_ttl_minutes * 60, cart=json.dumps(details),
+        notices="[]")
+    record = _prepare_payment(state, record, assessed[0], assessed[3])
+    session_rows.insert_row(record, details)
+    if commit:
+        db.session.commit()
+    return _view(state, record, assessed)
 
 
-def _require_open(row: CheckoutSession, action: str) -> None:
+def _require_open(row: CheckoutSession | SessionRecord, action: str) -> None:
     if row.status in OPEN:
         return
     if row.status == Status.EXPIRED:
@@ -294,25 +331,36 @@ def _require_open(row: CheckoutSession, action: str) -> None:
                     "start a new session.")
 
 
-def update_session(state: ShopState, session_id: str, change: SessionInput) -> SessionView:
-    """Apply an update request to an open session."""
-    row = _load(session_id)
-    _expire_if_due(row)
-    _require_open(row, "updated")
-    if row.status == Status.EXPIRED:
-        return _view(state, row)
-    details = _merge(state, json.loads(row.cart), change)
-    quote, _messages, _availability, ready = _assess(state, details)
-    try:
-        _prepare_payment(state, row, quote, ready)
-    except ProviderError as exc:
-        raise _provider_unavailable(exc) from exc
-    row.cart = json.dumps(details)
-    row.status = _status_for(ready)
-    row.notices = "[]"
-    row.updated_at = clock.epoch()
-    db.session.commit()
-    return _view(state, row)
+UPDATE_TRIES = 5
+
+
+def update_session(state: ShopState, session_id: str, change: SessionInput,
+                   *, commit: bool = True) -> SessionView:
+    """Apply an update request to an open session.
+
+    The session is read outside the transaction and written only if it is still as read
+    (status and cart), so a concurrent update or payment is never overwritten: the loser
+    reads again and applies its change to what is there now. With commit=False the write is
+    left to the caller's transaction (see create_session).
+    """
+    for _try in range(UPDATE_TRIES):
+        seen = _current(session_id)
+        _require_open(seen, "updated")
+        if seen.status == Status.EXPIRED:
+            return _view(state, seen)
+        details = _merge(state, json.loads(seen.cart), change)
+        assessed = _assess(state, details)
+        new = replace(seen, status=_status_for(assessed[3]), cart=json.dumps(details),
+                      notices="[]", updated_at=clock.epoch())
+        new = _prepare_payment(state, new, assessed[0], assessed[3])
+        if session_rows.update_open(seen, new, details):
+            if commit:
+                db.session.commit()
+            return _view(state, new, assessed)
+    raise ShopError(409, "invalid_request", "session_busy",
+                    f"Checkout session '{session_id}' kept changing while this update was "
+                    "applied; send the update again.", headers={"Retry-After": "1"},
+                    replayable=False)
 
 
 def cancel_session(state: ShopState, session_id: str) -> SessionView:
@@ -335,18 +383,41 @@ def cancel_session(state: ShopState, session_id: str) -> SessionView:
     return _view(state, row)
 
 
-def _provider_unavailable(exc: ProviderError) -> ShopError:
+def _provider_unavailable(exc: ProviderError, paying: bool = False) -> ShopError:
     log.error("payment provider error: %s", exc)
+    if exc.retryable:
+        return ShopError(
+            424, "processing_error", "payment_provider_unavailable",
+            "The payment provider could not be reached; nothing was charged. Retry in a moment.",
+            headers={"Retry-After": "5"}, replayable=False)
+    if paying:
+        # e.g. Stripe stored its 500 under this token's idempotency key: the same token can
+        # only replay that failure, so waiting and retrying would not help.
+        return ShopError(
+            424, "processing_error", "payment_provider_error",
+            "The payment provider could not process this payment and will answer the same for "
+            "this payment token; nothing was charged. Complete again with a new payment token "
+            "in payment_data.", "$.payment_data", replayable=False)
     return ShopError(
-        424, "processing_error", "payment_provider_unavailable",
-        "The payment provider could not be reached; nothing was charged. Retry in a moment.",
-        headers={"Retry-After": "5"}, replayable=False)
+        424, "processing_error", "payment_provider_error",
+        "The payment provider refused to set up this payment; nothing was charged, and "
+        "retrying will not help until the store fixes it (its log names the reason).",
+        replayable=False)
 
 
 def _notice(message: Message) -> str:
     return json.dumps([{k: v for k, v in (("type", message.type), ("content", message.content),
                                           ("code", message.code), ("param", message.param))
                         if v is not None}])
+
+
+def _declined(content: str | None, code: str = "payment_declined") -> str:
+    return _notice(Message("error", content or "Your payment was declined. Please try a "
+                           "different payment method.", code, "$.payment_data"))
+
+
+def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
+    return [(line.item_id, line.quantity) for line in _cart(json.loads(row.cart)).lines]
 
 
 def complete_session(state: ShopState, session_id: str, credential: PaymentCredential,
@@ -370,11 +441,13 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
         return _view(state, row)
     lines = [(line.item.id, line.quantity) for line in quote.lines]
     now = clock.epoch()
+    # payment_reference is cleared: until this attempt's answer stores its own, no provider
+    # event (a late failure of an earlier attempt) can match the session's current attempt.
     claimed = db.session.execute(
         update(CheckoutSession)
         .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)))
         .values(status=Status.IN_PROGRESS, cart=json.dumps(details), updated_at=now,
-                notices="[]", stock_reserved=1)
+                notices="[]", stock_reserved=1, payment_reference=None)
     ).rowcount == 1
     short = stock.reserve_stock(state.catalog, lines) if claimed else None
     if not claimed or short is not None:
@@ -385,8 +458,7 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
             _finish(session_id, Status.NOT_READY, stock_reserved=0, notices=_notice(Message(
                 "error", f"'{item.title}' sold out before payment; nothing was charged.",
                 "out_of_stock", f"$.line_items[{index}]")))
-        db.session.expire_all()
-        return _view(state, _load(session_id))
+        return _view(state, _read(session_id))  # committed: read it as it is now
     # Read before the commit: touching `row` after it would reload it in a new transaction,
     # and on SQLite a transaction holds the write lock for the whole provider call.
     provider_order_id = row.provider_order_id
@@ -398,26 +470,24 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
     try:
         result = state.provider.charge(request)
     except ProviderError as exc:
-        _release(state, session_id, lines, Status.READY, "[]")
-        raise _provider_unavailable(exc) from exc
+        _release(state, session_id, lines, "[]")
+        raise _provider_unavailable(exc, paying=True) from exc
     except Exception:
         # An unexpected bug must not strand reserved stock: give it back, then let it surface.
-        _release(state, session_id, lines, Status.READY, "[]")
+        _release(state, session_id, lines, "[]")
         raise
     if result.status == ChargeStatus.DECLINED:
         metrics.inc("shop_payment_declines_total", via="complete")
-        _release(state, session_id, lines, Status.READY, _notice(Message(
-            "error", result.message or "Your payment was declined. Please try a different "
-            "payment method.", "requires_3ds" if result.decline_code == "requires_3ds"
-            else "payment_declined", "$.payment_data")))
+        _release(state, session_id, lines, _declined(
+            result.message, "requires_3ds" if result.decline_code == "requires_3ds"
+            else "payment_declined"))
     elif result.status == ChargeStatus.PENDING:
         _finish(session_id, Status.IN_PROGRESS, payment_reference=result.reference,
                 payment_provider=state.provider.name)
     elif mark_paid(state, session_id, result.reference, quote.total,
                    from_status=Status.IN_PROGRESS):
         metrics.inc("shop_checkouts_completed_total", via="complete")
-    db.session.expire_all()
-    return _view(state, _load(session_id))
+    return _view(state, _read(session_id))  # committed: read it as it is now
 
 
 def _finish(session_id: str, status: Status, **values: Any) -> None:
@@ -426,27 +496,162 @@ def _finish(session_id: str, status: Status, **values: Any) -> None:
     db.session.commit()
 
 
-def _release(state: ShopState, session_id: str, lines: list[tuple[str, int]], status: Status,
-             notices: str) -> None:
-    """Give the reservation back and reopen the session, in one transaction."""
+def _release(state: ShopState, session_id: str, lines: list[tuple[str, int]], notices: str,
+             *conditions: Any) -> bool:
+    """Give the reservation back and reopen the session, in one transaction (the caller's).
+
+    Only a paying session holding stock (and matching `conditions`) is released; return
+    whether this call released it.
+    """
     released = db.session.execute(
         update(CheckoutSession)
         .where(CheckoutSession.id == session_id, CheckoutSession.stock_reserved == 1,
-               CheckoutSession.status == Status.IN_PROGRESS)
-        .values(status=status, stock_reserved=0, updated_at=clock.epoch(), notices=notices)
+               CheckoutSession.status == Status.IN_PROGRESS, *conditions)
+        .values(status=Status.READY, stock_reserved=0, updated_at=clock.epoch(),
+                notices=notices)
     ).rowcount == 1
     if released:
         stock.release_stock(state.catalog, lines)
     db.session.commit()
+    return released
+
+
+# ------------------------------------------- payment outcomes (complete and provider webhooks)
+
+
+class Settlement(StrEnum):
+    """What a provider's "paid" did to a session."""
+
+    COMPLETED = "completed"
+    COMPLETED_AMOUNT_MISMATCH = "completed_amount_mismatch"
+    ALREADY_COMPLETED = "already_completed"
+
+
+def fail_payment(state: ShopState, session_id: str, reference: str | None,
+                 message: str | None) -> bool:
+    """Reopen a paying session whose current attempt failed; give its stock back.
+
+    Only the attempt whose reference the session stores counts: a late failure of an earlier
+    attempt, or any failure while a charge is still in flight (no reference stored yet),
+    changes nothing. Return whether the session was reopened.
+    """
+    if not reference:
+        return False
+    lines = _cart_lines(_load(session_id))
+    return _release(state, session_id, lines, _declined(message),
+                    CheckoutSession.payment_reference == reference)
+
+
+def settle_payment(state: ShopState, session_id: str, reference: str | None,
+                   amount: int | None, currency: str | None) -> Settlement:
+    """Complete a session its provider reports paid, in one transaction (the caller's).
+
+    A paid order is never lost: a session that gave its stock back takes it again when it is
+    there, and completes either way. A payment of another amount or currency completes
+    flagged for review. `amount` None (the provider does not say) is taken as the total.
+    """
+    from shop import delivery
+
+    row = _load(session_id)
+    currency_now = row.currency
+    _retake_stock(state, session_id, _cart_lines(row), reference)
+    payload = _payload(state, row, reference, amount)
+    total = next((t["amount"] for t in payload["totals"] if t["type"] == "total"), None)
+    paid = amount if amount is not None else total
+    if not _record_paid(state, session_id, reference, paid or 0, payload,
+                        CheckoutSession.status != Status.COMPLETED):
+        db.session.commit()
+        return Settlement.ALREADY_COMPLETED
+    paid_currency = (currency or currency_now).lower()
+    settled = Settlement.COMPLETED
+    if paid != total or paid_currency != currency_now.lower():
+        # The money was taken, so the order still goes out, but flagged: the merchant decides
+        # between shipping, charging the difference and refunding (docs/decisions.md).
+        log.error("AMOUNT MISMATCH: %s payment %s paid %s %s but session %s totals %s %s; the "
+                  "order is handed over FLAGGED for review — refund or collect the difference "
+                  "before shipping", state.provider.name, reference, paid, paid_currency,
+                  session_id, total, currency_now)
+        _flag(state, session_id, reference,
+              {"reason": "amount_mismatch", "amount_paid": paid, "currency_paid": paid_currency})
+        settled = Settlement.COMPLETED_AMOUNT_MISMATCH
+    db.session.commit()
+    delivery.schedule(state, session_id)
+    return settled
+
+
+def _retake_stock(state: ShopState, session_id: str, lines: list[tuple[str, int]],
+                  reference: str | None) -> None:
+    """Reserve stock again for a paid session that had given it back (a decline, an expiry).
+
+    The flag flip decides who reserves (one conditional UPDATE); a shortfall undoes both
+    through a savepoint and is logged, since the payment still completes.
+    """
+    savepoint = db.session.begin_nested()
+    taken = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, CheckoutSession.stock_reserved == 0,
+               CheckoutSession.status != Status.COMPLETED)
+        .values(stock_reserved=1)
+    ).rowcount == 1
+    short = stock.reserve_stock(state.catalog, lines) if taken else None
+    if short is None:
+        savepoint.commit()
+        return
+    savepoint.rollback()
+    log.error("OVERSOLD: session %s was paid (%s) but '%s' is out of stock; the order is still "
+              "handed over — contact the buyer", session_id, reference, short)
+
+
+def flag_for_review(state: ShopState, session_id: str, reason: str,
+                    reference: str | None) -> bool:
+    """Flag a session for review and queue order.flagged once; False when already flagged."""
+    from shop import delivery
+
+    flagged = _flag(state, session_id, reference, {"reason": reason})
+    db.session.commit()
+    if flagged:
+        delivery.schedule(state, session_id)
+    return flagged
+
+
+def _flag(state: ShopState, session_id: str, reference: str | None,
+          flag: Mapping[str, Any]) -> bool:
+    from shop import delivery
+
+    flagged = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, CheckoutSession.flagged == 0)
+        .values(flagged=1, updated_at=clock.epoch())
+    ).rowcount == 1
+    payload = db.session.execute(
+        select(CheckoutSession.order_payload).where(CheckoutSession.id == session_id)
+    ).scalar_one_or_none() if flagged else None
+    if payload:  # a session flagged before it was paid has no order to tell anyone about yet
+        delivery.enqueue_order_flagged(state, session_id, json.loads(payload), reference, flag)
+    return flagged
 
 
 def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: int,
               from_status: Status | None = None) -> bool:
     """Record a final payment and queue the order hand-off; False when it was already recorded."""
+    from shop import delivery
+
     row = _load(session_id)
     payload = _payload(state, row, reference, amount)
     condition = (CheckoutSession.status == from_status if from_status
                  else CheckoutSession.status != Status.COMPLETED)
+    paid = _record_paid(state, session_id, reference, amount, payload, condition)
+    db.session.commit()
+    if paid:
+        delivery.schedule(state, session_id)
+    return paid
+
+
+def _record_paid(state: ShopState, session_id: str, reference: str | None, amount: int,
+                 payload: Mapping[str, Any], condition: Any) -> bool:
+    """In the current transaction: complete the session and queue order.created, if `condition`."""
+    from shop import delivery
+
     paid = db.session.execute(
         update(CheckoutSession)
         .where(CheckoutSession.id == session_id, condition)
@@ -456,17 +661,12 @@ def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: 
                 order_payload=json.dumps(payload))
     ).rowcount == 1
     if paid:
-        from shop import delivery
-
         delivery.enqueue_order_created(state, session_id, payload)
-    db.session.commit()
-    if paid:
-        delivery.schedule(state, session_id)
     return paid
 
 
 def _payload(state: ShopState, row: CheckoutSession, reference: str | None,
-             amount: int) -> dict[str, Any]:
+             amount: int | None) -> dict[str, Any]:
     """Build the order payload; a failure must never keep a paid session from completing."""
     from shop.order_payload import minimal_order_payload, order_payload
 
@@ -478,4 +678,4 @@ def _payload(state: ShopState, row: CheckoutSession, reference: str | None,
                       "priced again, so order_%s goes out with items, quantities and the amount "
                       "paid only; check it by hand before shipping", row.id, reference, row.id)
         return minimal_order_payload(state, row, reference=reference,
-                                     provider=state.provider.name, amount=amount)
+                                     provider=state.provider.name, amount=amount or 0)

@@ -6,7 +6,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from shop import checkout, delivery, retention, stock
+from shop import checkout, clock, delivery, retention, stock
 from shop import webhook_simulate as simulate
 from shop.db import CheckoutSession, db
 from shop.state import get_state
@@ -66,20 +66,47 @@ def orders_failed() -> None:
     if not rows:
         click.echo("every order has been delivered")
     for row in rows:
+        kept = ""
+        if row.state in delivery.STRANDED_STATES:
+            kept = f"  kept until {clock.iso(row.next_at + retention.UNDELIVERED_KEEP_SECONDS)}"
         click.echo(f"{row.session_id}  {row.order_id}  {row.event} -> {row.destination}  "
-                   f"{row.state}  attempts={row.attempts}  {row.last_error or ''}")
+                   f"{row.state}  attempts={row.attempts}{kept}  {row.last_error or ''}")
+    states = {row.state for row in rows}
+    if "dropped" in states:
+        click.echo("dropped: no orderWebhookUrl was set, so these orders were only logged. Set "
+                   "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET), restart, then "
+                   "run `flask --app app orders replay SESSION_ID` for each, or `flask --app app "
+                   "orders replay --dropped` for all of them.")
+    if "gave_up" in states:
+        click.echo("gave_up: every retry failed. Fix the receiver, then run `flask --app app "
+                   "orders replay SESSION_ID`. Until then the order is kept for "
+                   f"{retention.UNDELIVERED_KEEP_DAYS} days, and its payload is in the log line "
+                   "that gave up.")
 
 
 @orders_group.command("replay")
-@click.argument("session_id")
-def orders_replay(session_id: str) -> None:
+@click.argument("session_id", required=False)
+@click.option("--dropped", "all_dropped", is_flag=True,
+              help="Replay every order dropped for want of orderWebhookUrl.")
+def orders_replay(session_id: str | None, all_dropped: bool) -> None:
     """Send SESSION_ID's order again now (same order id: safe for a deduping receiver)."""
-    rows = delivery.replay(get_state(), session_id)
+    if bool(session_id) == all_dropped:
+        raise click.UsageError("give one SESSION_ID, or --dropped (not both)")
+    state = get_state()
+    sessions = delivery.dropped_sessions() if all_dropped else [session_id or ""]
+    if all_dropped and not sessions:
+        click.echo("no dropped orders")
+        return
+    rows = [row for session in sessions for row in delivery.replay(state, session)]
     if not rows:
         raise click.ClickException(f"no order for session '{session_id}' (not completed, or "
                                    "purged)")
     for row in rows:
         click.echo(f"{row.event} {row.order_id} -> {row.destination}: {row.state}")
+    if any(row.state == "dropped" for row in rows):
+        raise click.ClickException("orderWebhookUrl is still not set in "
+                                   f"{state.settings.config_path}: the order was only logged "
+                                   "again. Set it, restart, and replay.")
     if any(row.state != "delivered" for row in rows):
         raise click.ClickException("not every message was delivered; see the log line above")
 

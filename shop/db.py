@@ -5,11 +5,15 @@ Timestamps are whole Unix seconds (portable between SQLite and PostgreSQL, easy 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Integer, String, Text, UniqueConstraint, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import BigInteger, Executable, Integer, Row, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shop.sqlite_tuning import tune
 
 
 class Base(DeclarativeBase):
@@ -46,6 +50,10 @@ class CheckoutSession(db.Model):
                                                             unique=True)
     # The order payload, frozen at the moment of payment (amounts match what was charged).
     order_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The buyer's email (lower-case) and phone (digits), kept in step with `cart` by
+    # shop/buyers.py: Forter's /api/account finds a returning buyer through these indexes.
+    buyer_email: Mapped[str | None] = mapped_column(String(320), nullable=True, index=True)
+    buyer_phone: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class IdempotencyRecord(db.Model):
@@ -108,35 +116,60 @@ class OrderDelivery(db.Model):
 
 
 def init_db(app: Flask) -> None:
-    """Bind the database to the app and create missing tables."""
+    """Bind the database to the app, create missing tables and add missing columns."""
     db.init_app(app)
     with app.app_context():
+        tune(db.engine)
         db.create_all()
+        _add_missing_columns()
 
 
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # type: ignore[no-untyped-def]
-    """Tune SQLite: WAL for concurrent readers, a busy timeout for concurrent writers.
+def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list[Row[Any]]:
+    """Run one SELECT on its own connection, outside the request's transaction; return rows.
 
-    synchronous=NORMAL in WAL mode skips the fsync on each commit (it happens at checkpoints):
-    a power cut can lose the last few commits, never corrupt the file. Every money-moving
-    step is also recorded at the provider, and a lost session is re-derivable there.
+    On SQLite it sends no BEGIN IMMEDIATE and waits for no writer (WAL readers never block),
+    so a request computes on what it read and holds the write lock only for its writes. Use
+    it for reads that only inform (availability shown to the buyer) or that the later write
+    re-checks in its WHERE clause; it cannot see the request's uncommitted changes.
     """
-    module = type(dbapi_connection).__module__
-    if not module.startswith("sqlite3"):
-        return
-    # Take the write lock at BEGIN (IMMEDIATE) so two writers queue on the busy timeout
-    # instead of failing with "database is locked" when a read upgrades to a write.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    with db.engine.connect().execution_options(shop_read=True) as conn:
+        return list(conn.execute(statement, params or {}))
 
 
-@event.listens_for(Engine, "begin")
-def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _add_missing_columns() -> None:
+    """Add the nullable columns a newer version declares to tables an older one created.
+
+    Portable: `ALTER TABLE … ADD COLUMN` with the dialect's own type names, then the
+    columns' indexes with CREATE INDEX (checkfirst). A worker that loses the race to another
+    worker doing the same finds the columns there and carries on.
+    """
+    from sqlalchemy import inspect
+
+    inspector = inspect(db.engine)
+    for table in db.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        if not missing:
+            continue
+        preparer = db.engine.dialect.identifier_preparer
+        for column in missing:
+            assert column.nullable and column.server_default is None, column
+            ddl = (f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                   f"{preparer.format_column(column)} "
+                   f"{column.type.compile(dialect=db.engine.dialect)}")
+            try:
+                with db.engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
+            except Exception:
+                fresh = {c["name"] for c in inspect(db.engine).get_columns(table.name)}
+                if column.name not in fresh:
+                    raise
+        for index in table.indexes:
+            try:
+                index.create(db.engine, checkfirst=True)
+            except Exception:
+                if index.name not in {i["name"] for i in inspect(db.engine).get_indexes(
+                        table.name)}:
+                    raise

@@ -16,12 +16,12 @@ from dataclasses import replace
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shop import checkout
+from shop import buyers, checkout, clock
 from shop.checkout import SessionInput, SessionView, Status
 from shop.db import CheckoutSession, db
 from shop.errors import InvalidRequestError, ProcessingError, ShopError
 from shop.payments import PaymentCredential
-from shop.pricing import Quote
+from shop.pricing import Quote, fulfillment_choices
 from shop.state import ShopState
 
 TOTAL_NAMES = ("subtotal", "discount", "shipping", "tax", "total")
@@ -84,6 +84,27 @@ def _keep_street_address(view: SessionView, change: SessionInput) -> SessionInpu
     return change
 
 
+def check_shipping_id(state: ShopState, change: SessionInput, view: SessionView | None) -> None:
+    """Refuse a shipping_id the cart does not offer, before anything changes.
+
+    The answer must never show another option's price as the one the orchestrator chose.
+    """
+    if change.option_id is None:
+        return
+    if change.lines is not None:
+        shippable = any(not state.catalog.items[line.item_id].digital for line in change.lines)
+    elif view is not None:
+        shippable = view.quote.shippable
+    else:
+        return  # no items at all: the domain refuses the cart for that
+    offered = [o.id for o in fulfillment_choices(state.settings, shippable, clock.now())]
+    if change.option_id not in offered:
+        raise InvalidRequestError(
+            "invalid_request", f"recipient.shipping_id '{change.option_id}' is not a shipping "
+            f"option for this cart; send one of {', '.join(offered)} (the cart answer's "
+            "shipping_options[].id).", "recipient.shipping_id")
+
+
 def upsert_cart(state: ShopState, reference_id: str, change: SessionInput) -> SessionView:
     """Create the reference's session, or update it (cart.created and cart.updated alike)."""
     for _attempt in range(3):
@@ -91,11 +112,13 @@ def upsert_cart(state: ShopState, reference_id: str, change: SessionInput) -> Se
         if row is not None:
             view = checkout.get_session(state, row.id)
             if view.status in checkout.OPEN:
+                check_shipping_id(state, change, view)
                 return checkout.update_session(state, row.id, _keep_street_address(view, change))
             if view.status in (Status.EXPIRED, Status.CANCELED):
                 _unbind(row.id, reference_id)  # a new cart under the same reference
                 continue
             raise _closed(reference_id, view)
+        check_shipping_id(state, change, None)
         view = checkout.create_session(state, change)
         if _bind(view.id, reference_id):
             return view
@@ -149,6 +172,7 @@ def place_order(state: ShopState, reference_id: str, change: SessionInput,
                             "cart.created (or include items in order.created).")
         view = upsert_cart(state, reference_id, change)
     elif _has_changes(change):
+        check_shipping_id(state, change, view)
         view = checkout.update_session(state, view.id, _keep_street_address(view, change))
     check_totals(reference_id, view.quote, expected)
     address = (view.details.get("fulfillment_details") or {}).get("address") or {}
@@ -158,3 +182,21 @@ def place_order(state: ShopState, reference_id: str, change: SessionInput,
             "items but no street address to ship to; send recipient.address with address1, "
             "city, region_id, postal_code and country_id.")
     return checkout.complete_session(state, view.id, credential)
+
+
+def account_status(state: ShopState, email: str | None, phone: str | None,
+                   key: str) -> tuple[str, str | None]:
+    """Return (blocked | active | not_found, account_id) for a buyer's email and phone.
+
+    blockedBuyers wins; `active` is a buyer of a checkout session the store still holds, with
+    a stable pseudonymous account id keyed by `key`.
+    """
+    given = {c for c in (buyers.normal_email(email), buyers.normal_phone(phone)) if c}
+    blocked = {buyers.normal_email(b) or buyers.normal_phone(b) or b
+               for b in state.settings.blocked_buyers}
+    if given & blocked:
+        return "blocked", None
+    found = buyers.find_returning(email, phone)
+    if found is None:
+        return "not_found", None
+    return "active", buyers.account_id(key, *found)

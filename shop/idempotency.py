@@ -1,8 +1,22 @@
 """The Idempotency-Key layer (ACP §6): one decorator in front of every ACP POST/PATCH.
 
-A key is claimed with one INSERT against a unique (scope, key) constraint, so two gunicorn
-workers racing on the same key cannot both run the handler. The claim commits on its own so
-other workers see it as in flight; the finished response is stored with a conditional UPDATE.
+A request goes through it like this:
+
+1. The surface decodes the body strictly (shop/json_body.py) and it is fingerprinted as
+   canonical JSON. A body that cannot be fingerprinted (not JSON, NaN, a lone surrogate, too
+   deep …) answers 400 before anything is claimed: nothing is stored, and the same key may be
+   sent again with a corrected body.
+2. A look-up outside any transaction answers a known key: same body -> the stored response
+   with `Idempotent-Replayed: true`; another body -> 422; still running -> 409 + Retry-After.
+3. Otherwise the claim (an in-flight row, unique on (scope, key)) is inserted as the first
+   statement of the handler's first transaction, so it commits with the handler's first
+   change: create and update commit claim, change and stored response together; complete
+   commits the claim with its stock reservation, before the provider is called.
+4. The response is stored in the handler's still-open transaction when there is one, else in
+   a short one of its own. 5xx and non-replayable answers are never stored.
+
+Two workers racing on one new key: the unique constraint lets one claim win; the loser's
+transaction (claim and any change) rolls back and it answers as a retry would.
 """
 
 from __future__ import annotations
@@ -15,17 +29,37 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, request
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from shop import clock
-from shop.db import IdempotencyRecord, db
+from shop.db import IdempotencyRecord, db, read
 from shop.errors import InvalidRequestError, ShopError
 
 MAX_KEY_LENGTH = 255
 RETENTION_SECONDS = 24 * 3600
 # A claim older than this belongs to a worker that died mid-request; it may be taken over.
 STALE_CLAIM_SECONDS = 120
+
+_PENDING = "shop.idempotency_claim"  # Session.info: the claim to insert when a transaction begins
+_T = IdempotencyRecord.__table__
+_SAME = (_T.c.scope == bindparam("k_scope"), _T.c.key == bindparam("k_key"))
+_FIND = select(_T.c.request_hash, _T.c.state, _T.c.status_code, _T.c.response_body,
+               _T.c.created_at).where(*_SAME)
+_INSERT = insert(_T)
+_FINISH = (update(_T).where(*_SAME, _T.c.request_hash == bindparam("k_hash"))
+           .values(state="done", status_code=bindparam("k_status"),
+                   response_body=bindparam("k_body")))
+_TAKE_OVER = (update(_T).where(*_SAME, _T.c.state == "in_flight",
+                               _T.c.created_at == bindparam("k_seen"))
+              .values(created_at=bindparam("k_now")))
+_FORGET = delete(_T).where(*_SAME, _T.c.request_hash == bindparam("k_hash"),
+                           _T.c.state == "in_flight")
+
+
+class ClaimTakenError(Exception):
+    """Another request claimed this key between our look-up and our claim."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -39,76 +73,120 @@ def request_fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def _replay(record: IdempotencyRecord) -> Response:
-    response = Response(record.response_body, status=record.status_code,
-                        mimetype="application/json")
+def _fingerprint(body: Any) -> str:
+    try:
+        return request_fingerprint(body)
+    except (ValueError, RecursionError):  # the surface's strict decoder lets none through
+        raise InvalidRequestError(
+            "invalid_json", "The request body cannot be read as canonical JSON (RFC 8785); "
+            "send finite numbers and valid Unicode text.", "$") from None
+
+
+def _replay(row: Any) -> Response:
+    response = Response(row.response_body, status=row.status_code, mimetype="application/json")
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-def _claim(scope: str, key: str, fingerprint: str) -> IdempotencyRecord | Response | None:
-    """Insert the claim; return None when we own it, or the Response for an existing record."""
-    now = clock.epoch()
-    db.session.add(IdempotencyRecord(scope=scope, key=key, request_hash=fingerprint,
-                                     state="in_flight", created_at=now))
-    try:
-        db.session.commit()
-        return None
-    except IntegrityError:
-        db.session.rollback()
-    existing = db.session.execute(
-        db.select(IdempotencyRecord).filter_by(scope=scope, key=key)
-    ).scalar_one_or_none()
-    if existing is None:  # purged between our INSERT and SELECT: try once more
-        return _claim(scope, key, fingerprint)
+def _in_flight(age: int) -> InvalidRequestError:
+    retry = max(1, math.ceil(min(STALE_CLAIM_SECONDS - age, 2)))
+    return InvalidRequestError(
+        "idempotency_in_flight", "A request with this Idempotency-Key is still being "
+        f"processed; retry after {retry} second(s).", status=409,
+        headers={"Retry-After": str(retry)})
+
+
+def _keys(scope: str, key: str, fingerprint: str) -> dict[str, Any]:
+    return {"k_scope": scope, "k_key": key, "k_hash": fingerprint}
+
+
+def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
+    """Answer a key seen before; True when we took over a stale claim, False when it is new."""
+    rows = read(_FIND, _keys(scope, key, fingerprint))
+    if not rows:
+        return False
+    existing = rows[0]
     if existing.request_hash != fingerprint:
         raise InvalidRequestError(
             "idempotency_conflict", "This Idempotency-Key was already used with a different "
             "request body; use a new key for a different request.", status=422)
     if existing.state == "done":
         return _replay(existing)
+    now = clock.epoch()
     age = now - existing.created_at
     if age >= STALE_CLAIM_SECONDS:
-        taken = db.session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.id == existing.id, IdempotencyRecord.state == "in_flight",
-                   IdempotencyRecord.created_at == existing.created_at)
-            .values(created_at=now)
-        ).rowcount == 1
+        taken = db.session.execute(_TAKE_OVER, {**_keys(scope, key, fingerprint),
+                                                "k_seen": existing.created_at, "k_now": now}
+                                   ).rowcount == 1
         db.session.commit()
         if taken:
-            return None
-    retry = max(1, math.ceil(min(STALE_CLAIM_SECONDS - age, 2)))
-    raise InvalidRequestError(
-        "idempotency_in_flight", "A request with this Idempotency-Key is still being "
-        f"processed; retry after {retry} second(s).", status=409,
-        headers={"Retry-After": str(retry)})
+            return True
+    raise _in_flight(age)
 
 
-def _store(scope: str, key: str, response: Response) -> None:
-    if response.status_code >= 500 or response.headers.get("X-Not-Replayable"):
-        _forget(scope, key)
+def _claim_values(scope: str, key: str, fingerprint: str) -> dict[str, Any]:
+    return {"scope": scope, "key": key, "request_hash": fingerprint, "state": "in_flight",
+            "status_code": None, "response_body": None, "created_at": clock.epoch()}
+
+
+@event.listens_for(Session, "after_begin")
+def _insert_pending_claim(session: Session, _transaction: Any, connection: Any) -> None:
+    """Make the pending claim the first statement of the handler's first transaction."""
+    values = session.info.pop(_PENDING, None)
+    if values is None:
         return
-    db.session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-        .values(state="done", status_code=response.status_code,
-                response_body=response.get_data(as_text=True))
-    )
+    try:
+        connection.execute(_INSERT, values)
+    except IntegrityError:
+        raise ClaimTakenError(values["key"]) from None
+
+
+def _store(scope: str, key: str, fingerprint: str, response: Response, failed: bool) -> None:
+    """Record the response, with the handler's open transaction when it left one."""
+    if response.status_code >= 500 or response.headers.get("X-Not-Replayable"):
+        _forget(scope, key, fingerprint)
+        return
+    pending = db.session.info.pop(_PENDING, None)
+    if failed:
+        db.session.rollback()  # an error answer keeps no half-made change
+    params = {**_keys(scope, key, fingerprint), "k_status": response.status_code,
+              "k_body": response.get_data(as_text=True)}
+    if db.session.execute(_FINISH, params).rowcount == 0:
+        # The claim never reached the database (the handler touched none, or rolled back).
+        values = pending or _claim_values(scope, key, fingerprint)
+        try:
+            db.session.execute(_INSERT, {**values, "state": "done",
+                                         "status_code": response.status_code,
+                                         "response_body": params["k_body"]})
+        except IntegrityError:
+            db.session.rollback()  # a request with the same key got there first: keep its answer
+            return
     db.session.commit()
 
 
-def _forget(scope: str, key: str) -> None:
+def _forget(scope: str, key: str, fingerprint: str) -> None:
+    db.session.info.pop(_PENDING, None)
     db.session.rollback()
-    db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
-                                                       IdempotencyRecord.key == key))
+    db.session.execute(_FORGET, _keys(scope, key, fingerprint))
     db.session.commit()
 
 
-def idempotent(render_error: Callable[[ShopError], Response],
-               scope_name: Callable[[], str]) -> Callable[[Callable[..., Response]],
-                                                          Callable[..., Response]]:
-    """Wrap a view so a repeated Idempotency-Key replays, conflicts or waits, per ACP §6."""
+def _after_lost_race(scope: str, key: str, fingerprint: str) -> Response:
+    db.session.rollback()
+    known = _known(scope, key, fingerprint)
+    if isinstance(known, Response):
+        return known
+    raise _in_flight(0)  # the winner gave its claim up meanwhile: the client retries
+
+
+def idempotent(render_error: Callable[[ShopError], Response], scope_name: Callable[[], str],
+               parse_body: Callable[[], Any]
+               ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Wrap a view so a repeated Idempotency-Key replays, conflicts or waits, per ACP §6.
+
+    `parse_body` decodes the request body strictly (raising the surface's 400) and should
+    cache it, since the view reads it again.
+    """
 
     def decorator(view: Callable[..., Response]) -> Callable[..., Response]:
         @wraps(view)
@@ -122,22 +200,27 @@ def idempotent(render_error: Callable[[ShopError], Response],
                 raise InvalidRequestError("idempotency_key_too_long",
                                           f"The Idempotency-Key header is {len(key)} characters;"
                                           f" use at most {MAX_KEY_LENGTH} (a UUID is 36).")
-            body = request.get_json(silent=True)
-            fingerprint = request_fingerprint(body if body is not None else
-                                              request.get_data(as_text=True))
+            fingerprint = _fingerprint(parse_body())
             scope = f"{scope_name()}:{request.path}"
-            claimed = _claim(scope, key, fingerprint)
-            if isinstance(claimed, Response):
-                return claimed
+            known = _known(scope, key, fingerprint)
+            if isinstance(known, Response):
+                return known
+            failed = False
             try:
                 try:
+                    if not known:  # a new key: claim it in the handler's first transaction
+                        db.session.info[_PENDING] = _claim_values(scope, key, fingerprint)
+                        if db.session().in_transaction():  # already begun: claim right now
+                            _insert_pending_claim(db.session(), None, db.session.connection())
                     response = view(*args, **kwargs)
                 except ShopError as exc:
-                    response = render_error(exc)
+                    response, failed = render_error(exc), True
+            except ClaimTakenError:
+                return _after_lost_race(scope, key, fingerprint)
             except BaseException:
-                _forget(scope, key)
+                _forget(scope, key, fingerprint)
                 raise
-            _store(scope, key, response)
+            _store(scope, key, fingerprint, response, failed)
             response.headers.pop("X-Not-Replayable", None)
             return response
 

@@ -12,6 +12,7 @@ HELP = {
     "shop_checkouts_completed_total": "Checkout sessions completed (payment final).",
     "shop_payment_declines_total": "Payment attempts declined by the provider.",
     "shop_webhook_signature_failures_total": "Provider webhooks rejected for their signature.",
+    "shop_webhook_malformed_total": "Signed provider webhooks whose body could not be read.",
     "shop_webhook_events_total": "Provider webhook events received, by outcome.",
     "shop_order_deliveries_total": "Order hand-offs to the merchant, by outcome.",
 }

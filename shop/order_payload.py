@@ -1,8 +1,10 @@
-"""Build the merchant's order payload (DESIGN §5) from a session at the moment it is paid."""
+"""The shapes that leave the shop: the merchant's order payload (DESIGN §5), built from a
+session at the moment it is paid, and the ACP order event made from it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shop import clock
@@ -10,12 +12,14 @@ from shop.db import CheckoutSession
 from shop.pricing import Cart, CartLine, line_id, price_cart
 from shop.state import ShopState
 
+ACP_EVENT_TYPES = ("order_create", "order_update")
+_ADDRESS_KEYS = ("name", "line_one", "line_two", "city", "state", "country", "postal_code")
+_ACP_ADDRESS_REQUIRED = {"name", "line_one", "city", "state", "country", "postal_code"}
+
 
 def order_payload(state: ShopState, row: CheckoutSession, *, reference: str | None = None,
                   provider: str | None = None) -> dict[str, Any]:
     """Return the payload for a session's order, priced as the session stands now."""
-    from shop.orders import build_order_payload
-
     if row.order_payload:
         return json.loads(row.order_payload)
     details = json.loads(row.cart)
@@ -64,8 +68,6 @@ def minimal_order_payload(state: ShopState, row: CheckoutSession, *, reference: 
     and the amount paid are known; per-line prices are sent as 0 and the `total` entry holds
     what was charged.
     """
-    from shop.orders import build_order_payload
-
     details = json.loads(row.cart)
     lines = []
     for index, line in enumerate(details.get("lines") or ()):
@@ -86,3 +88,79 @@ def minimal_order_payload(state: ShopState, row: CheckoutSession, *, reference: 
         payment={"provider": provider,
                  "reference": reference or row.payment_reference or "unknown"},
     )
+
+
+def build_order_payload(*, order_id: str, session_id: str, permalink_url: str,
+                        buyer: Mapping[str, Any] | None, currency: str,
+                        line_items: Sequence[Mapping[str, Any]],
+                        totals: Sequence[Mapping[str, Any]],
+                        fulfillment: Mapping[str, Any] | None,
+                        payment: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the merchant's order payload (DESIGN §5; docs/order-payload.schema.json).
+
+    It copies and never checks: it runs after the charge, where raising would strand a paid
+    order. The tests hold its output to the schema instead.
+    """
+    lines = [{"id": str(li["id"]), "item_id": str(li["item_id"]), "title": str(li["title"]),
+              "quantity": li["quantity"], "unit_amount": li["unit_amount"],
+              "tax": li.get("tax", 0), "total": li["total"]} for li in line_items]
+    sums = [{"type": str(t["type"]), "display_text": str(t["display_text"]),
+             "amount": t["amount"]} for t in totals]
+    return {
+        "event": "order.created",
+        "order": {"id": order_id, "checkout_session_id": session_id,
+                  "permalink_url": permalink_url},
+        "buyer": dict(buyer or {}),
+        "currency": currency.lower(),
+        "line_items": lines,
+        "totals": sums,
+        "fulfillment": None if fulfillment is None else {
+            "option": dict(fulfillment["option"]), "address": dict(fulfillment["address"])},
+        "payment": {"provider": str(payment["provider"]),
+                    "reference": str(payment["reference"])},
+    }
+
+
+def build_acp_order_event(event_type: str, order_payload: Mapping[str, Any], status: str, *,
+                          refund: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Turn a merchant payload into an ACP webhook body `{type, data: Order}`.
+
+    Status `canceled` cancels every line and the fulfillment; `refund {id, amount,
+    occurred_at, reason}` adds a refund adjustment and the `amount_refunded` total.
+    """
+    if event_type not in ACP_EVENT_TYPES:
+        raise ValueError(f"ACP order event type must be one of {ACP_EVENT_TYPES}")
+    info = order_payload["order"]
+    lines = order_payload["line_items"]
+    canceled = status == "canceled"
+    data: dict[str, Any] = {
+        "type": "order", "id": info["id"], "checkout_session_id": info["checkout_session_id"],
+        "permalink_url": info["permalink_url"], "status": status,
+        "line_items": [{
+            "id": li["id"], "title": li["title"], "product_id": li["item_id"],
+            "quantity": {"ordered": li["quantity"], "current": 0 if canceled else li["quantity"],
+                         "fulfilled": 0},
+            "unit_price": li["unit_amount"], "subtotal": li["total"] - li["tax"],
+            "status": "removed" if canceled else "processing",
+        } for li in lines],
+        "totals": [dict(t) for t in order_payload["totals"]],
+    }
+    if refund is not None:
+        data["adjustments"] = [{
+            "id": str(refund["id"]), "type": "refund", "occurred_at": str(refund["occurred_at"]),
+            "status": "completed", "amount": refund["amount"],
+            "currency": str(order_payload["currency"]).lower(), "reason": str(refund["reason"])}]
+        data["totals"].append({"type": "amount_refunded", "display_text": "Refunded",
+                               "amount": refund["amount"]})
+    shipment = order_payload.get("fulfillment")
+    fulfillment: dict[str, Any] = {
+        "id": f"ful_{info['id']}", "type": "shipping" if shipment else "digital",
+        "status": "canceled" if canceled else "pending",
+        "line_items": [{"id": li["id"], "quantity": li["quantity"]} for li in lines],
+    }
+    destination = {k: v for k, v in ((shipment or {}).get("address") or {}).items()
+                   if k in _ADDRESS_KEYS and v}
+    if destination.keys() >= _ACP_ADDRESS_REQUIRED:  # ACP's Address wants every part
+        fulfillment["destination"] = destination
+    data["fulfillments"] = [fulfillment]
+    return {"type": event_type, "data": data}

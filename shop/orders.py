@@ -1,4 +1,4 @@
-"""Orders out: the merchant's order payload, the ACP order event, and the sinks that send them.
+"""Orders out: the sinks that send the merchant's order and the ACP order events.
 
 `OrderSink.deliver(order)` is the one hand-off. It raises on failure and never retries; the
 delivery outbox (`shop.delivery`) decides when to try again. Bodies are serialized once and the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -18,15 +18,13 @@ import requests
 
 from shop import clock
 from shop.errors import ConfigError
+from shop.order_payload import build_acp_order_event
 from shop.security import hmac_sha256_base64, sign_timestamped
 from shop.settings import Settings
 
 DEFAULT_TIMEOUT = 10.0  # seconds; ORDER_WEBHOOK_TIMEOUT changes it
-MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.delivery.LEASE_SECONDS)
-ACP_EVENT_TYPES = ("order_create", "order_update")
+MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.retry_schedule.LEASE_SECONDS)
 _EXCERPT = 120
-_ADDRESS_KEYS = ("name", "line_one", "line_two", "city", "state", "country", "postal_code")
-_ACP_ADDRESS_REQUIRED = {"name", "line_one", "city", "state", "country", "postal_code"}
 
 
 class DeliveryError(Exception):
@@ -39,7 +37,12 @@ class DeliveryError(Exception):
 
 
 class OrderSink(Protocol):
-    """Where completed orders go. `deliver` returns when the order is safely received."""
+    """Where completed orders go. `deliver` returns when the order is safely received.
+
+    A sink that only logs (LogSink) sets `drops_orders = True`: the outbox then records its
+    orders as `dropped`, so `orders failed` lists them and `orders replay` can send them once
+    a real destination is configured.
+    """
 
     def deliver(self, order: dict[str, Any]) -> None:
         """Hand one order over; raise (DeliveryError or anything) when it was not accepted."""
@@ -121,11 +124,13 @@ def idempotency_key(order: Mapping[str, Any]) -> str:
 class LogSink:
     """No destination configured: log a loud warning per order and drop it."""
 
+    drops_orders = True
+
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
 
     def deliver(self, order: dict[str, Any]) -> None:
-        """Log that the order went nowhere (with what is needed to find the payment)."""
+        """Log that the order went nowhere, with the whole order so the log can rebuild it."""
         info = order.get("order") or {}
         payment = order.get("payment") or {}
         total = next((t.get("amount") for t in order.get("totals") or ()
@@ -133,9 +138,11 @@ class LogSink:
         self.logger.warning(
             "ORDER NOT DELIVERED: order %s for session %s was NOT delivered anywhere: set "
             "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET) to receive orders; "
-            "payment %s %s, total %s %s. Dropped.",
+            "payment %s %s, total %s %s. Dropped; `flask --app app orders replay %s` sends it "
+            "once orderWebhookUrl is set. order=%s",
             info.get("id"), info.get("checkout_session_id"), payment.get("provider"),
-            payment.get("reference"), total, order.get("currency"))
+            payment.get("reference"), total, order.get("currency"),
+            info.get("checkout_session_id"), _encode(order).decode("utf-8"))
 
 
 class AcpEventSink:
@@ -200,66 +207,3 @@ def webhook_timeout(settings: Settings) -> float:
                           f"for your order receiver, more than 0 and at most {MAX_TIMEOUT:g} "
                           f"(default {DEFAULT_TIMEOUT:g}), or unset it.")
     return seconds
-
-
-def build_order_payload(*, order_id: str, session_id: str, permalink_url: str,
-                        buyer: Mapping[str, Any] | None, currency: str,
-                        line_items: Sequence[Mapping[str, Any]],
-                        totals: Sequence[Mapping[str, Any]],
-                        fulfillment: Mapping[str, Any] | None,
-                        payment: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the merchant's order payload (DESIGN §5; docs/order-payload.schema.json).
-
-    It copies and never checks: it runs after the charge, where raising would strand a paid
-    order. The tests hold its output to the schema instead.
-    """
-    lines = [{"id": str(li["id"]), "item_id": str(li["item_id"]), "title": str(li["title"]),
-              "quantity": li["quantity"], "unit_amount": li["unit_amount"],
-              "tax": li.get("tax", 0), "total": li["total"]} for li in line_items]
-    sums = [{"type": str(t["type"]), "display_text": str(t["display_text"]),
-             "amount": t["amount"]} for t in totals]
-    return {
-        "event": "order.created",
-        "order": {"id": order_id, "checkout_session_id": session_id,
-                  "permalink_url": permalink_url},
-        "buyer": dict(buyer or {}),
-        "currency": currency.lower(),
-        "line_items": lines,
-        "totals": sums,
-        "fulfillment": None if fulfillment is None else {
-            "option": dict(fulfillment["option"]), "address": dict(fulfillment["address"])},
-        "payment": {"provider": str(payment["provider"]),
-                    "reference": str(payment["reference"])},
-    }
-
-
-def build_acp_order_event(event_type: str, order_payload: Mapping[str, Any],
-                          status: str) -> dict[str, Any]:
-    """Turn a merchant payload into an ACP webhook body `{type, data: Order}`."""
-    if event_type not in ACP_EVENT_TYPES:
-        raise ValueError(f"ACP order event type must be one of {ACP_EVENT_TYPES}")
-    info = order_payload["order"]
-    lines = order_payload["line_items"]
-    data: dict[str, Any] = {
-        "type": "order", "id": info["id"], "checkout_session_id": info["checkout_session_id"],
-        "permalink_url": info["permalink_url"], "status": status,
-        "line_items": [{
-            "id": li["id"], "title": li["title"], "product_id": li["item_id"],
-            "quantity": {"ordered": li["quantity"], "current": li["quantity"], "fulfilled": 0},
-            "unit_price": li["unit_amount"], "subtotal": li["total"] - li["tax"],
-            "status": "processing",
-        } for li in lines],
-        "totals": [dict(t) for t in order_payload["totals"]],
-    }
-    shipment = order_payload.get("fulfillment")
-    fulfillment: dict[str, Any] = {
-        "id": f"ful_{info['id']}", "type": "shipping" if shipment else "digital",
-        "status": "pending",
-        "line_items": [{"id": li["id"], "quantity": li["quantity"]} for li in lines],
-    }
-    destination = {k: v for k, v in ((shipment or {}).get("address") or {}).items()
-                   if k in _ADDRESS_KEYS and v}
-    if destination.keys() >= _ACP_ADDRESS_REQUIRED:  # ACP's Address wants every part
-        fulfillment["destination"] = destination
-    data["fulfillments"] = [fulfillment]
-    return {"type": event_type, "data": data}

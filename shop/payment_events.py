@@ -1,20 +1,22 @@
-"""Provider webhook events applied to the checkout domain: state only moves forward.
+"""Provider webhook events applied to the checkout domain: record the event, then act once.
 
-Every handler is a conditional statement, so re-applying an event is a no-op; the event id
-is recorded afterwards (unique), and a recorded id short-circuits later duplicates.
+The event id is inserted first (unique per provider) and the checkout domain's change commits
+in the same transaction, so an event is recorded exactly when it was applied; a duplicate
+delivery fails the insert and does nothing. A failure that arrives while the session's charge
+is in flight is deferred (not recorded; the provider delivers it again). The domain
+(shop.checkout) owns every state move; this module picks the move, and says loudly what
+matches no session of this store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from shop import clock, metrics, stock
-from shop.checkout import Message, Status, _notice, _release, mark_paid
+from shop import checkout, clock, metrics, refunds
+from shop.checkout import Settlement, Status
 from shop.db import CheckoutSession, ProviderEvent, db
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
@@ -22,30 +24,33 @@ from shop.state import ShopState
 log = logging.getLogger("shop.payment_events")
 
 
-def _lines(row: CheckoutSession) -> list[tuple[str, int]]:
-    return [(li["item_id"], li["quantity"]) for li in json.loads(row.cart)["lines"]]
+class DeferredEventError(Exception):
+    """The event cannot be applied yet (a charge is in flight): nothing was recorded, and the
+    provider's redelivery applies it."""
 
 
 def apply_event(state: ShopState, event: PaymentEvent) -> str:
     """Apply one verified provider event; return what happened (for the log and the response)."""
-    event_key = f"{state.provider.name}:{event.id}"
-    if db.session.get(ProviderEvent, event_key) is not None:
+    db.session.add(
+        ProviderEvent(
+            id=f"{state.provider.name}:{event.id}",
+            type=event.type,
+            session_id=event.session_id,
+            received_at=clock.epoch(),
+        )
+    )
+    try:
+        db.session.flush()
+    except IntegrityError:  # recorded before (or by a concurrent delivery of the same event)
+        db.session.rollback()
         outcome = "duplicate"
     else:
-        outcome = _apply(state, event)
-        db.session.add(
-            ProviderEvent(
-                id=event_key,
-                type=event.type,
-                session_id=event.session_id,
-                received_at=clock.epoch(),
-            )
-        )
         try:
-            db.session.commit()
-        except IntegrityError:  # a concurrent delivery of the same event recorded it first
-            db.session.rollback()
-            outcome = "duplicate"
+            outcome = _apply(state, event)
+        except DeferredEventError:
+            db.session.rollback()  # the event id too: a redelivery must not be a "duplicate"
+            raise
+        db.session.commit()  # the domain has committed already when it changed anything
     metrics.inc("shop_webhook_events_total", outcome=outcome.split(":")[0])
     log.info(
         "provider event %s (%s) session=%s: %s", event.id, event.type, event.session_id, outcome
@@ -57,12 +62,38 @@ def _apply(state: ShopState, event: PaymentEvent) -> str:
     if event.kind == EventKind.IGNORED:
         return "ignored"
     row = _session_for(event)
-    if row is not None:
-        if event.kind == EventKind.PAID:
-            return _paid(state, row, event)
-        if event.kind == EventKind.FAILED:
-            return _failed(state, row, event)
-        return _disputed(state, row, event)
+    if row is None:
+        return _no_session(state, event)
+    if event.kind == EventKind.PAID:
+        settled = checkout.settle_payment(
+            state, row.id, event.reference, event.amount, event.currency
+        )
+        if settled != Settlement.ALREADY_COMPLETED:
+            metrics.inc("shop_checkouts_completed_total", via="webhook")
+        return str(settled)
+    if event.kind == EventKind.FAILED:
+        return _failed(state, row.id, event)
+    if event.kind == EventKind.REFUNDED:  # a full refund cancels the order (shop/refunds.py)
+        return refunds.cancel_refunded_order(state, row.id, event.reference, event.amount or 0)
+    return _disputed(state, row, event)
+
+
+def _session_for(event: PaymentEvent) -> CheckoutSession | None:
+    """Find the event's session by its checkout_session_id, else by the payment it names."""
+    if event.session_id is not None:
+        return db.session.get(CheckoutSession, event.session_id)
+    if not event.reference:
+        return None
+    # Stripe disputes name only the PaymentIntent; complete stored it as payment_reference.
+    return db.session.execute(
+        select(CheckoutSession)
+        .where(CheckoutSession.payment_reference == event.reference)
+        .order_by(CheckoutSession.created_at)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _no_session(state: ShopState, event: PaymentEvent) -> str:
     if event.session_id is not None:
         log.error(
             "provider event %s names session %s, which does not exist (purged?); payment %s",
@@ -91,187 +122,41 @@ def _apply(state: ShopState, event: PaymentEvent) -> str:
     return "no_session"
 
 
-def _session_for(event: PaymentEvent) -> CheckoutSession | None:
-    """Find the event's session by its checkout_session_id, else by the payment it names."""
-    if event.session_id is not None:
-        return db.session.get(CheckoutSession, event.session_id)
-    if not event.reference:
-        return None
-    # Stripe disputes name only the PaymentIntent; complete stored it as payment_reference.
-    return db.session.execute(
-        select(CheckoutSession)
-        .where(CheckoutSession.payment_reference == event.reference)
-        .order_by(CheckoutSession.created_at)
-        .limit(1)
-    ).scalar_one_or_none()
-
-
-def _paid(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str:
-    if row.status == Status.COMPLETED:
-        return "already_completed"
-    if not row.stock_reserved:
-        # Money arrived for a session that holds no stock (e.g. a payment the buyer made after
-        # a decline). A paid order must not be lost: take the stock if it is there, and say
-        # loudly when it is not.
-        short = stock.reserve_stock(state.catalog, _lines(row))
-        if short is not None:
-            db.session.rollback()
-            log.error(
-                "OVERSOLD: session %s was paid (%s) but '%s' is out of stock; the order "
-                "is still handed over — contact the buyer",
-                row.id,
-                event.reference,
-                short,
-            )
-        else:
-            db.session.execute(
-                update(CheckoutSession).where(CheckoutSession.id == row.id).values(stock_reserved=1)
-            )
-            db.session.commit()
-    mismatch = _mismatch(state, row, event)
-    amount = event.amount if event.amount is not None else (row.amount_paid or 0)
-    if not mark_paid(state, row.id, event.reference, amount):
-        return "already_completed"
-    metrics.inc("shop_checkouts_completed_total", via="webhook")
-    if mismatch is None:
-        return "completed"
-    # The money was taken, so the order still goes out, but flagged: the merchant decides
-    # between shipping, charging the difference and refunding (docs/decisions.md, Payments).
-    _flag(
-        state,
-        row.id,
-        "amount_mismatch",
+def _failed(state: ShopState, session_id: str, event: PaymentEvent) -> str:
+    # Read only to choose the answer: fail_payment's UPDATE is conditional on its own.
+    status, current = db.session.execute(
+        select(CheckoutSession.status, CheckoutSession.payment_reference).where(
+            CheckoutSession.id == session_id
+        )
+    ).one()
+    if status == Status.IN_PROGRESS and current is None:
+        raise DeferredEventError(
+            f"session {session_id} is charging a payment right now, so the failure of payment "
+            f"{event.reference} cannot be matched to it yet"
+        )
+    if checkout.fail_payment(state, session_id, event.reference, event.message):
+        metrics.inc("shop_payment_declines_total", via="webhook")
+        return "payment_failed"
+    if status != Status.IN_PROGRESS:
+        return f"ignored_in_status:{status}"  # a late failure never un-pays a session
+    # The session is paying with another attempt (or one still in flight): this failure is
+    # an earlier attempt's, and reopening the session would let the buyer pay twice.
+    log.warning(
+        "payment %s failed, but session %s is paying with another attempt; ignored",
         event.reference,
-        {"amount_paid": event.amount, "currency_paid": event.currency},
+        session_id,
     )
-    return "completed_amount_mismatch"
-
-
-def _mismatch(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str | None:
-    """Say how the paid amount differs from the session's total, or None when it does not."""
-    from shop.order_payload import order_payload
-
-    if event.amount is None:
-        return None  # the event does not say (the test provider): nothing to compare
-    try:
-        totals = order_payload(state, row)["totals"]
-        expected = next(t["amount"] for t in totals if t["type"] == "total")
-    except Exception:  # the cart cannot be priced any more; mark_paid logs that loudly
-        return None
-    paid_currency = (event.currency or row.currency).lower()
-    if event.amount == expected and paid_currency == row.currency.lower():
-        return None
-    problem = (
-        f"{state.provider.name} payment {event.reference} paid {event.amount} "
-        f"{paid_currency} but session {row.id} totals {expected} {row.currency}"
-    )
-    log.error(
-        "AMOUNT MISMATCH: %s; the order is handed over FLAGGED for review — refund or "
-        "collect the difference before shipping",
-        problem,
-    )
-    return problem
-
-
-def _failed(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str:
-    if row.status != Status.IN_PROGRESS:
-        return f"ignored_in_status:{row.status}"  # a late failure never un-pays a session
-    _release(
-        state,
-        row.id,
-        _lines(row),
-        Status.READY,
-        _notice(
-            Message(
-                "error",
-                event.message
-                or "Your payment was declined. Please try a different payment method.",
-                "payment_declined",
-                "$.payment_data",
-            )
-        ),
-    )
-    metrics.inc("shop_payment_declines_total", via="webhook")
-    return "payment_failed"
+    return "ignored_other_attempt"
 
 
 def _disputed(state: ShopState, row: CheckoutSession, event: PaymentEvent) -> str:
-    if not _flag(state, row.id, "dispute", event.reference):
-        log.error(
-            "DISPUTE on order %s (session %s, payment %s), which was already flagged for review",
-            row.order_id,
-            row.id,
-            event.reference,
-        )
-        return "already_flagged"
+    session_id, order_id = row.id, row.order_id
+    flagged = checkout.flag_for_review(state, session_id, "dispute", event.reference)
     log.error(
-        "DISPUTE on order %s (session %s, payment %s): review it before shipping",
-        row.order_id,
-        row.id,
+        "DISPUTE on order %s (session %s, payment %s)%s",
+        order_id,
+        session_id,
         event.reference,
+        ": review it before shipping" if flagged else ", which was already flagged for review",
     )
-    return "flagged"
-
-
-def _flag(
-    state: ShopState,
-    session_id: str,
-    reason: str,
-    reference: str | None,
-    details: dict[str, Any] | None = None,
-) -> bool:
-    """Flag a session for review and queue order.flagged once; False when it was flagged."""
-    from shop import delivery
-
-    flagged = (
-        db.session.execute(
-            update(CheckoutSession)
-            .where(CheckoutSession.id == session_id, CheckoutSession.flagged == 0)
-            .values(flagged=1, updated_at=clock.epoch())
-        ).rowcount
-        == 1
-    )
-    payload = db.session.execute(
-        select(CheckoutSession.order_payload).where(CheckoutSession.id == session_id)
-    ).scalar_one_or_none()
-    if flagged and payload:
-        if reason == "dispute":
-            delivery.enqueue_order_flagged(state, session_id, json.loads(payload), reference)
-        else:
-            _enqueue_flagged(
-                state, session_id, json.loads(payload), reason, reference, details or {}
-            )
-    db.session.commit()
-    if flagged:
-        delivery.schedule(state, session_id)
-    return flagged
-
-
-def _enqueue_flagged(
-    state: ShopState,
-    session_id: str,
-    payload: dict[str, Any],
-    reason: str,
-    reference: str | None,
-    details: dict[str, Any],
-) -> None:
-    # delivery.enqueue_order_flagged always says reason "dispute"; this is the same message
-    # with another reason (to fold into it once it takes a reason argument).
-    from shop import delivery
-    from shop.orders import build_acp_order_event
-
-    order_id = payload["order"]["id"]
-    flagged = {
-        **payload,
-        "event": "order.flagged",
-        "flag": {"reason": reason, "payment_reference": reference, **details},
-    }
-    delivery._add(session_id, order_id, delivery.MERCHANT, "order.flagged", flagged)
-    if state.agent_sink is not None:
-        delivery._add(
-            session_id,
-            order_id,
-            delivery.AGENT,
-            "order_update",
-            build_acp_order_event("order_update", payload, "manual_review"),
-        )
+    return "flagged" if flagged else "already_flagged"

@@ -11,6 +11,7 @@ from typing import Any
 from shop.catalog import Catalog, SellableItem
 from shop.money import allocate, format_amount, percent_of
 from shop.settings import Coupon, Settings
+from shop.tax import rate_for
 
 DIGITAL_OPTION_ID = "digital"
 
@@ -81,6 +82,7 @@ class Quote:
     total: int
     shippable: bool
     tax_applied: bool
+    unknown_option_id: str | None = None  # asked for, but no option of this store has it
 
     def display(self, amount: int) -> str:
         """Render an amount of this quote's currency as text."""
@@ -94,13 +96,7 @@ def line_id(index: int) -> str:
 
 def tax_rate(settings: Settings, address: Mapping[str, Any] | None) -> Decimal | None:
     """Return the tax rate for a shipping address, or None when the region has no nexus."""
-    if not address:
-        return None
-    for key in ("state", "country"):
-        region = str(address.get(key) or "").upper()
-        if region and region in settings.tax_nexus:
-            return settings.tax_nexus[region]
-    return None
+    return rate_for(settings.tax_nexus, settings.tax_country, address)
 
 
 def fulfillment_choices(settings: Settings, shippable: bool, now: datetime
@@ -159,7 +155,7 @@ def price_cart(settings: Settings, catalog: Catalog, cart: Cart, now: datetime) 
     rate = tax_rate(settings, cart.address)
     shippable = any(not item.digital for item in items)
     options = fulfillment_choices(settings, shippable, now)
-    selected = next((o for o in options if o.id == cart.option_id), options[0] if options else None)
+    selected, unknown = _select(settings, options, cart.option_id)
     lines = []
     for index, (item, line, base, disc) in enumerate(
         zip(items, cart.lines, bases, line_discounts, strict=True)
@@ -188,4 +184,26 @@ def price_cart(settings: Settings, catalog: Catalog, cart: Cart, now: datetime) 
         total=subtotal + fulfillment + tax,
         shippable=shippable,
         tax_applied=rate is not None,
+        unknown_option_id=unknown,
     )
+
+
+def _select(settings: Settings, options: tuple[FulfillmentChoice, ...], option_id: str | None
+            ) -> tuple[FulfillmentChoice | None, str | None]:
+    """Return (the selected option, an option id this store never offers).
+
+    An id this store does not offer selects nothing, so no price the buyer did not choose is
+    shown as chosen; the checkout says which field is wrong. An id the store offers for other
+    carts (`digital` after a physical item was added) is a stale choice: the first option.
+    """
+    chosen = next((o for o in options if o.id == option_id), None)
+    if chosen is not None:
+        return chosen, None
+    if option_id is not None and option_id not in store_option_ids(settings):
+        return None, option_id
+    return (options[0] if options else None), None
+
+
+def store_option_ids(settings: Settings) -> tuple[str, ...]:
+    """Return every fulfillment option id this store can offer: its shipping ids and digital."""
+    return (*(o.id for o in settings.shipping), DIGITAL_OPTION_ID)

@@ -1,15 +1,16 @@
-"""Retention: forget expired sessions (and their PII) and old idempotency records."""
+"""Retention: forget expired sessions (and their PII), old idempotency records and old
+provider webhook event ids."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 
 from shop import clock
-from shop.db import CheckoutSession, OrderDelivery, db
-from shop.delivery import OPEN_STATES
+from shop.db import CheckoutSession, OrderDelivery, ProviderEvent, db
+from shop.delivery import OPEN_STATES, STRANDED_STATES
 from shop.idempotency import purge_idempotency_records
 
 log = logging.getLogger("shop.retention")
@@ -17,6 +18,14 @@ log = logging.getLogger("shop.retention")
 PURGE_EVERY_SECONDS = 300
 # Expired sessions stay readable this long (agents get `expired`, not 404), then go with their PII.
 GRACE_SECONDS = 3600
+# A paid order that never reached its destination (every retry failed, or dropped for want of
+# orderWebhookUrl) keeps its session this long after that, for `orders failed` / `orders replay`.
+UNDELIVERED_KEEP_DAYS = 30
+UNDELIVERED_KEEP_SECONDS = UNDELIVERED_KEEP_DAYS * 86400
+# Provider webhook event ids are remembered (to drop redeliveries) for 7 days: Stripe retries a
+# failed delivery for up to 3 days, Razorpay for 24 h. An event redelivered later is still
+# harmless: every state move is conditional and only goes forward.
+PROVIDER_EVENT_RETENTION_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +33,16 @@ class PurgeResult:
     sessions: int
     idempotency_records: int
     kept_undelivered: int
+    provider_events: int = 0
 
 
-def _undelivered():  # type: ignore[no-untyped-def]
-    # A session with a message still being retried stays; one whose last retry failed
-    # (gave_up) may go, after it was logged.
-    return CheckoutSession.id.in_(
-        select(OrderDelivery.session_id).where(OrderDelivery.state.in_(OPEN_STATES)))
+def _undelivered(now: int):  # type: ignore[no-untyped-def]
+    # Kept: a message still being retried, or one stranded (gave_up / dropped; next_at is when
+    # it got there) less than UNDELIVERED_KEEP_SECONDS ago.
+    return CheckoutSession.id.in_(select(OrderDelivery.session_id).where(or_(
+        OrderDelivery.state.in_(OPEN_STATES),
+        and_(OrderDelivery.state.in_(STRANDED_STATES),
+             OrderDelivery.next_at > now - UNDELIVERED_KEEP_SECONDS))))
 
 
 def purge() -> PurgeResult:
@@ -38,22 +50,33 @@ def purge() -> PurgeResult:
     now = clock.epoch()
     expired = CheckoutSession.expires_at <= now - GRACE_SECONDS
     kept = db.session.execute(
-        select(func.count()).select_from(CheckoutSession).where(expired, _undelivered())
+        select(func.count()).select_from(CheckoutSession).where(expired, _undelivered(now))
     ).scalar_one()
     if kept:
-        log.warning("purge kept %d expired session(s) whose order is still being delivered; "
-                    "see `flask --app app orders failed`", kept)
-    doomed = select(CheckoutSession.id).where(expired, ~_undelivered())
+        log.warning("purge kept %d expired session(s) whose order has not been delivered "
+                    "(still retrying, or given up or dropped less than %d days ago); see "
+                    "`flask --app app orders failed`", kept, UNDELIVERED_KEEP_DAYS)
+    doomed = select(CheckoutSession.id).where(expired, ~_undelivered(now))
     for delivery_row in db.session.execute(
-        select(OrderDelivery).where(OrderDelivery.state == "gave_up",
+        select(OrderDelivery).where(OrderDelivery.state.in_(STRANDED_STATES),
                                     OrderDelivery.session_id.in_(doomed))
     ).scalars():
-        log.error("purging session %s whose %s %s never reached the %s (all retries failed)",
-                  delivery_row.session_id, delivery_row.event, delivery_row.order_id,
-                  delivery_row.destination)
+        log.error("PURGED UNDELIVERED ORDER: order %s of session %s (%s to the %s, %s since %s) "
+                  "never reached its destination and is now deleted after %d days; its "
+                  "payload is in the log line that gave up on it (or dropped it)",
+                  delivery_row.order_id, delivery_row.session_id, delivery_row.event,
+                  delivery_row.destination, delivery_row.state, clock.iso(delivery_row.next_at),
+                  UNDELIVERED_KEEP_DAYS)
     ids = list(db.session.execute(doomed).scalars())
     if ids:
         db.session.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))
         db.session.execute(delete(CheckoutSession).where(CheckoutSession.id.in_(ids)))
     db.session.commit()
-    return PurgeResult(len(ids), purge_idempotency_records(), kept)
+    return PurgeResult(len(ids), purge_idempotency_records(), kept, _purge_provider_events(now))
+
+
+def _purge_provider_events(now: int) -> int:
+    cutoff = now - PROVIDER_EVENT_RETENTION_SECONDS
+    result = db.session.execute(delete(ProviderEvent).where(ProviderEvent.received_at < cutoff))
+    db.session.commit()
+    return result.rowcount or 0

@@ -1,28 +1,38 @@
-"""Settings: config.json + environment -> one frozen, validated Settings object."""
+"""Settings: config.json + environment -> one frozen, validated Settings object.
+
+Every field of config.json is read through shop/config_fields.py, so a wrong type or value
+stops start-up with one sentence naming the file, the field and the fix.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
+from shop.config_fields import Fields
+from shop.database_url import DEFAULT_DATABASE_URL, check_database_url
 from shop.errors import ConfigError
 from shop.jsonfile import load_json_file
 from shop.money import KNOWN_CURRENCIES
+from shop.tax import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
 
 PROVIDERS = ("test", "stripe", "razorpay")
 ACP_VERSIONS = ("2026-04-17", "2026-01-30")
-DEFAULT_DATABASE_URL = "sqlite:///instance/shop.sqlite3"
 DEMO_API_KEY = "demo"
+POLICY_URLS = ("termsUrl", "privacyUrl", "returnsUrl")
 
 # Secrets by provider: the variables a real provider cannot start without.
 PROVIDER_SECRETS = {
     "stripe": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
     "razorpay": ("RAZORPAY_KEY_ID", "RAZORPAY_KEY_SECRET", "RAZORPAY_WEBHOOK_SECRET"),
 }
+
+_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +68,11 @@ class Settings:
     order_webhook_url: str | None
     session_ttl_minutes: int
     shipping: tuple[ShippingOption, ...]
+    # Keys are ISO 3166-2 ("US-CA"), or "DE-*" for a whole country; see shop/tax.py.
     tax_nexus: Mapping[str, Decimal]
     shipping_taxable: bool
     coupons: Mapping[str, Coupon]
-    policies: Mapping[str, Any]
+    policies: Mapping[str, Any]  # policy URLs resolved against storeUrl
     order_status_url_template: str | None
     feed_basic_auth_user: str | None
     feed_brand: str | None
@@ -72,6 +83,7 @@ class Settings:
     api_keys: Mapping[str, str]  # token -> key name
     demo_mode: bool
     env: Mapping[str, str] = field(repr=False)  # secrets live here; never logged
+    tax_country: str = DEFAULT_TAX_COUNTRY  # the country whose regions bare nexus keys name
 
     def secret(self, name: str) -> str | None:
         """Return an environment secret, or None when unset or empty."""
@@ -89,95 +101,68 @@ def load_settings(env: Mapping[str, str] | None = None,
         raise ConfigError(f"{config_path}: the file must be one JSON object of settings.")
     if config_overrides:
         data = {**data, **config_overrides}
-    return _parse(data, config_path, env)
+    return _parse(Fields(data, config_path), env)
 
 
-def _parse(data: dict[str, Any], path: str, env: Mapping[str, str]) -> Settings:
-    def where(key: str) -> str:
-        return f"{path}: field '{key}'"
-
-    currency = data.get("currency", "usd")
-    if not isinstance(currency, str) or currency.lower() not in KNOWN_CURRENCIES:
-        raise ConfigError(
-            f"{where('currency')} is {currency!r}, which is not a known ISO 4217 code; "
-            'use a lower-case code such as "usd", "eur", "inr" or "jpy".'
-        )
-    currency = currency.lower()
-    provider = data.get("paymentProvider", "test")
+def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
+    path = cfg.path
+    currency = cfg.text("currency", "usd", example="usd") or "usd"
+    if currency.lower() not in KNOWN_CURRENCIES:
+        raise cfg.error("currency", f"is {currency!r}, which is not a known ISO 4217 code; "
+                        'use a lower-case code such as "usd", "eur", "inr" or "jpy".')
+    provider = cfg.text("paymentProvider", "test") or "test"
     if provider not in PROVIDERS:
-        raise ConfigError(f"{where('paymentProvider')} is {provider!r}; use one of "
-                          f"{', '.join(PROVIDERS)}.")
+        raise cfg.error("paymentProvider", f"is {provider!r}; use one of {', '.join(PROVIDERS)}.")
     for name in PROVIDER_SECRETS.get(provider, ()):
         if not env.get(name):
-            raise ConfigError(
-                f"{where('paymentProvider')} is '{provider}' but the environment variable "
-                f"{name} is not set; export it before starting (it never goes in config.json)."
-            )
+            raise cfg.error("paymentProvider", f"is '{provider}' but the environment variable "
+                            f"{name} is not set; export it before starting (it never goes in "
+                            "config.json).")
     api_keys = _api_keys(env.get("SHOP_API_KEYS", ""))
     demo_mode = provider == "test" and not api_keys
     if not api_keys and not demo_mode:
-        raise ConfigError(
-            f"{where('paymentProvider')} is '{provider}' but SHOP_API_KEYS is not set; set it to "
-            "'name:token' pairs (e.g. SHOP_API_KEYS=openai:long-random-token) so only your agent "
-            "platforms can check out."
-        )
+        raise cfg.error("paymentProvider", f"is '{provider}' but SHOP_API_KEYS is not set; set "
+                        "it to 'name:token' pairs (e.g. SHOP_API_KEYS=openai:long-random-token) "
+                        "so only your agent platforms can check out.")
     if demo_mode:
         api_keys = {DEMO_API_KEY: "demo"}
-    ttl = data.get("sessionTtlMinutes", 60)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 24 * 60:
-        raise ConfigError(f"{where('sessionTtlMinutes')} must be a whole number of minutes "
-                          f"between 1 and 10080, got {ttl!r}.")
-    versions = (data.get("acp") or {}).get("versions", list(ACP_VERSIONS))
-    if not isinstance(versions, list) or not versions or not all(
-        isinstance(v, str) for v in versions
-    ):
-        raise ConfigError(f"{where('acp.versions')} must be a list of API-Version dates, "
-                          'e.g. ["2026-04-17"].')
-    tax = data.get("tax") or {}
-    forter = data.get("forter") or {}
-    feed = data.get("feed") or {}
-    policies = data.get("policies") or {}
-    for key, value in (("tax", tax), ("forter", forter), ("feed", feed), ("policies", policies)):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where(key)} must be an object.")
-    blocked = data.get("blockedBuyers") or []
-    if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
-        raise ConfigError(f"{where('blockedBuyers')} must be a list of emails or phone numbers.")
-    store_url = _str(data, "storeUrl", where, "https://shop.example")
+    store_url = cfg.url("storeUrl", "https://shop.example") or ""
+    tax = cfg.obj("tax")
+    tax_country = parse_home_country(tax)
+    forter = cfg.obj("forter")
+    feed = cfg.obj("feed")
+    blocked = cfg.text_list("blockedBuyers", example='["fraud@example.com", "+15550100"]')
     return Settings(
         config_path=path,
         products_path=env.get("SHOP_PRODUCTS") or "products.json",
-        database_url=env.get("SHOP_DATABASE_URL") or DEFAULT_DATABASE_URL,
-        store_name=_str(data, "storeName", where, "My Store"),
+        database_url=check_database_url(env.get("SHOP_DATABASE_URL") or DEFAULT_DATABASE_URL),
+        store_name=cfg.text("storeName", "My Store") or "My Store",
         store_url=store_url,
-        currency=currency,
+        currency=currency.lower(),
         payment_provider=provider,
-        permalink_base=_str(data, "permalinkBase", where, store_url.rstrip("/") + "/orders/"),
-        order_webhook_url=data.get("orderWebhookUrl") or None,
-        session_ttl_minutes=ttl,
-        shipping=tuple(_shipping(data.get("shipping", []), path)),
-        tax_nexus=_nexus(tax.get("nexus") or {}, path),
-        shipping_taxable=bool(tax.get("shippingTaxable", False)),
-        coupons={c.code.upper(): c for c in _coupons(data.get("coupons", []), path)},
-        policies=policies,
-        order_status_url_template=data.get("orderStatusUrlTemplate") or None,
-        feed_basic_auth_user=feed.get("basicAuthUser") or None,
-        feed_brand=feed.get("brand") or None,
-        acp_versions=tuple(versions),
-        forter_bearer=bool(forter.get("bearer", True)),
-        forter_hmac=bool(forter.get("hmac", False)),
+        permalink_base=cfg.url("permalinkBase", store_url.rstrip("/") + "/orders/") or "",
+        # The scheme is checked where the sink is built (shop/orders.py).
+        order_webhook_url=cfg.text("orderWebhookUrl", example="https://example.com/hooks/orders"),
+        session_ttl_minutes=cfg.integer("sessionTtlMinutes", 60, minimum=1, maximum=7 * 24 * 60,
+                                        unit=" (minutes)") or 60,
+        shipping=tuple(_shipping(cfg)),
+        tax_nexus=parse_nexus(tax.obj("nexus"), tax_country),
+        tax_country=tax_country,
+        shipping_taxable=tax.boolean("shippingTaxable", False),
+        coupons={c.code.upper(): c for c in _coupons(cfg)},
+        policies=_policies(cfg.obj("policies"), store_url),
+        order_status_url_template=cfg.text("orderStatusUrlTemplate",
+                                           example="https://example.com/orders/{order_id}"),
+        feed_basic_auth_user=feed.text("basicAuthUser"),
+        feed_brand=feed.text("brand"),
+        acp_versions=_acp_versions(cfg.obj("acp")),
+        forter_bearer=forter.boolean("bearer", True),
+        forter_hmac=forter.boolean("hmac", False),
         blocked_buyers=frozenset(b.strip().lower() for b in blocked),
         api_keys=api_keys,
         demo_mode=demo_mode,
         env=dict(env),
     )
-
-
-def _str(data: dict[str, Any], key: str, where: Any, default: str) -> str:
-    value = data.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where(key)} must be a non-empty text value.")
-    return value
 
 
 def _api_keys(raw: str) -> dict[str, str]:
@@ -193,88 +178,96 @@ def _api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def _int(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where} must be a whole number ≥ {minimum} (minor units for "
-                          f"amounts: 500 = $5.00), got {value!r}.")
-    return value
+def _acp_versions(acp: Fields) -> tuple[str, ...]:
+    versions = acp.text_list("versions", example='["2026-04-17"]') or ACP_VERSIONS
+    for version in versions:
+        try:
+            valid = bool(_VERSION.fullmatch(version)) and bool(date.fromisoformat(version))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise acp.error("versions", f"holds {version!r}, which is not an API-Version date; "
+                            'list dates like ["2026-04-17", "2026-01-30"].')
+    return tuple(versions)
 
 
-def _shipping(raw: Any, path: str) -> list[ShippingOption]:
-    if not isinstance(raw, list):
-        raise ConfigError(f"{path}: field 'shipping' must be a list of options.")
+def _policies(policies: Fields, store_url: str) -> dict[str, Any]:
+    resolved = policies.mapping()
+    for key in POLICY_URLS:
+        resolved[key] = policies.url(key, base=store_url)
+    resolved["returnWindowDays"] = policies.integer("returnWindowDays", None, maximum=3650,
+                                                    unit=" (days)")
+    return {k: v for k, v in resolved.items() if v is not None}
+
+
+def _shipping(cfg: Fields) -> list[ShippingOption]:
     options, seen = [], set()
-    for i, opt in enumerate(raw):
+    for i, opt in enumerate(cfg.items("shipping")):
         if not isinstance(opt, dict) or not isinstance(opt.get("id"), str) or not opt["id"]:
-            raise ConfigError(f"{path}: shipping option #{i + 1} needs an 'id' text value.")
-        where = f"{path}: shipping option '{opt['id']}', field"
+            raise ConfigError(f"{cfg.path}: shipping option #{i + 1} needs an 'id' text value.")
+        option = Fields(opt, cfg.path, label=f"shipping option '{opt['id']}', ")
         if opt["id"] in seen:
-            raise ConfigError(f"{where} 'id' is used twice; give each option its own id.")
+            raise option.error("id", "is used twice; give each option its own id.")
         seen.add(opt["id"])
-        min_days = opt.get("minDays")
-        max_days = opt.get("maxDays")
+        min_days = option.integer("minDays")
+        max_days = option.integer("maxDays")
+        if min_days is not None and max_days is not None and min_days > max_days:
+            raise option.error("minDays", f"({min_days}) is more than maxDays ({max_days}).")
+        amount = option.integer("amount", None, unit=" in minor units (500 = $5.00)")
+        if amount is None:
+            raise option.error("amount", "is missing; set the price in minor units "
+                               "(500 = $5.00, 0 for free).")
         options.append(ShippingOption(
             id=opt["id"],
-            title=str(opt.get("title") or opt["id"]),
-            description=str(opt.get("description") or ""),
-            amount=_int(opt.get("amount"), f"{where} 'amount'"),
-            carrier=opt.get("carrier"),
-            min_days=None if min_days is None else _int(min_days, f"{where} 'minDays'"),
-            max_days=None if max_days is None else _int(max_days, f"{where} 'maxDays'"),
+            title=option.text("title", opt["id"]) or opt["id"],
+            description=option.text("description", "", allow_empty=True) or "",
+            amount=amount,
+            carrier=option.text("carrier"),
+            min_days=min_days,
+            max_days=max_days,
         ))
     return options
 
 
-def _nexus(raw: Any, path: str) -> dict[str, Decimal]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: field 'tax.nexus' must map regions to rates, "
-                          'e.g. {"CA": 0.0725}.')
-    nexus = {}
-    for region, rate in raw.items():
-        try:
-            value = Decimal(str(rate))
-        except InvalidOperation:
-            value = Decimal(-1)
-        if isinstance(rate, bool) or not Decimal(0) <= value < Decimal(1):
-            raise ConfigError(f"{path}: field 'tax.nexus.{region}' must be a rate between 0 "
-                              f"and 1 (0.0725 for 7.25%), got {rate!r}.")
-        nexus[region.upper()] = value
-    return nexus
-
-
-def _coupons(raw: Any, path: str) -> list[Coupon]:
-    if not isinstance(raw, list):
-        raise ConfigError(f"{path}: field 'coupons' must be a list.")
-    coupons = []
-    for i, c in enumerate(raw):
-        if not isinstance(c, dict) or not isinstance(c.get("code"), str) or not c["code"]:
-            raise ConfigError(f"{path}: coupon #{i + 1} needs a 'code' text value.")
-        where = f"{path}: coupon '{c['code']}', field"
+def _coupons(cfg: Fields) -> list[Coupon]:
+    coupons: list[Coupon] = []
+    seen: set[str] = set()
+    for i, c in enumerate(cfg.items("coupons")):
+        if not isinstance(c, dict) or not isinstance(c.get("code"), str) or not c["code"].strip():
+            raise ConfigError(f"{cfg.path}: coupon #{i + 1} needs a 'code' text value.")
+        coupon = Fields(c, cfg.path, label=f"coupon '{c['code']}', ")
+        if c["code"].strip().upper() in seen:
+            raise coupon.error("code", "is listed twice (codes ignore case); keep one entry per "
+                               "code.")
+        seen.add(c["code"].strip().upper())
         percent = c.get("percentOff")
         amount = c.get("amountOff")
         if (percent is None) == (amount is None):
-            raise ConfigError(f"{where} 'percentOff' or 'amountOff': set exactly one of them.")
+            raise ConfigError(f"{cfg.path}: coupon '{c['code']}' needs exactly one of the fields "
+                              "'percentOff' (10 for 10%) or 'amountOff' (minor units).")
         if percent is not None and (
             isinstance(percent, bool) or not isinstance(percent, int | float) or
             not 0 < percent <= 100
         ):
-            raise ConfigError(f"{where} 'percentOff' must be a number from 1 to 100.")
-        expires = None
-        if c.get("expires"):
-            try:
-                expires = datetime.fromisoformat(str(c["expires"]).replace("Z", "+00:00"))
-            except ValueError:
-                raise ConfigError(f"{where} 'expires' must be a date like "
-                                  "2026-12-31 or 2026-12-31T23:59:59Z.") from None
-            if expires.tzinfo is None:
-                from datetime import UTC
-
-                expires = expires.replace(tzinfo=UTC)
+            raise coupon.error("percentOff", f"must be a number from 1 to 100, got {percent!r}.")
         coupons.append(Coupon(
-            code=c["code"],
+            code=c["code"].strip(),
             percent_off=None if percent is None else Decimal(str(percent)),
-            amount_off=None if amount is None else _int(amount, f"{where} 'amountOff'", minimum=1),
-            min_subtotal=_int(c.get("minSubtotal", 0), f"{where} 'minSubtotal'"),
-            expires=expires,
+            amount_off=coupon.integer("amountOff", None, minimum=1,
+                                      unit=" in minor units (500 = $5.00)"),
+            min_subtotal=coupon.integer("minSubtotal", 0, unit=" in minor units") or 0,
+            expires=_expiry(coupon),
         ))
     return coupons
+
+
+def _expiry(coupon: Fields) -> datetime | None:
+    raw = coupon.raw("expires")
+    if raw is None:
+        return None
+    try:
+        expires = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise coupon.error("expires", "must be a date like 2026-12-31 or "
+                           "2026-12-31T23:59:59Z.") from None
+    return expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from sqlalchemy import text
 
 from shop.catalog import Catalog
-from shop.db import StockLevel, db
+from shop.db import db, read
 
 _RESERVE = text(
     "UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n"
 )
+_LEVELS = text("SELECT item_id, qty FROM stock_levels")
 _RELEASE = text("UPDATE stock_levels SET qty = qty + :n WHERE item_id = :id")
 _SEED = text(
     "INSERT INTO stock_levels (item_id, qty, file_inventory) VALUES (:id, :n, :n) "
@@ -72,8 +73,12 @@ def release_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> None:
 
 
 def available_quantities(catalog: Catalog) -> dict[str, int | None]:
-    """Return live counts by item id; None means unlimited."""
-    rows = dict(db.session.execute(db.select(StockLevel.item_id, StockLevel.qty)).all())
+    """Return live counts by item id; None means unlimited.
+
+    Read outside the caller's transaction (shop.db.read): the counts only inform, and the
+    reservation that matters is the conditional UPDATE in reserve_stock.
+    """
+    rows = dict(read(_LEVELS))
     return {
         item.id: None if item.inventory is None else int(rows.get(item.id, 0))
         for item in catalog.items.values()

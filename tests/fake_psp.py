@@ -14,7 +14,9 @@ replays the stored response (a different body under the same key is a 400
 idempotency_error), as Stripe does, and that includes a stored 500.
 `drop_responses = n` acts on the next n requests and hangs up without answering them.
 Razorpay (JSON bodies): POST /v1/orders, GET /v1/orders/{id}, GET /v1/payments/{id},
-POST /v1/payments/{id}/capture; payments are registered by tests with add_razorpay_payment.
+POST /v1/payments/{id}/capture; payments are registered by tests with add_razorpay_payment;
+`razorpay_server_errors = n` answers the next n Razorpay requests with a 500.
+`hold = "GET /v1/payments/.*"` keeps matching requests waiting until `resume` is set.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ class FakePSP:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Handle this many next requests, then hang up without answering (a lost response).
     drop_responses: int = 0
+    # Answer this many next Razorpay requests with a 500 SERVER_ERROR (acting on nothing).
+    razorpay_server_errors: int = 0
+    # While set, requests whose "METHOD path" fully matches `hold` wait for `resume` before
+    # they are handled (a provider call still in flight); `held` says one is waiting.
+    hold: str | None = None
+    held: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
 
     def sent(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method matches and path fully matches the regex."""
@@ -104,6 +113,7 @@ class FakePSP:
         payment_id: str | None = None,
         error_code: str | None = None,
         error_description: str | None = None,
+        error_reason: str | None = None,
     ) -> str:
         """Register a Razorpay payment (as if the buyer paid in Checkout); return its id."""
         payment_id = payment_id or f"pay_{secrets.token_hex(7)}"
@@ -120,6 +130,7 @@ class FakePSP:
             "notes": notes,
             "error_code": error_code,
             "error_description": error_description,
+            "error_reason": error_reason,
             "created_at": 1_700_000_000,
         }
         return payment_id
@@ -285,6 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
         is_json = "json" in (self.headers.get("Content-Type") or "")
         body = (json.loads(raw) if raw else {}) if is_json else decode_form(raw)
         headers = dict(self.headers.items())
+        if fake.hold and re.fullmatch(fake.hold, f"{self.command} {path}"):
+            fake.held.set()
+            fake.resume.wait(10)
         with fake.lock:
             fake.requests.append(RecordedRequest(self.command, path, headers, body))
             if not self.headers.get("Authorization"):
@@ -294,6 +308,18 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif self.headers.get("Stripe-Version"):  # the stripe library always sends it
                 status, answer = self._stripe(fake, path, body)
+            elif fake.razorpay_server_errors > 0:
+                fake.razorpay_server_errors -= 1
+                status, answer = (
+                    500,
+                    {
+                        "error": {
+                            "code": "SERVER_ERROR",
+                            "description": "The server encountered an "
+                            "error. The incident has been reported to admins.",
+                        }
+                    },
+                )
             else:
                 status, answer = fake.razorpay(self.command, path, body)
             drop = fake.drop_responses > 0
@@ -380,5 +406,6 @@ def fake_psp_fixture() -> Iterator[FakePSP]:
     try:
         yield fake
     finally:
+        fake.resume.set()  # never leave a held request behind
         server.shutdown()
         server.server_close()

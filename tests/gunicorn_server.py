@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,33 +24,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _tail(log: Path, limit: int = 20_000) -> str:
+    text = log.read_text(errors="replace")
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
 @contextmanager
-def gunicorn(env: Mapping[str, str], workers: int = 3, threads: int = 1,
-             app: str = "app:app") -> Iterator[str]:
-    """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
+def gunicorn_process(env: Mapping[str, str], workers: int = 3, threads: int = 1,
+                     app: str = "app:app") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run gunicorn with the given environment; yield (base URL, process); stop it after.
+
+    Its output goes to a temporary log file, not a pipe: nobody reads a pipe while the
+    workers run, and a few hundred log lines (one per order in LogSink mode) would fill it
+    and block every worker on its next write. The log is shown when gunicorn exits early.
+    """
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", str(threads), "--log-level", "warning",
-         "--graceful-timeout", "2"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    with tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log",
+                                     delete=False) as log_file:
+        log = Path(log_file.name)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
+             "--workers", str(workers), "--threads", str(threads), "--log-level", "warning",
+             "--graceful-timeout", "2"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
         while True:
             if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"gunicorn exited early:\n{output}")
+                raise RuntimeError(f"gunicorn exited early:\n{_tail(log)}")
             try:
                 if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting
                 pass
             if time.time() > deadline:
-                raise RuntimeError("gunicorn did not answer /healthz within 30 s")
+                raise RuntimeError(f"gunicorn did not answer /healthz within 30 s:\n{_tail(log)}")
             time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -57,5 +70,12 @@ def gunicorn(env: Mapping[str, str], workers: int = 3, threads: int = 1,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        log.unlink(missing_ok=True)
+
+
+@contextmanager
+def gunicorn(env: Mapping[str, str], workers: int = 3, threads: int = 1,
+             app: str = "app:app") -> Iterator[str]:
+    """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
+    with gunicorn_process(env, workers, threads, app) as (url, _proc):
+        yield url

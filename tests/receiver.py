@@ -3,6 +3,10 @@
 It does what docs/receiving-orders.md tells a merchant to do: verify the signature on the raw
 bytes with a constant-time compare, dedupe on the order id, record, answer 200. Tests switch it
 to answer 500, to hang, or to be down. `pytest_plugins = ["tests.receiver"]` loads the fixtures.
+
+Every body that arrives is also held to its contract: docs/order-payload.schema.json on the
+merchant path, the webhook OpenAPI `WebhookEvent` (data = the full ACP `Order`) on the agent
+path. A violation is recorded, and the fixtures fail the test at teardown.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.order_schemas import BUNDLE_ORDER, PAYLOAD_SCHEMA, WEBHOOK_EVENT
 
 ORDER_SECRET = "whsec_test_order_receiver"
 ACP_SECRET = "acp_test_agent_platform"
@@ -81,6 +87,7 @@ class OrderReceiver:
     port: int = 0
     requests: list[Request] = field(default_factory=list)  # everything that arrived
     deliveries: list[Request] = field(default_factory=list)  # accepted, first time only
+    violations: list[str] = field(default_factory=list)  # bodies that break their schema
     _seen: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event)
@@ -147,8 +154,10 @@ class OrderReceiver:
         else:
             verified = True  # an unsigned receiver (no ORDER_WEBHOOK_SECRET)
         request = Request(path, headers, raw, verified)
+        problems = _schema_violations(path, raw)
         with self._lock:
             self.requests.append(request)
+            self.violations.extend(problems)
         if self.mode == HANG:
             self._release.wait(self.hang_seconds)
         if self.mode == ERROR:
@@ -168,6 +177,37 @@ class OrderReceiver:
                     self._seen.add(key)
                     self.deliveries.append(request)
         return request
+
+
+# What each path's body must validate against: (name, validator, where in the body).
+_CONTRACTS = {
+    ORDERS_PATH: [("order payload", PAYLOAD_SCHEMA, ())],
+    ACP_PATH: [("WebhookEvent", WEBHOOK_EVENT, ()), ("Order", BUNDLE_ORDER, ("data",))],
+}
+
+
+def _schema_violations(path: str, raw: bytes) -> list[str]:
+    """Say how a body breaks its published schema (nothing when it holds)."""
+    if path not in _CONTRACTS:
+        return []
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return [f"{path}: the body is not JSON ({exc})"]
+    found = []
+    for name, validator, inside in _CONTRACTS[path]:
+        part = body
+        for key in inside:
+            part = part.get(key) if isinstance(part, dict) else None
+        found += [f"{path} ({name}) {list(error.path)}: {error.message}"
+                  for error in validator.iter_errors(part)]
+    return found
+
+
+def assert_no_violations(receiver: OrderReceiver) -> None:
+    """Fail when any body the receiver got broke its schema."""
+    assert not receiver.violations, "deliveries that break their schema:\n" + "\n".join(
+        receiver.violations)
 
 
 def _dedupe_key(path: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -209,6 +249,7 @@ def order_receiver() -> Iterator[OrderReceiver]:
     receiver = OrderReceiver().start()
     yield receiver
     receiver.stop()
+    assert_no_violations(receiver)
 
 
 @pytest.fixture
@@ -224,3 +265,5 @@ def make_order_receiver() -> Iterator[Callable[..., OrderReceiver]]:
     yield factory
     for receiver in started:
         receiver.stop()
+    for receiver in started:
+        assert_no_violations(receiver)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
@@ -127,6 +128,43 @@ def test_signed_checkout_payment_is_verified_fetched_captured_and_completes(
     [order] = wait_for(lambda: sink.orders)
     assert order["payment"] == {"provider": "razorpay", "reference": payment_id}
     assert order["currency"] == "inr"
+
+
+@pytest.mark.parametrize("shape", ["values beside the token", "values as a JSON token"])
+def test_older_token_provider_shape_pays_the_same_way(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink, shape: str
+) -> None:
+    session = _ready(acp, ("scarce", 1))
+    order_id = _order_id(session)
+    payment_id = fake_psp.add_razorpay_payment(order_id, total(session))
+    values = razorpay_payment_data(order_id, payment_id)["payment_data"]["instrument"]
+    values = {k: v for k, v in values["credential"].items() if k.startswith("razorpay_")}
+    if shape == "values beside the token":
+        payment_data = {"token": payment_id, "provider": "razorpay", **values}
+    else:
+        payment_data = {"token": json.dumps(values), "provider": "razorpay"}
+
+    response = _complete(acp, session["id"], {"payment_data": payment_data})
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert_acp(body, "CheckoutSessionWithOrder")
+    assert body["status"] == "completed"
+    [capture] = fake_psp.sent("POST", rf"/v1/payments/{payment_id}/capture")
+    assert capture.body == {"amount": total(session), "currency": "INR"}
+    assert row_of(app, session["id"]).payment_reference == payment_id
+    assert stock_of(app, "scarce") == 4
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"] == {"provider": "razorpay", "reference": payment_id}
+
+
+def test_older_shape_with_a_bare_payment_id_is_declined(acp, app, fake_psp: FakePSP) -> None:
+    session = _ready(acp, ("scarce", 1))
+    payment_id = fake_psp.add_razorpay_payment(_order_id(session), total(session))
+
+    _declined(acp, app, session, {"payment_data": {"token": payment_id, "provider": "razorpay"}})
+
+    assert fake_psp.sent("GET", r"/v1/payments/.*") == []  # unsigned: nothing is looked up
 
 
 def _declined(acp, app, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:

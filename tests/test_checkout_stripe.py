@@ -196,8 +196,8 @@ def test_three_d_secure_is_refused_and_the_payment_intent_canceled(
     assert stock_of(app, "scarce") == 5
 
 
-def test_stripe_500_is_424_and_the_retry_sends_the_same_key(
-    acp, app, fake_psp: FakePSP, caplog: pytest.LogCaptureFixture
+def test_stripe_500_is_424_asking_for_a_new_token_and_the_same_token_replays_it(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     session = _ready(acp, ("scarce", 1))
     with caplog.at_level(logging.ERROR):
@@ -206,8 +206,14 @@ def test_stripe_500_is_424_and_the_retry_sends_the_same_key(
     assert first.status_code == 424
     error = first.get_json()
     assert_acp(error, "Error")
-    assert (error["type"], error["code"]) == ("processing_error", "payment_provider_unavailable")
-    assert first.headers["Retry-After"]
+    # Stripe stored its 500 under this token's key, so "retry in a moment" would be a lie:
+    # no Retry-After, and the error points at payment_data (a new token).
+    assert (error["type"], error["code"], error["param"]) == (
+        "processing_error",
+        "payment_provider_error",
+        "$.payment_data",
+    )
+    assert "Retry-After" not in first.headers
     assert stock_of(app, "scarce") == 5
     assert acp.get(f"/checkout_sessions/{session['id']}").get_json()["status"] == (
         "ready_for_payment"
@@ -217,12 +223,19 @@ def test_stripe_500_is_424_and_the_retry_sends_the_same_key(
     again = acp.complete(session["id"], "tok_server_error", key="agent-key-1")
 
     assert again.status_code == 424  # not replayed from our store: the call ran again …
+    assert again.get_json()["code"] == "payment_provider_error"
     sent = fake_psp.sent("POST", INTENTS)
     assert len(sent) == 2
     # … with the same Stripe key, so Stripe answers its stored result and charges nothing new.
     assert {r.headers["Idempotency-Key"] for r in sent} == {_key(session["id"], "tok_server_error")}
     assert fake_psp.payment_intents == {}
     assert stock_of(app, "scarce") == 5
+
+    paid = acp.complete(session["id"], "tok_visa")  # what the error asked for: a new token
+
+    assert paid.get_json()["status"] == "completed"
+    assert stock_of(app, "scarce") == 4
+    assert wait_for(lambda: sink.orders)
 
 
 def test_lost_stripe_answer_is_retried_without_a_second_charge(
@@ -234,6 +247,7 @@ def test_lost_stripe_answer_is_retried_without_a_second_charge(
 
     assert lost.status_code == 424
     assert lost.get_json()["code"] == "payment_provider_unavailable"
+    assert lost.headers["Retry-After"]  # the same token is safe to retry: its key replays
     assert len(fake_psp.payment_intents) == 1
     assert stock_of(app, "scarce") == 5
 

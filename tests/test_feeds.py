@@ -440,6 +440,23 @@ def test_shopify_csv_variants_are_option_rows(catalog: Catalog, settings: Settin
     assert first["Variant Barcode"] == "00012345600012"
 
 
+@pytest.mark.parametrize(("category", "product_category", "type_"), [
+    ("Media > Books", "Media > Books", "Books"),
+    ("Apparel & Accessories > Clothing > Shirts & Tops", "Apparel & Accessories > Clothing > "
+     "Shirts & Tops", "Shirts & Tops"),
+    ("Hardware", "", "Hardware"),  # free text: no taxonomy path, so Type only
+    ("Tools >", "", "Tools >"),  # not a path: an empty step
+    (None, "", ""),
+])
+def test_shopify_csv_passes_a_taxonomy_category_through(
+    settings: Settings, category: str | None, product_category: str, type_: str
+) -> None:
+    product = {**PRODUCTS[0], "category": category}
+    [row] = shopify_rows(make_catalog([product]), settings, file_stock(make_catalog([product])))
+    assert row["Product Category"] == product_category
+    assert row["Type"] == type_
+
+
 def test_shopify_csv_quotes_and_escapes_text(catalog: Catalog, settings: Settings) -> None:
     raw = shopify.render(catalog, settings, file_stock(catalog)).decode("utf-8")
     assert '"Tom & Jerry\'s <b>""Best""</b> Mug"' in raw  # quotes doubled inside a quoted cell

@@ -243,3 +243,43 @@ def test_basic_auth_without_feed_password_refuses_and_says_why(
 def test_no_auth_configured_means_open_feeds(make_client: Any) -> None:
     client = make_client(env={"FEED_PASSWORD": "unused"})
     assert client.get("/feeds/products.json").status_code == 200
+
+
+# --- through the real create_app, on the shipped sample files ---------------------------------
+
+SAMPLE = {"SHOP_CONFIG": str(Path(__file__).resolve().parents[1] / "config.json"),
+          "SHOP_PRODUCTS": str(Path(__file__).resolve().parents[1] / "products.json")}
+
+
+def _sample_client(make_app: Any) -> FlaskClient:
+    return make_app(env=SAMPLE).test_client()
+
+
+def test_products_json_smoke_through_create_app(make_app: Any) -> None:
+    response = _sample_client(make_app).get("/feeds/products.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    document = response.get_json()
+    FEED_DOCUMENT.validate(document)
+    assert {p["id"] for p in document["products"]} >= {"canvas-tote", "enamel-mug"}
+
+
+def test_google_xml_smoke_through_create_app(make_app: Any) -> None:
+    response = _sample_client(make_app).get("/feeds/google.xml")
+    assert response.status_code == 200 and response.mimetype == "application/xml"
+    items = ET.fromstring(response.data).findall("./channel/item")
+    g = "{http://base.google.com/ns/1.0}"
+    ids = {item.findtext(f"{g}id") for item in items}
+    assert {"canvas-tote", "enamel-mug-navy"} <= ids
+    assert all(item.findtext(f"{g}price", "").endswith(" USD") for item in items)
+
+
+def test_shopify_csv_smoke_through_create_app(make_app: Any) -> None:
+    response = _sample_client(make_app).get("/feeds/shopify.csv")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True), newline="")))
+    first = {r["Handle"]: r for r in rows if r["Title"]}
+    # the sample's categories are taxonomy paths, passed through to Product Category
+    assert first["field-guide-license"]["Product Category"] == "Media > Books"
+    assert first["field-guide-license"]["Type"] == "Books"
+    assert first["canvas-tote"]["Variant Inventory Qty"] == "25"

@@ -218,7 +218,23 @@ def test_malformed_json_is_invalid_request(fc):
 # ---------------------------------------------------------------- checkout
 
 
-def test_order_created_charges_once_and_hands_the_order_to_the_sink(fc, forter_app):
+def count_charges(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Wrap the real provider's charge; return the list of requests it was given."""
+    provider = app.extensions["shop"].provider
+    real_charge = provider.charge
+    calls: list[Any] = []
+
+    def charge(request: Any) -> Any:
+        calls.append(request)
+        return real_charge(request)
+
+    monkeypatch.setattr(provider, "charge", charge)
+    return calls
+
+
+def test_order_created_charges_once_and_hands_the_order_to_the_sink(fc, forter_app,
+                                                                   monkeypatch):
+    charges = count_charges(forter_app, monkeypatch)
     cart = decimals(fc.cart("ref-order", widget(2), recipient=RECIPIENT_CA))
     total = cart["totals"]["total"]  # 59.98 + 15.00 + 4.35 = 79.33
     assert total == Decimal("79.33")
@@ -239,6 +255,8 @@ def test_order_created_charges_once_and_hands_the_order_to_the_sink(fc, forter_a
         assert again.get_json()["order_id"] == answer["order_id"]
     assert len(wait_for_orders(forter_app, 1)) == 1
     assert live_stock(forter_app, "widget") == 98
+    assert len(charges) == 1
+    assert charges[0].amount == 7933 and charges[0].currency == "usd"
 
     closed = fc.cart("ref-order", widget(5), event="cart.updated")
     assert closed.status_code == 409
@@ -346,6 +364,145 @@ def test_account_lookup(make_app, customer, status):
         "event": "account.lookup", "reference_id": "ref-acct", "customer": customer})
     assert response.status_code == 200
     assert response.get_json() == {"success": True, "status": status, "reference_id": "ref-acct"}
+
+
+def account(fc: Forter, customer: dict[str, Any]) -> dict[str, Any]:
+    response = fc.post("/api/account", {"event": "account.lookup", "customer": customer})
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_a_returning_buyer_is_active_with_a_stable_pseudonymous_account_id(fc):
+    fc.cart("ref-jane", widget(1), recipient=RECIPIENT_CA)  # jane@example.com, +1 415 555 0100
+    by_email = account(fc, {"email": " JANE@Example.COM "})
+    assert by_email["status"] == "active"
+    assert by_email["account_id"].startswith("acct_")
+    assert "jane" not in by_email["account_id"]
+    assert account(fc, {"phone": "+1 (415) 555-0100"}) == by_email  # the same buyer, one id
+    assert account(fc, {"email": "jane@example.com", "phone": "000"}) == by_email
+    assert account(fc, {"email": "joe@example.com"}) == {"success": True,
+                                                         "status": "not_found"}
+    assert account(fc, {"phone": "+1 415 555 0199"})["status"] == "not_found"
+    fc.cart("ref-jane-2", widget(2), recipient=RECIPIENT_CA)  # a second visit: same id
+    assert account(fc, {"email": "jane@example.com"}) == by_email
+
+
+def test_account_ids_are_keyed_by_the_store_secret(make_app):
+    ids = []
+    for secret in ("secret-one", "secret-two"):
+        app = make_app(config={"forter": {"bearer": True, "hmac": False}},
+                       env={"FORTER_WEBHOOK_SECRET": secret})
+        fc = Forter(app.test_client(), secret)
+        fc.cart(f"ref-{secret}", widget(1), recipient=RECIPIENT_CA)
+        ids.append(account(fc, {"email": "jane@example.com"})["account_id"])
+    assert ids[0] != ids[1]
+
+
+def test_a_buyer_of_an_acp_session_is_active_too(forter_app, fc):
+    from tests.conftest import AcpClient, cart
+
+    acp = AcpClient(forter_app.test_client())
+    acp.create(cart(("widget", 1), buyer={"email": "Ann@Example.com", "first_name": "Ann",
+                                          "phone_number": "+44 20 7946 0000"}))
+    assert account(fc, {"email": "ann@example.com"})["status"] == "active"
+    assert account(fc, {"phone": "442079460000"})["status"] == "active"
+
+
+def test_a_buyer_first_named_at_acp_complete_is_active(forter_app, fc):
+    from tests.conftest import ADDRESS_CA, AcpClient, cart, payment
+
+    acp = AcpClient(forter_app.test_client())
+    body = cart(("widget", 1), address=ADDRESS_CA)
+    del body["buyer"]
+    session = acp.create(body).get_json()
+    assert account(fc, {"email": "bo@example.com"})["status"] == "not_found"
+    done = acp.post(f"/checkout_sessions/{session['id']}/complete",
+                    {**payment(), "buyer": {"email": "Bo@Example.com", "first_name": "Bo"}})
+    assert done.get_json()["status"] == "completed"
+    assert account(fc, {"email": "bo@example.com"})["status"] == "active"
+
+
+def test_blocked_wins_over_active(make_app):
+    app = make_app(config={"blockedBuyers": ["jane@example.com"]},
+                   env={"FORTER_WEBHOOK_SECRET": SECRET})
+    fc = Forter(app.test_client())
+    fc.cart("ref-blocked", widget(1), recipient=RECIPIENT_CA)
+    assert account(fc, {"email": "jane@example.com"}) == {"success": True, "status": "blocked"}
+    assert account(fc, {"phone": "+1 415 555 0100", "email": "JANE@example.com"})["status"] \
+        == "blocked"
+
+
+def test_a_purged_buyer_is_forgotten(fc, forter_app, monkeypatch):
+    from datetime import timedelta
+
+    from shop import clock, retention
+
+    fc.cart("ref-forget", widget(1), recipient=RECIPIENT_CA)
+    assert account(fc, {"email": "jane@example.com"})["status"] == "active"
+    real_now = clock.now
+    monkeypatch.setattr(clock, "now", lambda: real_now() + timedelta(days=2))
+    with forter_app.app_context():
+        assert retention.purge().sessions == 1
+    assert account(fc, {"email": "jane@example.com"})["status"] == "not_found"
+
+
+@pytest.mark.parametrize("raw", [
+    b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe",
+    b'{"customer": "jane@example.com"}', b'{"reference_id": 5, "account": []}',
+    b'{"reference_id": "' + b"r" * 300 + b'"}',
+])
+def test_the_account_lookup_is_non_fatal(fc, raw):
+    response = fc.post("/api/account", None, raw=raw)
+    assert response.status_code == 200
+    assert response.get_json() == {"success": True, "status": "not_found"}
+
+
+def test_the_account_lookup_still_needs_auth(forter_app):
+    response = forter_app.test_client().post("/api/account", data=b"{not json",
+                                             content_type="application/json")
+    assert response.status_code == 401
+    assert response.get_json()["error_code"] == "unauthorized"
+
+
+def test_the_lookup_uses_an_index(forter_app):
+    from sqlalchemy import select
+
+    from shop.db import CheckoutSession
+
+    with forter_app.app_context():
+        for column in (CheckoutSession.buyer_email, CheckoutSession.buyer_phone):
+            sql = str(select(CheckoutSession.id).where(column == "x").compile(
+                db.engine, compile_kwargs={"literal_binds": True}))
+            plan = db.session.execute(db.text(f"EXPLAIN QUERY PLAN {sql}")).all()
+            assert any(f"USING INDEX ix_checkout_sessions_{column.key}" in str(row[-1])
+                       or f"USING COVERING INDEX ix_checkout_sessions_{column.key}"
+                       in str(row[-1]) for row in plan), plan
+
+
+def test_an_older_database_gains_the_buyer_columns(make_app, shop_files):
+    """A database created before buyer_email/buyer_phone existed is upgraded at start-up."""
+    from sqlalchemy import Column, MetaData, Table, create_engine, inspect
+
+    engine = create_engine(f"sqlite:///{shop_files['db']}")
+    old = MetaData()
+    Table("checkout_sessions", old, *[
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in CheckoutSession.__table__.columns
+        if c.name not in ("buyer_email", "buyer_phone")])
+    old.create_all(engine)
+    engine.dispose()
+
+    app = make_app(env={"FORTER_WEBHOOK_SECRET": SECRET})
+    with app.app_context():
+        inspector = inspect(db.engine)
+        names = {c["name"] for c in inspector.get_columns("checkout_sessions")}
+        indexes = {i["name"] for i in inspector.get_indexes("checkout_sessions")}
+    assert {"buyer_email", "buyer_phone"} <= names
+    assert {"ix_checkout_sessions_buyer_email", "ix_checkout_sessions_buyer_phone"} <= indexes
+    fc = Forter(app.test_client())
+    fc.cart("ref-upgraded", widget(1), recipient=RECIPIENT_CA)
+    assert account(fc, {"email": "jane@example.com"})["status"] == "active"
+    make_app(env={"FORTER_WEBHOOK_SECRET": SECRET})  # a second start finds nothing to add
 
 
 # ---------------------------------------------------------------- auth
@@ -471,3 +628,79 @@ def test_an_expired_cart_is_replaced_under_the_same_reference(fc, forter_app, mo
     body = decimals(fc.cart("ref-old", widget(2), event="cart.updated", recipient=RECIPIENT_CA))
     assert body["items"][0]["quantity"] == 2
     assert fc.order("ref-old", body["totals"]["total"]).status_code == 200
+
+
+# ---------------------------------------------------------------- shipping, tax, currency
+
+
+def test_an_unknown_shipping_id_is_refused_and_changes_nothing(fc, forter_app, monkeypatch):
+    charges = count_charges(forter_app, monkeypatch)
+    bad = {**RECIPIENT_CA, "shipping_id": "overnight"}
+    refused = fc.cart("ref-ship", widget(1), recipient=bad)
+    assert refused.status_code == 400
+    answer = refused.get_json()
+    assert answer["error_code"] == "invalid_request"
+    assert "recipient.shipping_id" in answer["error_message"]
+    with forter_app.app_context():
+        assert db.session.query(CheckoutSession).count() == 0  # no cart was opened
+
+    before = decimals(fc.cart("ref-ship", widget(1), recipient=RECIPIENT_CA))
+    assert before["selected_shipping_id"] == "express"
+    again = fc.cart("ref-ship", widget(1), event="cart.updated", recipient=bad)
+    assert again.status_code == 400
+    after = decimals(fc.cart("ref-ship", widget(1), event="cart.updated"))
+    assert after["selected_shipping_id"] == "express"
+    assert after["totals"] == before["totals"]
+
+    # digital is an option of digital-only carts, not of this one
+    digital = fc.order("ref-ship", before["totals"]["total"],
+                       recipient={**RECIPIENT_CA, "shipping_id": "digital"})
+    assert digital.status_code == 400
+    assert digital.get_json()["error_code"] == "invalid_request"
+    assert charges == []
+    assert live_stock(forter_app, "widget") == 100
+
+
+def test_toronto_pays_no_california_tax(fc):
+    toronto = {**RECIPIENT_CA, "address": {"address1": "100 Queen St W", "city": "Toronto",
+                                           "region_id": "ON", "postal_code": "M5H 2N2",
+                                           "country_id": "CA"}}
+    body = decimals(fc.cart("ref-toronto", widget(1), country_id="CA", region_id="ON",
+                            recipient=toronto))
+    assert body["totals"]["tax"] == 0
+    assert body["totals"]["total"] == Decimal("44.99")  # 29.99 + 15.00 express
+
+
+@pytest.fixture
+def jpy(make_app) -> Forter:
+    app = make_app(config={"currency": "jpy", "forter": {"bearer": True, "hmac": True}},
+                   env={"FORTER_WEBHOOK_SECRET": SECRET})
+    return Forter(app.test_client())
+
+
+def test_a_jpy_store_speaks_whole_yen(jpy):
+    body = decimals(jpy.cart("ref-yen", widget(2), currency_id="JPY", recipient=RECIPIENT_CA))
+    assert body["currency_id"] == "JPY"
+    # ¥2999 x 2 = ¥5998; CA 7.25% = 434.855 -> ¥435; express ¥1500
+    assert body["items"][0]["price"] == 2999 and body["items"][0]["subtotal"] == 5998
+    assert body["totals"] == {"subtotal": 5998, "discount": 0, "shipping": 1500, "tax": 435,
+                              "total": 7933}
+    assert all(isinstance(v, int) for v in body["totals"].values())
+    assert b"." not in json.dumps(json.loads(jpy.cart(
+        "ref-yen", widget(2), event="cart.updated", currency_id="JPY").data)[
+        "totals"]).encode()
+
+    for sub_yen in (7933.5, "7933.01", 0.5):
+        refused = jpy.order("ref-yen", sub_yen, currency_id="JPY")
+        assert refused.status_code == 400
+        assert refused.get_json()["error_code"] == "invalid_request"
+        assert "JPY" in refused.get_json()["error_message"]
+    paid = jpy.order("ref-yen", 7933, currency_id="JPY")
+    assert paid.status_code == 200, paid.get_json()
+    assert paid.get_json()["success"] is True
+
+
+def test_a_jpy_store_refuses_a_usd_cart(jpy):
+    response = jpy.cart("ref-usd", widget(1), currency_id="USD")
+    assert response.status_code == 400
+    assert response.get_json()["error_code"] == "invalid_request"

@@ -90,6 +90,41 @@ def test_purge_keeps_undelivered_orders(make_app, later):
         assert db.session.get(CheckoutSession, created["id"]) is not None
 
 
+def test_purge_keeps_a_dropped_order_for_the_grace_period_then_says_so(make_app, later, caplog):
+    import logging
+
+    from shop import retention
+    from shop.db import CheckoutSession, OrderDelivery, db
+    from tests.conftest import FROM_CONFIG, AcpClient, join_deliveries
+
+    app = make_app(sink=FROM_CONFIG)  # no orderWebhookUrl: the order is dropped
+    acp = AcpClient(app.test_client())
+    created = acp.create().get_json()
+    order_id = acp.complete(created["id"]).get_json()["order"]["id"]
+    unpaid = acp.create().get_json()
+    join_deliveries()
+    with app.app_context():
+        assert db.session.execute(db.select(OrderDelivery.state)).scalars().all() == ["dropped"]
+    runner = app.test_cli_runner()
+    keep_minutes = retention.UNDELIVERED_KEEP_SECONDS / 60
+    later(keep_minutes - 5)
+    kept = runner.invoke(args=["purge"])
+    assert "deleted 1 expired session" in kept.output and "kept 1" in kept.output
+    with app.app_context():
+        assert db.session.get(CheckoutSession, created["id"]) is not None
+        assert db.session.get(CheckoutSession, unpaid["id"]) is None
+    later(keep_minutes + 5)
+    with caplog.at_level(logging.ERROR, logger="shop.retention"):
+        purged = runner.invoke(args=["purge"])
+    assert "deleted 1 expired session" in purged.output and "kept 0" in purged.output
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "shop.retention" and r.levelno == logging.ERROR]
+    assert order_id in line and created["id"] in line and "dropped" in line
+    with app.app_context():
+        assert db.session.get(CheckoutSession, created["id"]) is None
+        assert db.session.execute(db.select(OrderDelivery)).scalars().all() == []
+
+
 def test_coupons_apply_and_bad_ones_answer_messages(acp):
     body = acp.create(cart(("widget", 2), coupons=["TEN", "BOGUS", "OLD"])).get_json()
     assert_acp(body, "CheckoutSession")

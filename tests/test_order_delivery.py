@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shop import clock, delivery
+from shop import clock, delivery, retention, retry_schedule
 from shop.orders import WebhookSink
 from tests.conftest import (
     ADDRESS_CA,
@@ -26,7 +26,7 @@ from tests.conftest import (
     cart,
     join_deliveries,
 )
-from tests.order_schemas import MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, WEBHOOK_EVENT
+from tests.order_schemas import MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, ROOT, WEBHOOK_EVENT
 
 FAST = 1.0  # seconds: /complete must answer within this whatever the receiver does
 
@@ -86,6 +86,10 @@ def _rows(app, session_id: str) -> list[dict[str, Any]]:
 def _sweep(app) -> int:
     with app.app_context():
         return delivery.sweep(app.extensions["shop"])
+
+
+def _attempts(app, session_id: str) -> int:
+    return sum(r["attempts"] for r in _rows(app, session_id))
 
 
 def _event(app, event_id: str, type_: str, session_id: str, **extra: Any) -> str:
@@ -182,6 +186,48 @@ def test_without_a_url_every_order_is_logged_loudly_and_start_up_warns(make_app,
     assert len(warnings) == 2
     for body in (first, second):
         assert any(body["order"]["id"] in w and body["id"] in w for w in warnings)
+        [row] = _rows(app, body["id"])
+        assert (row["state"], row["attempts"]) == ("dropped", 1)
+    # The whole order is in the line, so the log alone could rebuild it.
+    logged = json.loads(warnings[0].split("order=", 1)[1])
+    PAYLOAD_SCHEMA.validate(logged)
+    assert logged["order"]["id"] == first["order"]["id"]
+
+
+def test_dropped_orders_are_listed_and_replayed_once_a_url_is_set(make_app, order_receiver):
+    app = make_app(sink=FROM_CONFIG)  # no orderWebhookUrl: LogSink
+    first, _ = _checkout(app, cart())
+    second, _ = _checkout(app, cart(("ebook-single", 1), address=None))
+    assert [_rows(app, b["id"])[0]["state"] for b in (first, second)] == ["dropped", "dropped"]
+    assert _sweep(app) == 0  # nobody to send to: dropped orders are not retried by themselves
+
+    listed = app.test_cli_runner().invoke(args=["orders", "failed"])
+    assert listed.exit_code == 0
+    assert "every order has been delivered" not in listed.output
+    for body in (first, second):
+        line = next(x for x in listed.output.splitlines() if body["id"] in x)
+        assert body["order"]["id"] in line and "dropped" in line and "kept until" in line
+    assert "orderWebhookUrl" in listed.output and "orders replay" in listed.output
+
+    still = app.test_cli_runner().invoke(args=["orders", "replay", first["id"]])
+    assert still.exit_code != 0 and "orderWebhookUrl" in still.output
+    assert _rows(app, first["id"])[0]["state"] == "dropped"
+
+    restarted = make_app(config={"orderWebhookUrl": order_receiver.url},
+                         env={"ORDER_WEBHOOK_SECRET": order_receiver.secret}, sink=FROM_CONFIG)
+    runner = restarted.test_cli_runner()
+    one = runner.invoke(args=["orders", "replay", first["id"]])
+    assert one.exit_code == 0, one.output
+    assert [o["order"]["id"] for o in order_receiver.orders] == [first["order"]["id"]]
+    rest = runner.invoke(args=["orders", "replay", "--dropped"])
+    assert rest.exit_code == 0, rest.output
+    assert [o["order"]["id"] for o in order_receiver.orders] == [first["order"]["id"],
+                                                                  second["order"]["id"]]
+    assert all(d.verified for d in order_receiver.deliveries)
+    assert "every order has been delivered" in runner.invoke(args=["orders", "failed"]).output
+    assert runner.invoke(args=["orders", "replay", "--dropped"]).output.strip() == (
+        "no dropped orders")
+    assert runner.invoke(args=["orders", "replay"]).exit_code == 2  # neither an id nor --dropped
 
 
 # --- when the receiver fails ----------------------------------------------------------------
@@ -209,7 +255,7 @@ def test_receiver_500_is_logged_listed_retried_and_replayable(shop, order_receiv
 
     order_receiver.mode = "ok"
     assert _sweep(app) == 0  # the backoff has not passed yet
-    later(delivery.backoff(1) + 1)
+    later(retry_schedule.backoff(1) + 1)
     assert _sweep(app) == 1
     assert [o["order"]["id"] for o in order_receiver.orders] == [order_id]
     assert _rows(app, session_id)[0]["state"] == "delivered"
@@ -224,6 +270,28 @@ def test_receiver_500_is_logged_listed_retried_and_replayable(shop, order_receiv
     assert len(order_receiver.deliveries) == 1
 
 
+def test_replay_recovers_a_failed_order(shop, order_receiver):
+    order_receiver.mode = "error"
+    app = shop()
+    body, _ = _checkout(app, cart())
+    order_id, session_id = body["order"]["id"], body["id"]
+    assert [(r["state"], r["attempts"]) for r in _rows(app, session_id)] == [("failed", 1)]
+    runner = app.test_cli_runner()
+    failing = runner.invoke(args=["orders", "replay", session_id])
+    assert failing.exit_code != 0
+    assert f"order.created {order_id} -> merchant: failed" in failing.output
+
+    order_receiver.mode = "ok"  # the merchant fixed the receiver; no waiting for the backoff
+    replayed = runner.invoke(args=["orders", "replay", session_id])
+    assert replayed.exit_code == 0, replayed.output
+    assert f"order.created {order_id} -> merchant: delivered" in replayed.output
+    assert [(r["state"], r["attempts"]) for r in _rows(app, session_id)] == [("delivered", 3)]
+    [delivered] = order_receiver.deliveries
+    assert delivered.verified and delivered.json()["order"]["id"] == order_id
+    assert [r.status for r in order_receiver.requests] == [500, 500, 200]
+    assert "every order has been delivered" in runner.invoke(args=["orders", "failed"]).output
+
+
 def test_hanging_receiver_times_out_without_slowing_complete(shop, order_receiver, later):
     order_receiver.mode, order_receiver.hang_seconds = "hang", 3
     app = shop(env={"ORDER_WEBHOOK_TIMEOUT": "0.3"})
@@ -235,7 +303,7 @@ def test_hanging_receiver_times_out_without_slowing_complete(shop, order_receive
     [row] = _rows(app, body["id"])
     assert row["state"] == "failed" and "within 0.3s" in row["error"]
     order_receiver.mode = "ok"
-    later(delivery.backoff(1) + 1)
+    later(retry_schedule.backoff(1) + 1)
     assert _sweep(app) == 1
     assert _rows(app, body["id"])[0]["state"] == "delivered"
     # The hung first request may still land late; the receiver's dedupe makes it a no-op.
@@ -288,7 +356,7 @@ def test_receiver_down_then_back_up_gets_the_order(shop, order_receiver, later):
     [row] = _rows(app, body["id"])
     assert row["state"] == "failed" and "could not reach" in row["error"]
     order_receiver.start()
-    later(delivery.backoff(1) + 1)
+    later(retry_schedule.backoff(1) + 1)
     assert _sweep(app) == 1
     assert [o["order"]["id"] for o in order_receiver.orders] == [body["order"]["id"]]
     assert order_receiver.deliveries[0].verified
@@ -337,7 +405,10 @@ def test_acp_order_events_and_dispute_flag(shop, order_receiver):
     assert event["data"]["fulfillments"][0]["destination"] == ADDRESS_CA
 
     assert _event(app, "evt_dispute", "payment.disputed", session_id) == "flagged"
-    assert len(_rows(app, session_id)) == 4
+    assert {(r["to"], r["event"], r["state"]) for r in _rows(app, session_id)} == {
+        ("merchant", "order.created", "delivered"), ("agent", "order_create", "delivered"),
+        ("merchant", "order.flagged", "delivered"),
+        ("agent", "order_update:manual_review", "delivered")}
     flagged = [r for r in _by_path(order_receiver, "/hooks/orders")
                if r.json()["event"] == "order.flagged"]
     assert len(flagged) == 1 and flagged[0].verified and not flagged[0].duplicate
@@ -354,3 +425,138 @@ def test_acp_order_events_and_dispute_flag(shop, order_receiver):
 
 def _by_path(receiver, path: str) -> list:
     return [r for r in receiver.requests if r.path == path]
+
+
+def test_agent_platform_failure_is_retried_apart_from_the_merchant(shop, order_receiver,
+                                                                   make_order_receiver, later,
+                                                                   caplog):
+    platform = make_order_receiver()
+    platform.mode = "error"
+    app = shop(env={"ACP_WEBHOOK_URL": platform.acp_url,
+                    "ACP_WEBHOOK_SECRET": platform.acp_secret})
+    with caplog.at_level(logging.ERROR, logger="shop.delivery"):
+        body, elapsed = _checkout(app, cart(("widget", 1), address=ADDRESS_CA))
+        rows = _rows(app, body["id"])
+    assert body["status"] == "completed" and elapsed < FAST
+    assert {(r["to"], r["event"], r["state"]) for r in rows} == {
+        ("merchant", "order.created", "delivered"), ("agent", "order_create", "failed")}
+    [line] = _failures(caplog)
+    assert "to=agent" in line and body["order"]["id"] in line and "HTTP 500" in line
+    [refused] = platform.requests
+    assert refused.verified and refused.status == 500  # signed right; the platform was down
+    listed = app.test_cli_runner().invoke(args=["orders", "failed"]).output
+    assert "order_create -> agent  failed" in listed
+
+    platform.mode = "ok"
+    later(retry_schedule.backoff(1) + 1)
+    assert _sweep(app) == 1
+    assert {(r["event"], r["state"], r["attempts"]) for r in _rows(app, body["id"])} == {
+        ("order.created", "delivered", 1), ("order_create", "delivered", 2)}
+    [event] = platform.deliveries
+    assert event.verified and MERCHANT_SIGNATURE.fullmatch(event.headers["Merchant-Signature"])
+    assert event.json()["type"] == "order_create"
+    assert event.json()["data"]["id"] == body["order"]["id"]
+    assert len(order_receiver.deliveries) == 1  # the merchant's order was not sent again
+
+
+# --- the retry schedule, giving up, and how long an undelivered order is kept ----------------
+
+def test_retries_follow_the_schedule_then_give_up_logging_the_whole_order(shop, order_receiver,
+                                                                          later, caplog):
+    order_receiver.mode = "error"
+    app = shop()
+    with caplog.at_level(logging.ERROR, logger="shop"):
+        body, _ = _checkout(app, cart(("widget", 2), address=ADDRESS_CA))
+        order_id, session_id = body["order"]["id"], body["id"]
+        assert _attempts(app, session_id) == 1
+        offset = 0
+        for attempt, delay in enumerate(retry_schedule.RETRY_DELAYS, start=1):
+            later(offset + delay - 3)
+            _sweep(app)
+            assert _attempts(app, session_id) == attempt  # not due before its backoff
+            offset += delay + 2
+            later(offset)
+            _sweep(app)
+            assert _attempts(app, session_id) == attempt + 1
+        assert offset - 2 * len(retry_schedule.RETRY_DELAYS) == retry_schedule.GIVE_UP_AFTER_SECONDS
+        [row] = _rows(app, session_id)
+        assert (row["state"], row["attempts"]) == ("gave_up", retry_schedule.MAX_ATTEMPTS)
+        later(offset + 10 * 86400)
+        assert _sweep(app) == 0 and _attempts(app, session_id) == retry_schedule.MAX_ATTEMPTS
+
+    assert len(order_receiver.requests) == retry_schedule.MAX_ATTEMPTS
+    lines = _failures(caplog)
+    assert len(lines) == retry_schedule.MAX_ATTEMPTS
+    assert all(order_id in x and session_id in x for x in lines)
+    assert ["GIVING UP" in x for x in lines] == [False] * (retry_schedule.MAX_ATTEMPTS - 1) + [True]
+    # The give-up line carries the whole order: nothing is lost even after the purge below.
+    assert json.loads(lines[-1].split("payload=", 1)[1]) == order_receiver.requests[0].json()
+
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["orders", "failed"]).output
+    kept_until = clock.iso(clock.epoch() - 10 * 86400 + retention.UNDELIVERED_KEEP_SECONDS)
+    assert f"{session_id}  {order_id}  order.created -> merchant  gave_up" in listed
+    assert f"kept until {kept_until[:13]}" in listed and "orders replay" in listed
+
+    from shop.db import CheckoutSession, db
+
+    later(offset + retention.UNDELIVERED_KEEP_SECONDS - 60)  # the session expired long ago
+    with caplog.at_level(logging.WARNING, logger="shop.retention"):
+        caplog.clear()
+        kept = runner.invoke(args=["purge"])
+        assert "kept 1" in kept.output
+        with app.app_context():
+            assert db.session.get(CheckoutSession, session_id) is not None
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+        later(offset + retention.UNDELIVERED_KEEP_SECONDS + 60)
+        purged = runner.invoke(args=["purge"])
+        assert "deleted 1 expired session" in purged.output and "kept 0" in purged.output
+    with app.app_context():
+        assert db.session.get(CheckoutSession, session_id) is None
+    [gone] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert gone.name == "shop.retention"
+    assert order_id in gone.getMessage() and session_id in gone.getMessage()
+    assert runner.invoke(args=["orders", "replay", session_id]).exit_code != 0
+
+
+def test_replay_after_giving_up_is_one_more_try(shop, order_receiver, later):
+    order_receiver.mode = "error"
+    app = shop()
+    body, _ = _checkout(app, cart())
+    assert _attempts(app, body["id"]) == 1  # the first try has run
+    offset = 0
+    for delay in retry_schedule.RETRY_DELAYS:
+        offset += delay + 2
+        later(offset)
+        _sweep(app)
+    assert _rows(app, body["id"])[0]["state"] == "gave_up"
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["orders", "replay", body["id"]]).exit_code != 0
+    assert _rows(app, body["id"])[0]["state"] == "gave_up"  # no new round of automatic retries
+    order_receiver.mode = "ok"
+    assert runner.invoke(args=["orders", "replay", body["id"]]).exit_code == 0
+    assert _rows(app, body["id"])[0]["state"] == "delivered"
+    assert [o["order"]["id"] for o in order_receiver.orders] == [body["order"]["id"]]
+
+
+def test_the_schedule_is_stated_once_and_the_docs_quote_it():
+    text = (ROOT / "docs" / "receiving-orders.md").read_text()
+    assert retry_schedule.schedule_text() in " ".join(text.split())
+    assert f"{retention.UNDELIVERED_KEEP_DAYS} days" in text
+    delays = [retry_schedule.backoff(n) for n in range(1, retry_schedule.MAX_ATTEMPTS)]
+    assert delays == list(retry_schedule.RETRY_DELAYS)
+    assert 23 * 3600 <= retry_schedule.GIVE_UP_AFTER_SECONDS <= 25 * 3600  # "about a day"
+    assert "about a day" in " ".join(retry_schedule.__doc__.split())
+    # The sender's timeout stays well inside the lease, or a slow send could be sent twice.
+    from shop.orders import MAX_TIMEOUT
+
+    assert MAX_TIMEOUT * 2 <= retry_schedule.LEASE_SECONDS
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "7200"])
+def test_sweep_interval_out_of_range_is_a_config_error(make_app, value):
+    from shop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ORDER_SWEEP_SECONDS"):
+        make_app(env={"ORDER_SWEEP_SECONDS": value})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -11,15 +12,8 @@ import pytest
 
 from shop import clock
 from shop.errors import ConfigError
-from shop.orders import (
-    AcpEventSink,
-    DeliveryError,
-    LogSink,
-    WebhookSink,
-    build_acp_order_event,
-    build_order_payload,
-    build_sink,
-)
+from shop.order_payload import build_acp_order_event, build_order_payload
+from shop.orders import AcpEventSink, DeliveryError, LogSink, WebhookSink, build_sink
 from shop.settings import load_settings
 from tests.order_schemas import BUNDLE_ORDER, MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, WEBHOOK_EVENT
 
@@ -126,6 +120,37 @@ def test_acp_event_validates_against_the_webhook_openapi(make_order, event_type,
     assert event["type"] == event_type and event["data"]["status"] == status
 
 
+@ORDERS
+def test_canceled_acp_event_carries_the_refund_and_validates(make_order):
+    order = make_order()
+    paid = order["totals"][-1]["amount"]
+    refund = {"id": "adj_refund_1", "amount": paid, "occurred_at": "2026-05-01T10:00:00Z",
+              "reason": "refunded"}
+    event = build_acp_order_event("order_update", order, "canceled", refund=refund)
+    WEBHOOK_EVENT.validate(event)
+    BUNDLE_ORDER.validate(event["data"])
+    data = event["data"]
+    assert data["status"] == "canceled" and data["fulfillments"][0]["status"] == "canceled"
+    assert [(li["quantity"]["current"], li["status"]) for li in data["line_items"]] == [
+        (0, "removed")]
+    assert data["adjustments"] == [{"id": "adj_refund_1", "type": "refund",
+                                    "occurred_at": "2026-05-01T10:00:00Z", "status": "completed",
+                                    "amount": paid, "currency": "usd", "reason": "refunded"}]
+    assert data["totals"][-1] == {"type": "amount_refunded", "display_text": "Refunded",
+                                  "amount": paid}
+    assert order["totals"][-1]["type"] == "total"  # the merchant payload is left as it was
+
+
+def test_canceled_payload_needs_its_cancel_object():
+    canceled = {**physical_order(), "event": "order.canceled"}
+    assert not PAYLOAD_SCHEMA.is_valid(canceled)
+    canceled["cancel"] = {"reason": "refunded", "payment_reference": "pi_3Phys",
+                          "amount_refunded": 6933}
+    PAYLOAD_SCHEMA.validate(canceled)
+    canceled["cancel"]["amount_refunded"] = 69.33
+    assert not PAYLOAD_SCHEMA.is_valid(canceled)
+
+
 def test_acp_event_type_is_checked():
     with pytest.raises(ValueError):
         build_acp_order_event("order_created", physical_order(), "confirmed")
@@ -220,7 +245,9 @@ def test_log_sink_warns_loudly_per_order(caplog):
     assert record.levelno == logging.WARNING
     message = record.getMessage()
     assert "order_cs_phys" in message and "cs_phys" in message and "NOT delivered" in message
-    assert "orderWebhookUrl" in message
+    assert "orderWebhookUrl" in message and "\n" not in message
+    assert json.loads(message.split("order=", 1)[1]) == physical_order()  # nothing is lost
+    assert LogSink.drops_orders  # the outbox records its orders as dropped, not delivered
 
 
 def _settings(config: dict[str, Any], **env: str):

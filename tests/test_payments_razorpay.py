@@ -19,8 +19,10 @@ from shop.payments import (
     ChargeStatus,
     EventKind,
     PaymentCredential,
+    WebhookPayloadError,
     WebhookSignatureError,
 )
+from shop.payments.declines import decline
 from shop.payments.razorpay import RazorpayProvider
 from tests.fake_psp import (
     RAZORPAY_KEY_ID,
@@ -167,7 +169,7 @@ def test_unverifiable_credentials_are_declined_before_any_call(
         )
     result = provider.charge(request)
 
-    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "invalid")
+    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "unverified_payment")
     assert result.message
     assert fake_psp.sent("GET", r"/v1/payments/.*") == []
 
@@ -179,7 +181,7 @@ def test_amount_or_currency_mismatch_is_declined_and_not_captured(
     payment_id = fake_psp.add_razorpay_payment(order_id, amount, currency=currency)
     result = provider.charge(charge_request(order_id, payment_id))
 
-    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "invalid")
+    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "amount_mismatch")
     assert fake_psp.sent("POST", r"/v1/payments/.*/capture") == []
 
 
@@ -195,8 +197,39 @@ def test_failed_payment_is_declined_with_razorpays_reason(
     )
     result = provider.charge(charge_request(order_id, payment_id))
 
-    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "card_declined")
+    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "payment_declined")
     assert result.message == "Your payment has been declined by your bank."
+
+
+def test_failed_payment_without_a_description_gets_the_shared_sentence(
+    provider: RazorpayProvider, fake_psp: FakePSP, order_id: str
+) -> None:
+    # Razorpay's error_reason speaks Stripe's vocabulary here: declines.py words it.
+    payment_id = fake_psp.add_razorpay_payment(
+        order_id, AMOUNT, status="failed", error_reason="INSUFFICIENT_FUNDS"
+    )
+    result = provider.charge(charge_request(order_id, payment_id))
+
+    assert (result.status, result.decline_code) == (ChargeStatus.DECLINED, "insufficient_funds")
+    assert result.message == decline("insufficient_funds").message
+
+
+@pytest.mark.parametrize("failure", ["500", "lost answer"])
+def test_the_library_never_retries(
+    provider: RazorpayProvider, fake_psp: FakePSP, order_id: str, failure: str
+) -> None:
+    # A retried capture must be the checkout's decision: one failure is one call.
+    payment_id = fake_psp.add_razorpay_payment(order_id, AMOUNT)
+    if failure == "500":
+        fake_psp.razorpay_server_errors = 1
+    else:
+        fake_psp.drop_responses = 1
+    with pytest.raises(ProviderError) as info:
+        provider.charge(charge_request(order_id, payment_id))
+
+    assert len(fake_psp.sent("GET", rf"/v1/payments/{payment_id}")) == 1
+    assert fake_psp.sent("POST", r"/v1/payments/.*/capture") == []
+    assert info.value.retryable  # Razorpay has no idempotency keys to replay a stored failure
 
 
 def test_unreachable_razorpay_raises_provider_error(fake_psp: FakePSP, tmp_path: Path) -> None:
@@ -291,7 +324,7 @@ def test_payment_failed_and_dispute(
     assert (failed.kind, failed.session_id, failed.decline_code, failed.message) == (
         EventKind.FAILED,
         SESSION,
-        "card_declined",
+        "payment_declined",
         "Card declined by bank.",
     )
 
@@ -361,3 +394,21 @@ def test_webhook_signature_failures(provider: RazorpayProvider, case: str) -> No
         headers = {"X-Razorpay-Signature": "sha256=nothex"}
     with pytest.raises(WebhookSignatureError, match="X-Razorpay-Signature did not verify"):
         provider.parse_webhook(body, headers)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"payload": {}}',
+        b'{"event": "payment.captured", "payload": {"payment": {"entity": "pay_1"}}}',
+        b'{"event": "payment.captured", "payload": {"payment": {"entity": '
+        b'{"id": "pay_1", "amount": "499.00", "currency": "INR"}}}}',
+    ],
+    ids=["not json", "no event", "entity not an object", "amount not paise"],
+)
+def test_signed_but_malformed_event_is_a_payload_error(
+    provider: RazorpayProvider, body: bytes
+) -> None:
+    with pytest.raises(WebhookPayloadError, match="verified"):
+        provider.parse_webhook(body, signed(body))

@@ -20,6 +20,7 @@ from shop.payments import (
     ChargeStatus,
     EventKind,
     PaymentCredential,
+    WebhookPayloadError,
     WebhookSignatureError,
 )
 from shop.payments.stripe import DEFAULT_SPT_API_VERSION, StripeProvider
@@ -180,6 +181,8 @@ def test_server_error_raises_provider_error_without_retrying(
     assert isinstance(info.value.__cause__, stripe.APIError)
     assert len(fake_psp.sent("POST", INTENTS)) == 1
     assert "sk_test_fake_123" not in str(info.value)
+    # Stripe stored the 500 under this token's idempotency key: retrying it cannot help.
+    assert info.value.retryable is False
 
 
 def test_unreachable_stripe_raises_provider_error(fake_psp: FakePSP, tmp_path: Path) -> None:
@@ -190,6 +193,7 @@ def test_unreachable_stripe_raises_provider_error(fake_psp: FakePSP, tmp_path: P
     with pytest.raises(ProviderError) as info:
         provider.charge(charge_request("tok_visa"))
     assert isinstance(info.value.__cause__, stripe.APIConnectionError)
+    assert info.value.retryable is True  # nothing reached Stripe: the same key is safe again
 
 
 def test_providers_share_no_global_stripe_state(fake_psp: FakePSP, tmp_path: Path) -> None:
@@ -351,7 +355,25 @@ def test_webhook_signature_failures(provider: StripeProvider, case: str, reason:
         provider.parse_webhook(body, headers)
 
 
-def test_signed_but_malformed_event_is_rejected(provider: StripeProvider) -> None:
-    body = b'{"id": "evt_1", "object": "event"}'
-    with pytest.raises(WebhookSignatureError, match="not a JSON event"):
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "evt_1", "object": "event"}',
+        b"not json at all",
+        b'{"id": "evt_1", "object": "event", "type": "payment_intent.succeeded", '
+        b'"data": {"object": {"id": "pi_1", "amount": "29.99", "metadata": {}}}}',
+    ],
+    ids=["no type", "not json", "amount not minor units"],
+)
+def test_signed_but_malformed_event_is_a_payload_error(
+    provider: StripeProvider, body: bytes
+) -> None:
+    # Genuine (it verified), so not a signature failure: the store counts it apart.
+    with pytest.raises(WebhookPayloadError, match="verified but"):
+        provider.parse_webhook(body, signed(body))
+
+
+def test_a_body_that_is_not_utf8_is_a_signature_failure(provider: StripeProvider) -> None:
+    body = b"\xff\xfe not text"
+    with pytest.raises(WebhookSignatureError, match="not UTF-8"):
         provider.parse_webhook(body, signed(body))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from tests.psp_app import (
     post_stripe,
     provider_app,
     razorpay_event,
+    razorpay_payment_data,
     razorpay_signature,
     row_of,
     stock_of,
@@ -30,6 +33,8 @@ from tests.psp_app import (
 )
 
 FAILURES = "shop_webhook_signature_failures_total"
+MALFORMED = "shop_webhook_malformed_total"
+INTENTS = "/v1/payment_intents"
 
 
 @pytest.fixture
@@ -46,6 +51,20 @@ def _flag(sink: RecordingSink) -> dict[str, Any]:
     [flagged] = [o for o in sink.orders if o.get("event") == "order.flagged"]
     PAYLOAD_SCHEMA.validate(flagged)
     return flagged["flag"]
+
+
+def _in_thread(call: Callable[[], Any]) -> Callable[[], Any]:
+    """Start call() on a thread; return a function that waits for and returns its result."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join(10)
+        assert result, "the call did not finish"
+        return result[0]
+
+    return wait
 
 
 def _status(acp, session_id: str) -> dict[str, Any]:
@@ -147,6 +166,26 @@ def test_stripe_signature_failures_are_400_logged_and_counted(
     assert _status(stripe_acp, session["id"])["status"] == "ready_for_payment"
 
 
+def test_stripe_signed_but_malformed_event_is_400_and_counted_apart(
+    stripe_app, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"id": "evt_bad", "object": "event", "data": {"object": {}}}'  # no type
+    client = stripe_app.test_client()
+    signatures, malformed = (
+        metric(client, FAILURES, provider="stripe"),
+        metric(client, MALFORMED, provider="stripe"),
+    )
+    with caplog.at_level(logging.WARNING, logger="shop.webhooks"):
+        response = post_stripe(client, body)
+
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error.startswith("malformed event") and "type" in error
+    assert metric(client, MALFORMED, provider="stripe") == malformed + 1
+    assert metric(client, FAILURES, provider="stripe") == signatures  # it was genuine
+    assert any("could not read" in r.getMessage() for r in caplog.records)
+
+
 def test_stripe_timestamp_within_tolerance_is_accepted(stripe_app, stripe_acp) -> None:
     session = _ready_stripe(stripe_acp)
     body = stripe_event("payment_intent.succeeded", intent(session["id"], total(session)))
@@ -239,6 +278,83 @@ def test_stripe_failure_after_success_never_unpays(
     assert outcome == "ignored_in_status:completed"
     assert _status(stripe_acp, session["id"])["status"] == "completed"
     assert stock_of(stripe_app, "scarce") == 3
+
+
+def _failed_intent(session: dict[str, Any], intent_id: str) -> dict[str, Any]:
+    return intent(
+        session["id"],
+        total(session),
+        intent_id,
+        status="requires_payment_method",
+        last_payment_error={"type": "card_error", "code": "card_declined"},
+    )
+
+
+def test_stripe_late_failure_of_an_earlier_attempt_never_reopens_a_paying_session(
+    stripe_app, stripe_acp, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    # The double charge the audit found: PI 1 declines, PI 2 is processing, PI 1's
+    # payment_failed arrives late. It must not reopen the session for a third charge.
+    session = _ready_stripe(stripe_acp)
+    assert stripe_acp.complete(session["id"], "tok_chargeDeclined").get_json()["status"] == (
+        "ready_for_payment"
+    )
+    [first] = fake_psp.payment_intents
+    assert stripe_acp.complete(session["id"], "tok_processing").get_json()["status"] == (
+        "in_progress"
+    )
+    [second] = [i for i in fake_psp.payment_intents if i != first]
+    client = stripe_app.test_client()
+
+    late = post_stripe(
+        client, stripe_event("payment_intent.payment_failed", _failed_intent(session, first), "e1")
+    )
+
+    assert (late.status_code, late.get_json()["outcome"]) == (200, "ignored_other_attempt")
+    assert _status(stripe_acp, session["id"])["status"] == "in_progress"
+    assert stock_of(stripe_app, "scarce") == 3  # still held for PI 2
+    third = stripe_acp.complete(session["id"], "tok_visa").get_json()
+    assert third["status"] == "in_progress"
+    assert len(fake_psp.sent("POST", INTENTS)) == 2  # no third PaymentIntent
+
+    # PI 2's own failure does reopen it, and the next card pays once.
+    current = post_stripe(
+        client, stripe_event("payment_intent.payment_failed", _failed_intent(session, second), "e2")
+    )
+    assert current.get_json()["outcome"] == "payment_failed"
+    assert stock_of(stripe_app, "scarce") == 5
+    assert stripe_acp.complete(session["id"], "tok_visa").get_json()["status"] == "completed"
+    assert len(fake_psp.sent("POST", INTENTS)) == 3
+    assert stock_of(stripe_app, "scarce") == 3
+    assert wait_for(lambda: sink.orders)
+
+
+def test_stripe_failure_while_a_charge_is_in_flight_is_deferred(
+    stripe_app, stripe_acp, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    session = _ready_stripe(stripe_acp)
+    stripe_acp.complete(session["id"], "tok_chargeDeclined")
+    [first] = fake_psp.payment_intents
+    fake_psp.hold = rf"POST {INTENTS}"  # the next PaymentIntent is still being created
+    paying = _in_thread(lambda: stripe_acp.complete(session["id"], "tok_visa").get_json())
+    assert fake_psp.held.wait(5)
+    assert row_of(stripe_app, session["id"]).payment_reference is None  # not answered yet
+    late = stripe_event("payment_intent.payment_failed", _failed_intent(session, first), "e_late")
+    client = stripe_app.test_client()
+
+    deferred = post_stripe(client, late)
+
+    # Nothing moves and nothing is recorded: Stripe delivers it again later.
+    assert deferred.status_code == 503 and deferred.headers["Retry-After"]
+    assert stock_of(stripe_app, "scarce") == 3
+    assert row_of(stripe_app, session["id"]).status == "in_progress"
+    fake_psp.resume.set()
+    assert paying()["status"] == "completed"
+    assert stock_of(stripe_app, "scarce") == 3
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"]["reference"] == row_of(stripe_app, session["id"]).payment_reference
+    again = post_stripe(client, late)
+    assert (again.status_code, again.get_json()["outcome"]) == (200, "ignored_in_status:completed")
 
 
 def test_stripe_dispute_finds_the_session_by_its_payment_intent(
@@ -462,6 +578,26 @@ def test_razorpay_signature_failures_are_400_logged_and_counted(
     assert _status(razorpay_acp, session["id"])["status"] == "ready_for_payment"
 
 
+def test_razorpay_signed_but_malformed_event_is_400_and_counted_apart(razorpay_app) -> None:
+    body = b'{"payload": {"payment": {"entity": {"id": "pay_1"}}}}'  # no "event"
+    client = razorpay_app.test_client()
+    signatures, malformed = (
+        metric(client, FAILURES, provider="razorpay"),
+        metric(client, MALFORMED, provider="razorpay"),
+    )
+    response = post_razorpay(client, body, event_id="evt_bad")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("malformed event")
+    assert metric(client, MALFORMED, provider="razorpay") == malformed + 1
+    assert metric(client, FAILURES, provider="razorpay") == signatures
+    # Not recorded: the same event id, readable this time, is applied (not a duplicate).
+    again = post_razorpay(
+        client, razorpay_event("refund.created", {"id": "rfnd_1"}), event_id="evt_bad"
+    )
+    assert (again.status_code, again.get_json()["outcome"]) == (200, "ignored")
+
+
 def test_razorpay_duplicate_event_id_does_nothing(
     razorpay_app, razorpay_acp, fake_psp: FakePSP, sink: RecordingSink
 ) -> None:
@@ -499,6 +635,43 @@ def test_razorpay_failed_payment_leaves_the_session_payable(
     assert late == "ignored_in_status:completed"
     assert _status(razorpay_acp, session["id"])["status"] == "completed"
     assert stock_of(razorpay_app, "scarce") == 3
+
+
+def test_razorpay_failure_of_an_earlier_payment_while_paying_is_deferred(
+    razorpay_app, razorpay_acp, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    # The buyer's first try failed in Razorpay Checkout, the second is being captured when
+    # the first one's payment.failed arrives: the session must stay paying, stock held.
+    session, order_id = _ready_razorpay(razorpay_acp)
+    failed_id = fake_psp.add_razorpay_payment(order_id, total(session), status="failed")
+    paid_id = fake_psp.add_razorpay_payment(order_id, total(session))
+    fake_psp.hold = rf"GET /v1/payments/{paid_id}"
+    paying = _in_thread(
+        lambda: razorpay_acp.post(
+            f"/checkout_sessions/{session['id']}/complete",
+            razorpay_payment_data(order_id, paid_id),
+        ).get_json()
+    )
+    assert fake_psp.held.wait(5)
+    assert row_of(razorpay_app, session["id"]).status == "in_progress"
+
+    client = razorpay_app.test_client()
+    late = razorpay_event("payment.failed", fake_psp.razorpay_payments[failed_id])
+
+    deferred = post_razorpay(client, late, event_id="evt_first_try_failed")
+
+    # Not matched to the charge in flight, not applied, not recorded: delivered again later.
+    assert deferred.status_code == 503 and deferred.headers["Retry-After"]
+    assert row_of(razorpay_app, session["id"]).status == "in_progress"
+    assert stock_of(razorpay_app, "scarce") == 3
+    fake_psp.resume.set()
+    assert paying()["status"] == "completed"
+    assert stock_of(razorpay_app, "scarce") == 3
+    assert len(fake_psp.sent("POST", rf"/v1/payments/{paid_id}/capture")) == 1
+    [order] = wait_for(lambda: sink.orders)
+    assert order["payment"]["reference"] == paid_id
+    again = post_razorpay(client, late, event_id="evt_first_try_failed")
+    assert (again.status_code, again.get_json()["outcome"]) == (200, "ignored_in_status:completed")
 
 
 def test_razorpay_dispute_flags_the_order(

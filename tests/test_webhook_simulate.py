@@ -204,7 +204,7 @@ def test_missing_secret_names_the_variable(stripe_cli, monkeypatch):
 
 def test_live_keys_are_refused(stripe_cli):
     result = stripe_cli("stripe", "payment_intent.succeeded", "--session", "cs_x",
-                        STRIPE_SECRET_KEY="sk_live_abc")
+                        STRIPE_SECRET_KEY="sk_live_abc", STRIPE_ACCOUNT_ID="acct_live")
     assert result.exit_code == 1
     assert "live" in result.output
 

@@ -70,11 +70,14 @@ def _scope() -> str:
     return g.get("api_key_name", "anonymous")
 
 
-acp_idempotent = idempotent(render_acp_error, _scope)
-
-
 def _body() -> dict[str, Any]:
-    return acp_parse.json_object(request.get_data(cache=True))
+    """The request body as a JSON object, decoded strictly once per request."""
+    if "acp_body" not in g:
+        g.acp_body = acp_parse.json_object(request.get_data(cache=True))
+    return g.acp_body
+
+
+acp_idempotent = idempotent(render_acp_error, _scope, _body)
 
 
 @bp.post("/checkout_sessions")
@@ -82,7 +85,8 @@ def _body() -> dict[str, Any]:
 @acp_idempotent
 def create_session() -> Response:
     state = get_state()
-    view = checkout.create_session(state, acp_parse.session_input(_body(), creating=True))
+    view = checkout.create_session(state, acp_parse.session_input(_body(), creating=True),
+                                   commit=False)  # committed with the stored response
     return json_response(render_session(state, view), 201)
 
 
@@ -93,7 +97,8 @@ def create_session() -> Response:
 def update_session(checkout_session_id: str) -> Response:
     state = get_state()
     view = checkout.update_session(state, checkout_session_id,
-                                   acp_parse.session_input(_body(), creating=False))
+                                   acp_parse.session_input(_body(), creating=False),
+                                   commit=False)  # committed with the stored response
     return json_response(render_session(state, view))
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from shop import json_body
 from shop.checkout import MAX_LINES, SessionInput
 from shop.errors import InvalidRequestError
 from shop.payments import PaymentCredential
@@ -27,13 +28,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
-    except UnicodeDecodeError:
-        raise _bad("invalid_json", "The request body is not UTF-8 text; send UTF-8 JSON.",
-                   "$") from None
-    except json.JSONDecodeError as exc:
-        raise _bad("invalid_json", f"The request body is not valid JSON (line {exc.lineno}, "
-                   f"column {exc.colno}: {exc.msg}).", "$") from None
+        value = json_body.loads(raw)
+    except json_body.BodyError as exc:
+        raise _bad("invalid_json", str(exc), "$") from None
     if not isinstance(value, dict):
         raise _bad("invalid_json", "The request body must be a JSON object ({...}), not "
                    f"{type(value).__name__}.", "$")

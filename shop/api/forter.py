@@ -9,7 +9,6 @@ no Idempotency-Key layer here: Forter's retries are made safe by the sticky refe
 from __future__ import annotations
 
 import logging
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -201,27 +200,28 @@ def _order_answer(reference_id: str, view: SessionView) -> Response:
 
 @bp.post("/account")
 def account() -> Response:
-    """Look up the buyer: blocked when listed in blockedBuyers; we keep no accounts otherwise."""
-    settings = get_state().settings
-    body = parse.envelope(request.get_data(cache=True))
-    ref = parse.reference_id(body, required=False)
-    buyer = parse.buyer(body) or {}
-    blocked = {_contact(b) for b in settings.blocked_buyers}
-    said = {_contact(v) for v in (buyer.get("email"), buyer.get("phone_number")) if v}
-    answer: dict[str, Any] = {"success": True,
-                              "status": "blocked" if said & blocked else "not_found"}
+    """Look up the buyer: blocked (blockedBuyers), active (a returning buyer) or not_found.
+
+    Non-fatal by contract: a body this endpoint cannot read answers not_found, never an error,
+    so a lookup can never stop the orchestrator's flow (auth failures still answer 401).
+    """
+    state = get_state()
+    try:
+        body = parse.envelope(request.get_data(cache=True))
+        ref = parse.reference_id(body, required=False)
+        buyer = parse.buyer(body) or {}
+    except ShopError as exc:
+        log.info("account lookup answered not_found: %s", exc.message)
+        return json_response({"success": True, "status": "not_found"})
+    key = forter_secret(state.settings) or f"shop-account-id:{state.settings.store_url}"
+    status, account_id = forter.account_status(state, buyer.get("email"),
+                                               buyer.get("phone_number"), key)
+    answer: dict[str, Any] = {"success": True, "status": status}
+    if account_id is not None:
+        answer["account_id"] = account_id
     if ref is not None:
         answer["reference_id"] = ref
     return json_response(answer)
-
-
-def _contact(value: str) -> str:
-    """Normalise an email (lower-case) or a phone number (digits only) for comparison."""
-    value = value.strip().lower()
-    if "@" in value:
-        return value
-    digits = re.sub(r"\D", "", value)
-    return digits or value
 
 
 @bp.post("/cart")

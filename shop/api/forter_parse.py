@@ -8,12 +8,12 @@ they become minor units.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from shop import json_body
 from shop.catalog import Catalog
 from shop.checkout import MAX_LINES, SessionInput
 from shop.errors import InvalidRequestError
@@ -32,9 +32,9 @@ def _bad(message: str) -> InvalidRequestError:
 def envelope(raw: bytes) -> dict[str, Any]:
     """Decode the body (floats as Decimal) and flatten `data`/`payload` over the envelope."""
     try:
-        body = json.loads(raw or b"{}", parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(f"The request body is not valid UTF-8 JSON ({exc}).") from None
+        body = json_body.loads(raw or b"{}", parse_float=Decimal)
+    except json_body.BodyError as exc:
+        raise _bad(str(exc)) from None
     if not isinstance(body, dict):
         raise _bad("The request body must be one JSON object (the event envelope).")
     flat = dict(body)

@@ -10,8 +10,8 @@ from shop import metrics
 from shop.api.acp import json_response
 from shop.db import db
 from shop.errors import ProviderError
-from shop.payment_events import apply_event
-from shop.payments import WebhookSignatureError
+from shop.payment_events import DeferredEventError, apply_event
+from shop.payments import WebhookPayloadError, WebhookSignatureError
 from shop.state import get_state
 
 bp = Blueprint("psp_webhooks", __name__)
@@ -40,6 +40,20 @@ def receive(provider: str) -> Response:
         metrics.inc("shop_webhook_signature_failures_total", provider=provider)
         log.warning("rejected %s webhook from %s: %s", provider, request.remote_addr, exc)
         return json_response({"error": f"signature verification failed: {exc}"}, 400)
+    except WebhookPayloadError as exc:
+        # Genuine but unreadable (a provider API change, a hand-made test): not an attack, so
+        # counted apart from signature failures. A 400 makes the provider show it as failed.
+        metrics.inc("shop_webhook_malformed_total", provider=provider)
+        log.warning("could not read a signed %s webhook: %s", provider, exc)
+        return json_response({"error": f"malformed event: {exc}"}, 400)
+    except DeferredEventError as exc:
+        metrics.inc("shop_webhook_events_total", outcome="deferred")
+        log.info(
+            "deferred a %s webhook, asking %s to deliver it again: %s", provider, provider, exc
+        )
+        response = json_response({"error": f"not applied yet, deliver it again later: {exc}"}, 503)
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
     except ProviderError as exc:
         # A lookup at the provider failed (e.g. the Razorpay order that names the session).
         # The event is not recorded, so answering 5xx makes the provider deliver it again.

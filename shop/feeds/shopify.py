@@ -3,10 +3,13 @@
 Follows Shopify's import format: later rows of a product carry only the Handle and the variant
 columns. A product without variants gets Shopify's `Title` / `Default Title` option. Shopify has
 a single option column here, so a variant with several options (Color and Size) is written as
-`Color / Size` = `Red / Small`, which keeps every variant distinct. `Product Category` stays
-empty: Shopify accepts only its own taxonomy there, and products.json `category` is free text,
-so it goes to `Type`. The csv module does the quoting (commas, quotes, newlines); Body (HTML) is
-the description HTML-escaped, line breaks as <br>.
+`Color / Size` = `Red / Small`, which keeps every variant distinct. `Product Category` takes
+products.json `category` when it is a taxonomy path ("Media > Books": Shopify's Standard
+Product Taxonomy grew from Google's, whose paths the sample uses), and `Type` its last step
+("Books"); a free-text category ("Hardware") is no taxonomy path, so it goes to `Type` only and
+`Product Category` stays empty rather than fail Shopify's import. The csv module does the
+quoting (commas, quotes, newlines); Body (HTML) is the description HTML-escaped, line breaks as
+<br>.
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def render(catalog: Catalog, settings: Settings, availability: Availability) -> 
 
 def _product_columns(product: Product, settings: Settings) -> dict[str, str]:
     images = [u for u in (absolute_url(settings, i) for i in product.images) if u]
+    category = (product.category or "").strip()
     return {
         "Title": product.title,
         "Body (HTML)": _body_html(product.description),
         "Vendor": brand_of(product, settings) or settings.store_name,
-        "Product Category": "",
-        "Type": product.category or "",
+        "Product Category": category if _is_taxonomy_path(category) else "",
+        "Type": category.split(">")[-1].strip() if _is_taxonomy_path(category) else category,
         "Tags": ", ".join(product.tags),
         "Published": "TRUE",
         "Image Src": images[0] if images else "",
@@ -90,6 +94,12 @@ def _option_names(product: Product) -> list[str]:
     for variant in product.variants:
         names.extend(n for n in variant.options if n not in names)
     return names
+
+
+def _is_taxonomy_path(category: str) -> bool:
+    """True for "Apparel & Accessories > Clothing > Shirts": two or more non-empty steps."""
+    steps = [step.strip() for step in category.split(">")]
+    return len(steps) > 1 and all(steps)
 
 
 def _body_html(description: str) -> str:

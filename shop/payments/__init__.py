@@ -66,6 +66,7 @@ class EventKind(StrEnum):
     FAILED = "failed"
     DISPUTED = "disputed"
     IGNORED = "ignored"
+    REFUNDED = "refunded"  # amount = the refunds so far in total (a full one cancels the order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,10 @@ class WebhookSignatureError(Exception):
     """A provider webhook failed verification; the message says which check failed."""
 
 
+class WebhookPayloadError(Exception):
+    """A genuine (verified) provider webhook whose body is not an event we can read."""
+
+
 class PaymentProvider(Protocol):
     """One payment provider. Implementations: offline.TestProvider, stripe, razorpay."""
 
@@ -106,7 +111,11 @@ class PaymentProvider(Protocol):
         ...
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
-        """Verify and decode a provider webhook; raise WebhookSignatureError if not genuine."""
+        """Verify and decode a provider webhook.
+
+        Raise WebhookSignatureError when it is not genuine, WebhookPayloadError when it is
+        genuine but not an event this store can read.
+        """
         ...
 
 

@@ -1,7 +1,9 @@
-"""Card decline codes (Stripe's vocabulary, which the other providers borrow) -> buyer sentences.
+"""Decline codes -> the sentences a buyer reads, for every provider (one table, one wording).
 
-The checkout shows `message` to the buyer through the agent, so every sentence says what to do
-next; `decline_code` is the short code we report (card_declined, incorrect_cvc, requires_3ds…).
+Card codes are Stripe's vocabulary, which the other providers borrow; the seller-backed codes
+cover payments the buyer made on the provider's own page (Razorpay Checkout). The checkout shows
+`message` to the buyer through the agent, so every sentence says what to do next;
+`decline_code` is the short code we report (card_declined, incorrect_cvc, requires_3ds…).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from shop.payments import ChargeResult, ChargeStatus
 _ANOTHER_CARD = "Please use a different card."
 _OR_ANOTHER = "use a different card."
 _CHECK_IT = f"Please check it or {_OR_ANOTHER}"
+_PAY_AGAIN = "Please pay again in Razorpay Checkout"
 _DECLINE_MESSAGES = {
     "card_declined": f"Your card was declined. {_ANOTHER_CARD}",
     "insufficient_funds": f"Your card has insufficient funds. {_ANOTHER_CARD}",
@@ -28,14 +31,34 @@ _DECLINE_MESSAGES = {
         "This payment credential was not accepted (it may have expired or already been used). "
         "Please use a different payment method."
     ),
+    # Seller-backed: the buyer paid on Razorpay's page and hands us its result.
+    "unverified_payment": (
+        "The Razorpay payment details could not be verified for this checkout; nothing was "
+        f"charged. {_PAY_AGAIN}."
+    ),
+    "amount_mismatch": (
+        "The Razorpay payment does not match this checkout's total or currency; nothing was "
+        f"captured. {_PAY_AGAIN}."
+    ),
+    "payment_declined": "Your payment was declined. Please try a different payment method.",
+    "payment_incomplete": (
+        f"The Razorpay payment was not completed. {_PAY_AGAIN} or try a different payment method."
+    ),
 }
 _AUTHENTICATION_CODES = {"authentication_required", "card_not_enrolled_in_3ds"}
 
 
 def decline(
-    code: str | None, decline_code: str | None = None, reference: str | None = None
+    code: str | None,
+    decline_code: str | None = None,
+    reference: str | None = None,
+    message: str | None = None,
 ) -> ChargeResult:
-    """Return a DECLINED result with a code we advertise and a sentence a buyer understands."""
+    """Return a DECLINED result with a code we advertise and a sentence a buyer understands.
+
+    `message` replaces the sentence when the provider wrote one for buyers (Razorpay's
+    error_description); the code is still ours.
+    """
     # Unlisted codes (lost_card, stolen_card, fraudulent …) become a plain card_declined:
     # Stripe advises sellers not to tell buyers why a card was flagged.
     if code in _AUTHENTICATION_CODES or decline_code in _AUTHENTICATION_CODES:
@@ -46,4 +69,4 @@ def decline(
         ours = str(code)
     else:
         ours = "card_declined"
-    return ChargeResult(ChargeStatus.DECLINED, reference, ours, _DECLINE_MESSAGES[ours])
+    return ChargeResult(ChargeStatus.DECLINED, reference, ours, message or _DECLINE_MESSAGES[ours])

@@ -20,7 +20,7 @@ from shop.payments import (
     ChargeStatus,
     EventKind,
     PaymentEvent,
-    WebhookSignatureError,
+    WebhookPayloadError,
 )
 
 _DECLINES = {
@@ -100,4 +100,7 @@ class TestProvider:
                 amount=amount,
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise WebhookSignatureError(f"test event is not JSON with id and type: {exc}") from None
+            # Unsigned, so a bad body is a payload problem, never a signature one.
+            raise WebhookPayloadError(
+                f"the test event is not JSON with id and type ({type(exc).__name__}: {exc})"
+            ) from None

@@ -8,7 +8,6 @@ points the client at another host (the tests' fake).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -18,26 +17,15 @@ import razorpay
 import requests
 
 from shop.errors import ConfigError, ProviderError
-from shop.payments import (
-    ChargeRequest,
-    ChargeResult,
-    ChargeStatus,
-    EventKind,
-    PaymentEvent,
-    WebhookSignatureError,
-)
+from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentEvent
+from shop.payments.declines import decline
+from shop.payments.razorpay_events import parse_event
 from shop.security import SignatureError, verify_hex
 
 log = logging.getLogger("shop.payments.razorpay")
 
 TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
 CREDENTIAL_FIELDS = ("razorpay_payment_id", "razorpay_order_id", "razorpay_signature")
-_EVENTS = {
-    "payment.captured": EventKind.PAID,
-    "order.paid": EventKind.PAID,
-    "payment.failed": EventKind.FAILED,
-    "payment.dispute.created": EventKind.DISPUTED,
-}
 # ValueError: a non-JSON answer (the library calls response.json() on every reply).
 _FAILURES = (
     razorpay.errors.BadRequestError,
@@ -46,26 +34,6 @@ _FAILURES = (
     requests.RequestException,
     ValueError,
 )
-_MESSAGES = {
-    "invalid": "The Razorpay payment details could not be verified for this checkout; nothing "
-    "was charged. Please pay again in Razorpay Checkout.",
-    "amount_mismatch": "The Razorpay payment does not match this checkout's total or currency; "
-    "nothing was captured. Please pay again in Razorpay Checkout.",
-    "card_declined": "Your payment was declined. Please try a different payment method.",
-    "incomplete": "The Razorpay payment was not completed. Please finish paying in Razorpay "
-    "Checkout or try a different payment method.",
-}
-
-
-def _declined(
-    code: str,
-    message_key: str | None = None,
-    reference: str | None = None,
-    message: str | None = None,
-) -> ChargeResult:
-    return ChargeResult(
-        ChargeStatus.DECLINED, reference, code, message or _MESSAGES[message_key or code]
-    )
 
 
 class RazorpayProvider:
@@ -88,8 +56,10 @@ class RazorpayProvider:
         self._currency = settings.currency.upper()
         base = settings.env.get("RAZORPAY_API_BASE")
         options = {"base_url": base.rstrip("/")} if base else {}
-        # Retries stay off (the library's default): a retried capture must be our decision.
         self._client = razorpay.Client(auth=(key_id, key_secret), **options)
+        # Retries off (also the library's default), said out loud: a retried capture or order
+        # must be the checkout's decision, and a retry would outlive the worker's timeout.
+        self._client.enable_retry(False)
 
     @property
     def test_mode(self) -> bool:
@@ -150,23 +120,23 @@ class RazorpayProvider:
         """Verify, check and capture the Razorpay payment the buyer made for this order."""
         fields = _credential_fields(request.credential.fields, request.credential.token)
         if fields is None:
-            return _declined("invalid")
+            return decline("unverified_payment")
         payment_id, order_id, signature = (fields[name] for name in CREDENTIAL_FIELDS)
         if request.provider_order_id and order_id != request.provider_order_id:
             log.warning(
                 "session %s: Razorpay payment %s paid another order", request.session_id, payment_id
             )
-            return _declined("invalid")
+            return decline("unverified_payment")
         try:
             verify_hex(self._key_secret, f"{order_id}|{payment_id}", signature)
         except SignatureError as exc:
             log.warning(
                 "session %s: Razorpay payment signature rejected: %s", request.session_id, exc
             )
-            return _declined("invalid")
+            return decline("unverified_payment")
         payment = self._call("fetch the payment", self._client.payment.fetch, payment_id)
         if payment.get("order_id") != order_id:
-            return _declined("invalid", reference=payment_id)
+            return decline("unverified_payment", reference=payment_id)
         if (
             int(payment.get("amount", -1)) != request.amount
             or str(payment.get("currency", "")).upper() != request.currency.upper()
@@ -180,7 +150,7 @@ class RazorpayProvider:
                 request.amount,
                 request.currency,
             )
-            return _declined("invalid", "amount_mismatch", payment_id)
+            return decline("amount_mismatch", reference=payment_id)
         status = payment.get("status")
         if status == "authorized":
             payment = self._capture(payment_id, request)
@@ -188,14 +158,12 @@ class RazorpayProvider:
         if status == "captured":
             return ChargeResult(ChargeStatus.SUCCEEDED, payment_id)
         if status == "failed":
-            reason = str(payment.get("error_reason") or "").lower()
-            return _declined(
-                reason if reason in {"insufficient_funds", "card_declined"} else "card_declined",
-                "card_declined",
-                payment_id,
-                payment.get("error_description") or None,
+            reason = str(payment.get("error_reason") or "").lower() or None
+            # Razorpay writes error_description for buyers; it replaces our sentence.
+            return decline(
+                "payment_declined", reason, payment_id, payment.get("error_description") or None
             )
-        return _declined("card_declined", "incomplete", payment_id)
+        return decline("payment_incomplete", reference=payment_id)
 
     def _capture(self, payment_id: str, request: ChargeRequest) -> dict[str, Any]:
         try:
@@ -227,58 +195,10 @@ class RazorpayProvider:
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
         """Verify X-Razorpay-Signature (hex HMAC of the raw body), then reduce the event."""
-        if not self._webhook_secret:
-            raise WebhookSignatureError(
-                "RAZORPAY_WEBHOOK_SECRET is not set, so no Razorpay event can be verified"
-            )
-        try:
-            verify_hex(self._webhook_secret, raw_body, _header(headers, "X-Razorpay-Signature"))
-        except SignatureError as exc:
-            raise WebhookSignatureError(f"X-Razorpay-Signature did not verify: {exc}") from None
-        try:
-            event = json.loads(raw_body)
-            event_type = str(event["event"])
-            payload = event.get("payload") or {}
-            payment = (payload.get("payment") or {}).get("entity") or {}
-            order = (payload.get("order") or {}).get("entity") or {}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise WebhookSignatureError(
-                f"the Razorpay event is not a JSON object with 'event' and 'payload' ({exc!r})"
-            ) from None
-        event_id = (
-            _header(headers, "X-Razorpay-Event-Id")
-            or "sha256_" + hashlib.sha256(raw_body).hexdigest()[:40]
-        )
-        kind = _EVENTS.get(event_type, EventKind.IGNORED)
-        if kind == EventKind.DISPUTED:
-            dispute = (payload.get("dispute") or {}).get("entity") or {}
-            payment = payment or {"id": dispute.get("payment_id")}
-        if kind != EventKind.IGNORED and not order and payment.get("order_id"):
-            # The session id is read from OUR order's notes: payment notes come from the
-            # buyer's browser and must not decide which session gets marked paid.
-            order = self._call("fetch the order", self._client.order.fetch, payment["order_id"])
-        entity = payment or order
-        failed = kind == EventKind.FAILED
-        return PaymentEvent(
-            id=event_id,
-            type=event_type,
-            kind=kind,
-            session_id=(order.get("notes") or {}).get("checkout_session_id") or None,
-            reference=payment.get("id") or order.get("id"),
-            amount=entity.get("amount"),
-            currency=str(entity["currency"]).lower() if entity.get("currency") else None,
-            decline_code="card_declined" if failed else None,
-            message=(payment.get("error_description") or _MESSAGES["card_declined"])
-            if failed
-            else None,
-        )
+        return parse_event(raw_body, headers, self._webhook_secret, self._fetch_order)
 
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, the CLI) is not case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
+    def _fetch_order(self, order_id: str) -> dict[str, Any]:
+        return self._call("fetch the order", self._client.order.fetch, order_id)
 
 
 def _credential_fields(fields: Mapping[str, Any], token: str) -> dict[str, str] | None:

@@ -4,12 +4,12 @@ Each provider owns its own `stripe.StripeClient` (no module-level API key), with
 retries off — the checkout domain decides about retries, and the Idempotency-Key makes a
 retried attempt safe. `STRIPE_API_BASE` points the client at another host (the tests' fake),
 `STRIPE_API_VERSION` chooses the API version used for Shared Payment Token calls.
-Decline codes become buyer sentences in shop.payments.declines.
+Decline codes become buyer sentences in shop.payments.declines; webhooks are read in
+shop.payments.stripe_events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,21 +17,14 @@ from typing import Any
 import stripe
 
 from shop.errors import ConfigError, ProviderError
-from shop.payments import (
-    ChargeRequest,
-    ChargeResult,
-    ChargeStatus,
-    EventKind,
-    PaymentEvent,
-    WebhookSignatureError,
-)
+from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentEvent
 from shop.payments.declines import decline
+from shop.payments.stripe_events import parse_event
 
 log = logging.getLogger("shop.payments.stripe")
 
 # payment_method_data.shared_payment_granted_token arrived in this (preview) API version.
 DEFAULT_SPT_API_VERSION = "2026-04-22.preview"
-WEBHOOK_TOLERANCE_SECONDS = 300
 TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
 ACCEPTED_BRANDS = ("visa", "mastercard", "amex", "discover")
 
@@ -53,7 +46,7 @@ class StripeProvider:
         self._test_mode = key.startswith(("sk_test_", "rk_test_"))
         self._webhook_secret = settings.secret("STRIPE_WEBHOOK_SECRET")
         self._spt_version = env.get("STRIPE_API_VERSION") or DEFAULT_SPT_API_VERSION
-        self._account = env.get("STRIPE_ACCOUNT_ID") or "acct_unknown"
+        self._account = _account_id(env.get("STRIPE_ACCOUNT_ID"), self._test_mode)
         self._client = stripe.StripeClient(
             key,
             base_addresses={"api": base.rstrip("/")} if base else None,
@@ -146,6 +139,13 @@ class StripeProvider:
             raise ProviderError(
                 f"Stripe idempotency conflict: {_describe(exc)}", retryable=False
             ) from exc
+        except stripe.APIError as exc:
+            # Stripe stores a 500 under the idempotency key: the same token replays it, so
+            # only a new credential (a new key) can succeed.
+            raise ProviderError(
+                f"Stripe failed the PaymentIntent: {_describe(exc)}",
+                retryable=exc.http_status != 500,
+            ) from exc
         except stripe.StripeError as exc:
             raise ProviderError(f"Stripe request failed: {_describe(exc)}") from exc
         return self._outcome(request, intent)
@@ -186,69 +186,31 @@ class StripeProvider:
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
         """Verify Stripe-Signature with the stripe library, then reduce the event."""
-        if not self._webhook_secret:
-            raise WebhookSignatureError(
-                "STRIPE_WEBHOOK_SECRET is not set, so no Stripe event can be verified"
-            )
-        signature = headers.get("Stripe-Signature")
-        if not signature:
-            raise WebhookSignatureError("the Stripe-Signature header is missing")
-        try:
-            # StripeClient.construct_event is stripe.Webhook.construct_event bound to our client.
-            self._client.construct_event(
-                raw_body, signature, self._webhook_secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
-            )
-            event = json.loads(raw_body)
-            obj = event["data"]["object"]
-            return _event(str(event["id"]), str(event["type"]), obj)
-        except stripe.SignatureVerificationError as exc:
-            raise WebhookSignatureError(
-                f"Stripe-Signature did not verify: {exc.user_message}"
-            ) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WebhookSignatureError(
-                f"the Stripe event is not a JSON event object with "
-                f"id, type and data.object ({exc!r})"
-            ) from None
+        return parse_event(self._client, raw_body, headers, self._webhook_secret)
 
 
-_EVENT_KINDS = {
-    "payment_intent.succeeded": EventKind.PAID,
-    "payment_intent.payment_failed": EventKind.FAILED,
-    "charge.dispute.created": EventKind.DISPUTED,
-}
-
-
-def _event(event_id: str, event_type: str, obj: Mapping[str, Any]) -> PaymentEvent:
-    kind = _EVENT_KINDS.get(event_type, EventKind.IGNORED)
-    metadata, reference, amount = obj.get("metadata") or {}, obj.get("id"), obj.get("amount")
-    decline_code = message = None
-    if kind == EventKind.DISPUTED:  # data.object is the dispute; ids may be expanded objects
-        intent, charge = obj.get("payment_intent"), obj.get("charge")
-        metadata = {**_metadata(charge), **_metadata(intent)}
-        reference = intent.get("id") if isinstance(intent, dict) else intent
-        message = obj.get("reason")
-    elif kind == EventKind.PAID:
-        amount = obj.get("amount_received") or amount
-    elif kind == EventKind.FAILED:
-        error = obj.get("last_payment_error") or {}
-        result = decline(error.get("code"), error.get("decline_code"))
-        decline_code, message = result.decline_code, result.message
-    return PaymentEvent(
-        id=event_id,
-        type=event_type,
-        kind=kind,
-        session_id=metadata.get("checkout_session_id"),
-        reference=reference,
-        amount=amount,
-        currency=obj.get("currency"),
-        decline_code=decline_code,
-        message=message,
+def _account_id(value: str | None, test_mode: bool) -> str:
+    """Check STRIPE_ACCOUNT_ID, the handler's merchant_id: required with a live key."""
+    if value and not value.startswith("acct_"):
+        raise ConfigError(
+            f"STRIPE_ACCOUNT_ID must be a Stripe account id like acct_1A2b3C (Dashboard → "
+            f"Settings → Business → Account details), not {value[:12]!r}."
+        )
+    if value:
+        return value
+    if not test_mode:
+        # Agent platforms bind a delegated payment token to the merchant_id we advertise.
+        raise ConfigError(
+            "STRIPE_SECRET_KEY is a live key but STRIPE_ACCOUNT_ID is not set; export your "
+            "Stripe account id (acct_…, Dashboard → Settings → Business → Account details) "
+            "so agents' delegated tokens are issued for this account."
+        )
+    log.warning(
+        "STRIPE_ACCOUNT_ID is not set: the card handler advertises merchant_id "
+        "'acct_unknown'; set it before agents pay with delegated tokens (required with a "
+        "live key)"
     )
-
-
-def _metadata(obj: Any) -> dict[str, Any]:
-    return (obj.get("metadata") or {}) if isinstance(obj, dict) else {}
+    return "acct_unknown"
 
 
 def _token_kind(token: str, credential_type: str | None) -> str:

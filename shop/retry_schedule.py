@@ -1,0 +1,65 @@
+"""When order deliveries are tried: the one place the retry schedule is stated.
+
+A failed message is tried again after `backoff(n)` seconds (30 s, doubling, at most 4 h
+apart), `MAX_ATTEMPTS` tries in all, the last about a day after the first
+(`GIVE_UP_AFTER_SECONDS`); then shop gives up on it. `schedule_text()` says this in words and
+docs/receiving-orders.md quotes it verbatim (a test compares them). Each worker looks for due
+tries every `sweep_seconds()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shop.errors import ConfigError
+
+BACKOFF_BASE = 30
+BACKOFF_CAP = 4 * 3600
+MAX_ATTEMPTS = 15
+LEASE_SECONDS = 60  # a send that takes longer is presumed dead and tried again
+SWEEP_SECONDS = 15.0  # ORDER_SWEEP_SECONDS changes it
+
+
+def backoff(attempts: int) -> int:
+    """Return seconds to wait before the next try after `attempts` failures."""
+    return min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP)
+
+
+RETRY_DELAYS = tuple(backoff(n) for n in range(1, MAX_ATTEMPTS))
+GIVE_UP_AFTER_SECONDS = sum(RETRY_DELAYS)  # from the first try to the last
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def schedule_text() -> str:
+    """Return the retry schedule in words (docs/receiving-orders.md quotes it verbatim)."""
+    growing = [d for d in RETRY_DELAYS if d < BACKOFF_CAP]
+    capped = len(RETRY_DELAYS) - len(growing)
+    steps = ", ".join(_duration(d) for d in growing)
+    if capped:
+        steps += f", then every {_duration(BACKOFF_CAP)} ({capped} more)"
+    return (f"{MAX_ATTEMPTS} tries: at once, then after {steps}; the last try is about "
+            f"{round(GIVE_UP_AFTER_SECONDS / 3600)} h after the first")
+
+
+def sweep_seconds(env: Mapping[str, str]) -> float:
+    """Return how often each worker's sweeper looks for due messages (ORDER_SWEEP_SECONDS)."""
+    raw = env.get("ORDER_SWEEP_SECONDS") or ""
+    if not raw:
+        return SWEEP_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0.05 <= seconds <= 3600:
+        raise ConfigError(f"ORDER_SWEEP_SECONDS is {raw!r}; set it to how often (in seconds, "
+                          f"0.05 to 3600, default {SWEEP_SECONDS:g}) each worker retries due "
+                          "order deliveries, or unset it.")
+    return seconds
