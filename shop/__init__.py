@@ -147,7 +147,7 @@ def _register_request_hooks(app: Flask) -> None:
         now = clock.epoch()
         if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
             app.extensions["shop.last_purge"] = now
-            retention.purge()
+            retention.purge(app.extensions["shop"])
 
     @app.after_request
     def _echo_request_id(response: Any) -> Any:

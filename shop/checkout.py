@@ -423,8 +423,9 @@ def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
 def complete_session(state: ShopState, session_id: str, credential: PaymentCredential,
                      buyer: Mapping[str, Any] | None = None) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not)."""
-    row = _load(session_id)
-    _expire_if_due(row)
+    # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
+    # so the write lock is held only from the claim to the commit.
+    row = _current(session_id)
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
         return _view(state, row)  # already paid / paying / over: never charge again
     if row.status == Status.CANCELED:
@@ -434,18 +435,19 @@ def complete_session(state: ShopState, session_id: str, credential: PaymentCrede
         details["buyer"] = dict(buyer)
     quote, _messages, _availability, ready = _assess(state, details)
     if not ready:
-        row.cart = json.dumps(details)
-        row.status = Status.NOT_READY
-        row.updated_at = clock.epoch()
+        new = replace(row, cart=json.dumps(details), status=Status.NOT_READY,
+                      updated_at=clock.epoch())
+        written = session_rows.update_open(row, new, details)
         db.session.commit()
-        return _view(state, row)
+        return _view(state, new if written else _read(session_id))
     lines = [(line.item.id, line.quantity) for line in quote.lines]
     now = clock.epoch()
     # payment_reference is cleared: until this attempt's answer stores its own, no provider
     # event (a late failure of an earlier attempt) can match the session's current attempt.
     claimed = db.session.execute(
         update(CheckoutSession)
-        .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)))
+        .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)),
+               CheckoutSession.cart == row.cart)
         .values(status=Status.IN_PROGRESS, cart=json.dumps(details), updated_at=now,
                 notices="[]", stock_reserved=1, payment_reference=None)
     ).rowcount == 1
@@ -636,7 +638,7 @@ def mark_paid(state: ShopState, session_id: str, reference: str | None, amount: 
     """Record a final payment and queue the order hand-off; False when it was already recorded."""
     from shop import delivery
 
-    row = _load(session_id)
+    row = _read(session_id)  # committed; _record_paid's condition re-checks the status
     payload = _payload(state, row, reference, amount)
     condition = (CheckoutSession.status == from_status if from_status
                  else CheckoutSession.status != Status.COMPLETED)
@@ -679,3 +681,48 @@ def _payload(state: ShopState, row: CheckoutSession, reference: str | None,
                       "paid only; check it by hand before shipping", row.id, reference, row.id)
         return minimal_order_payload(state, row, reference=reference,
                                      provider=state.provider.name, amount=amount or 0)
+
+
+# ------------------------------------------------------------- payments that never finished
+
+# A worker that dies between claiming a session and storing the provider's answer leaves it
+# paying with no payment reference. Providers answer within 30 s (TIMEOUT in shop/payments),
+# so a claim quiet for this long is stalled, not slow.
+STALLED_CLAIM_SECONDS = 15 * 60
+# A payment the provider called pending (processing, 3DS) that no webhook settled in this long
+# gives its stock back; the provider's dashboard is where it is resolved by hand.
+UNSETTLED_PAYMENT_SECONDS = 7 * 86400
+
+
+def release_stuck_payments(state: ShopState) -> list[str]:
+    """Reopen paying sessions that will never hear from their provider, giving stock back.
+
+    Safe if the provider did charge after all: its paid webhook still completes the session
+    (settle_payment takes the stock again), and a retry with the same token replays the
+    provider's stored answer. Return the ids of the sessions reopened.
+    """
+    now = clock.epoch()
+    stuck = (
+        (CheckoutSession.payment_reference.is_(None),
+         CheckoutSession.updated_at < now - STALLED_CLAIM_SECONDS,
+         "STALLED PAYMENT: the worker paying session %s stopped before the provider "
+         "answered; its stock is given back and the buyer may pay again — if the provider "
+         "did charge, its webhook completes the order"),
+        (CheckoutSession.payment_reference.is_not(None),
+         CheckoutSession.updated_at < now - UNSETTLED_PAYMENT_SECONDS,
+         "PAYMENT NEVER SETTLED: session %s (payment %s) waited 7 days for its provider's "
+         "webhook; its stock is given back — look the payment up in the provider's dashboard"),
+    )
+    reopened = []
+    for has_reference, quiet, warning in stuck:
+        rows = db.session.execute(select(CheckoutSession).where(
+            CheckoutSession.status == Status.IN_PROGRESS, has_reference, quiet)).scalars().all()
+        for row in rows:
+            session_id, reference, lines = row.id, row.payment_reference, _cart_lines(row)
+            if _release(state, session_id, lines, _declined(
+                    "The last payment attempt did not finish; nothing is known to have been "
+                    "charged. Please complete the checkout again."), has_reference, quiet):
+                log.error(warning, session_id, *([reference] if reference else []))
+                reopened.append(session_id)
+    db.session.commit()
+    return reopened

@@ -24,7 +24,7 @@ def register_commands(app: Flask) -> None:
 @with_appcontext
 def purge_command() -> None:
     """Delete expired checkout sessions and idempotency records older than 24 h."""
-    result = retention.purge()
+    result = retention.purge(get_state())
     click.echo(f"deleted {result.sessions} expired session(s) and "
                f"{result.idempotency_records} idempotency record(s); kept "
                f"{result.kept_undelivered} with an undelivered order")

@@ -117,6 +117,13 @@ class OrderDelivery(db.Model):
 
 def init_db(app: Flask) -> None:
     """Bind the database to the app, create missing tables and add missing columns."""
+    url = str(app.config.get("SQLALCHEMY_DATABASE_URI", ""))
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        # A transaction may read() on a second connection while it holds the writer queue,
+        # and other threads wait in the queue holding theirs: with a capped pool that reader
+        # could wait for a connection that only frees after it. SQLite connections are cheap.
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("max_overflow", -1)
     db.init_app(app)
     with app.app_context():
         tune(db.engine)

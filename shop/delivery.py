@@ -30,7 +30,7 @@ from sqlalchemy import and_, not_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shop import clock, metrics
-from shop.db import OrderDelivery, db
+from shop.db import OrderDelivery, db, read
 from shop.order_payload import build_acp_order_event
 from shop.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff, sweep_seconds
 from shop.state import ShopState
@@ -139,16 +139,14 @@ def _record(delivery_id: int, **values: Any) -> None:
 
 def send_claimed(state: ShopState, delivery_id: int) -> bool:
     """Send a claimed message and record the outcome; True when it was delivered."""
-    row = db.session.get(OrderDelivery, delivery_id)
-    if row is None:
-        db.session.rollback()
+    # Read outside any transaction (shop.db.read): on SQLite a transaction holds the write
+    # lock, and a slow receiver must not stall every checkout while it answers.
+    rows = read(select(OrderDelivery.order_id, OrderDelivery.session_id,
+                       OrderDelivery.destination, OrderDelivery.event, OrderDelivery.attempts,
+                       OrderDelivery.payload).where(OrderDelivery.id == delivery_id))
+    if not rows:
         return False
-    db.session.refresh(row)
-    order_id, session_id, destination, event, attempts, payload = (
-        row.order_id, row.session_id, row.destination, row.event, row.attempts, row.payload)
-    # End the read before the network call: on SQLite every transaction holds the write lock
-    # (BEGIN IMMEDIATE), and a slow receiver must not stall every checkout while it answers.
-    db.session.rollback()
+    order_id, session_id, destination, event, attempts, payload = rows[0]
     sink = _sink(state, destination)
     try:
         if sink is None:
@@ -196,12 +194,10 @@ def _failed(delivery_id: int, order_id: str, session_id: str, destination: str, 
 
 def deliver_session(state: ShopState, session_id: str) -> int:
     """Claim and send every due message of one session in this thread; return how many went."""
-    ids = db.session.execute(
+    ids = [row.id for row in read(
         select(OrderDelivery.id).where(OrderDelivery.session_id == session_id,
                                        OrderDelivery.state.in_(OPEN_STATES))
-        .order_by(OrderDelivery.id)
-    ).scalars().all()
-    db.session.commit()
+        .order_by(OrderDelivery.id))]
     return sum(claim(i) and send_claimed(state, i) for i in ids)
 
 

@@ -141,27 +141,34 @@ def _insert_pending_claim(session: Session, _transaction: Any, connection: Any) 
         raise ClaimTakenError(values["key"]) from None
 
 
-def _store(scope: str, key: str, fingerprint: str, response: Response, failed: bool) -> None:
-    """Record the response, with the handler's open transaction when it left one."""
+def _store(scope: str, key: str, fingerprint: str, response: Response,
+           failed: bool) -> Response:
+    """Record the response, with the handler's open transaction when it left one.
+
+    Return what to answer: the response, or, when another request holds the key after all
+    (our claim never reached the database, and theirs did), what a retry would get.
+    """
     if response.status_code >= 500 or response.headers.get("X-Not-Replayable"):
         _forget(scope, key, fingerprint)
-        return
+        return response
+    # Still pending: no transaction began, so our claim was never inserted.
     pending = db.session.info.pop(_PENDING, None)
     if failed:
-        db.session.rollback()  # an error answer keeps no half-made change
+        db.session.rollback()  # an error answer keeps no half-made change (nor our claim)
     params = {**_keys(scope, key, fingerprint), "k_status": response.status_code,
               "k_body": response.get_data(as_text=True)}
-    if db.session.execute(_FINISH, params).rowcount == 0:
-        # The claim never reached the database (the handler touched none, or rolled back).
+    # A claim never inserted is not ours to finish: the in-flight row with this key, if any,
+    # is another request's (it claimed between our look-up and now).
+    if pending is not None or db.session.execute(_FINISH, params).rowcount == 0:
         values = pending or _claim_values(scope, key, fingerprint)
         try:
             db.session.execute(_INSERT, {**values, "state": "done",
                                          "status_code": response.status_code,
                                          "response_body": params["k_body"]})
         except IntegrityError:
-            db.session.rollback()  # a request with the same key got there first: keep its answer
-            return
+            return _after_lost_race(scope, key, fingerprint)
     db.session.commit()
+    return response
 
 
 def _forget(scope: str, key: str, fingerprint: str) -> None:
@@ -220,7 +227,7 @@ def idempotent(render_error: Callable[[ShopError], Response], scope_name: Callab
             except BaseException:
                 _forget(scope, key, fingerprint)
                 raise
-            _store(scope, key, fingerprint, response, failed)
+            response = _store(scope, key, fingerprint, response, failed)
             response.headers.pop("X-Not-Replayable", None)
             return response
 

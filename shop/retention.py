@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, or_, select
 
-from shop import clock
+from shop import checkout, clock
+from shop.checkout import Status
 from shop.db import CheckoutSession, OrderDelivery, ProviderEvent, db
 from shop.delivery import OPEN_STATES, STRANDED_STATES
 from shop.idempotency import purge_idempotency_records
+from shop.state import ShopState
 
 log = logging.getLogger("shop.retention")
 
@@ -45,10 +47,16 @@ def _undelivered(now: int):  # type: ignore[no-untyped-def]
              OrderDelivery.next_at > now - UNDELIVERED_KEEP_SECONDS))))
 
 
-def purge() -> PurgeResult:
-    """Delete sessions an hour past their TTL and records past 24 h; keep undelivered orders."""
+def purge(state: ShopState) -> PurgeResult:
+    """Delete sessions an hour past their TTL and records past 24 h; keep undelivered orders.
+
+    Paying sessions are never deleted: those that will not hear from their provider are
+    reopened first (checkout.release_stuck_payments), giving their stock back.
+    """
+    checkout.release_stuck_payments(state)
     now = clock.epoch()
-    expired = CheckoutSession.expires_at <= now - GRACE_SECONDS
+    expired = and_(CheckoutSession.expires_at <= now - GRACE_SECONDS,
+                   CheckoutSession.status != Status.IN_PROGRESS)
     kept = db.session.execute(
         select(func.count()).select_from(CheckoutSession).where(expired, _undelivered(now))
     ).scalar_one()

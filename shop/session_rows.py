@@ -22,7 +22,7 @@ _T = CheckoutSession.__table__
 _FIND = select(
     _T.c.id, _T.c.status, _T.c.currency, _T.c.created_at, _T.c.updated_at, _T.c.expires_at,
     _T.c.cart, _T.c.notices, _T.c.order_id, _T.c.payment_reference, _T.c.provider_order_id,
-    _T.c.provider_order_amount,
+    _T.c.provider_order_amount, _T.c.payment_provider, _T.c.order_payload,
 ).where(_T.c.id == bindparam("s_id"))
 _INSERT = insert(_T)
 _UPDATE = (
@@ -58,6 +58,8 @@ class SessionRecord:
     payment_reference: str | None = None
     provider_order_id: str | None = None
     provider_order_amount: int | None = None
+    payment_provider: str | None = None
+    order_payload: str | None = None
 
 
 def find(session_id: str) -> SessionRecord | None:

@@ -1,4 +1,4 @@
-"""SQLite tuning: the pragmas, BEGIN IMMEDIATE, and one queue for writers per worker process.
+"""SQLite tuning: the pragmas, BEGIN IMMEDIATE, and one queue for writers across workers.
 
 Applied by `shop.db.init_db` to SQLite engines only; PostgreSQL engines are left alone.
 docs/decisions.md (Storage) gives the durability trade-off of these pragmas.
@@ -6,6 +6,7 @@ docs/decisions.md (Storage) gives the durability trade-off of these pragmas.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any
@@ -13,22 +14,34 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: threads still queue; processes fall back to busy_timeout
+    fcntl = None  # type: ignore[assignment]
+
 BUSY_TIMEOUT_SECONDS = 10.0
+_HELD = "shop.writer_queue"  # connection info: this connection holds the queue's turn
 
 
 class WriterQueue:
-    """Let one thread of this process at a time hold an SQLite transaction.
+    """Let one transaction at a time, across all of a store's worker processes, write.
 
     Every transaction here is a writer (BEGIN IMMEDIATE). When two collide, SQLite's busy
-    handler sleeps 1, 2, 5, 10 … ms before it looks again, so under load those sleeps, not
-    the work, would set the latency. Threads of one worker queue on a lock instead and are
-    woken the moment the holder's connection goes back to the pool; only the few collisions
-    between worker processes still wait on SQLite's busy handler.
+    handler sleeps 1, 2, 5, 10 … ms between looks, so under load those sleeps, not the work,
+    set the latency and leave the CPUs idle. Instead, the threads of a process queue on a
+    lock, and the processes on an flock of `<database>.lock`; both wake a waiter the moment
+    the holder's connection goes back to the pool. Waiting threads wait at most the busy
+    timeout; the flock wait itself is only as long as the transaction ahead, since no
+    transaction waits on the network (docs/decisions.md). SQLite's busy timeout still covers
+    processes that do not take the flock (the sqlite3 shell, a backup).
     """
 
-    def __init__(self, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, lock_path: str | None, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self._lock = threading.Lock()
         self._timeout = timeout
+        self._lock_path = lock_path if fcntl is not None else None
+        self._fd: int | None = None
+        self._pid: int | None = None
 
     def acquire(self) -> None:
         """Wait for the turn to write; raise sqlite3.OperationalError after the timeout."""
@@ -36,21 +49,44 @@ class WriterQueue:
             raise sqlite3.OperationalError(
                 f"database is locked: another transaction of this process held it for "
                 f"{self._timeout:g} s")
+        if self._lock_path is None:
+            return
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def release(self) -> None:
-        """Give the turn to the next waiting thread."""
-        self._lock.release()
+        """Give the turn to the next waiting transaction."""
+        try:
+            if self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _file(self) -> int:
+        # One descriptor per process: a child forked with the parent's descriptor would share
+        # its lock instead of queueing for it.
+        if self._pid != os.getpid():
+            assert self._lock_path is not None
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        assert self._fd is not None
+        return self._fd
 
 
 def tune(engine: Engine) -> None:
     """Set the pragmas and the writer queue on a fresh SQLite engine (before it connects)."""
     if engine.dialect.name != "sqlite":
         return
-    queue = WriterQueue()
+    database = engine.url.database
+    on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+    queue = WriterQueue(f"{database}.lock" if on_disk else None)
     event.listen(engine, "connect", _pragmas)
     event.listen(engine, "begin", lambda conn: _begin(conn, queue))
     event.listen(engine.pool, "checkin", _release)
-    event.listen(engine.pool, "close", lambda dbapi_conn, record: _release(dbapi_conn, record))
+    event.listen(engine.pool, "close", _release)
 
 
 def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -72,19 +108,19 @@ def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 def _begin(conn: Any, queue: WriterQueue) -> None:
     if conn.get_execution_options().get("shop_read"):
         return  # shop.db.read: one SELECT in autocommit, a WAL reader that needs no turn
-    # Take the write lock at BEGIN (IMMEDIATE) so two writers queue on the busy timeout
-    # instead of failing with "database is locked" when a read upgrades to a write.
+    # Take the write lock at BEGIN (IMMEDIATE) so a read never has to upgrade to a write
+    # (which fails at once with "database is locked" when another writer went first).
     queue.acquire()
     try:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     except BaseException:
         queue.release()
         raise
-    conn.connection.info["shop.writer_queue"] = queue
+    conn.connection.info[_HELD] = queue
 
 
 def _release(dbapi_connection: Any, connection_record: Any) -> None:
     """Free the turn when the transaction's connection goes back to the pool (or closes)."""
-    queue = connection_record.info.pop("shop.writer_queue", None) if connection_record else None
+    queue = connection_record.info.pop(_HELD, None) if connection_record is not None else None
     if queue is not None:
         queue.release()

@@ -329,12 +329,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", f"req_{secrets.token_hex(6)}")
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Request-Id", f"req_{secrets.token_hex(6)}")
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the caller died waiting (a crash test)
+            self.close_connection = True
 
     def _stripe(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         key = self.headers.get("Idempotency-Key")

@@ -82,7 +82,8 @@ def test_eight_identical_completes_charge_once(stripe_server, fake_psp):
     codes = sorted(r.status_code for r in responses)
     assert set(codes) <= {200, 409}
     done = [r.json() for r in responses if r.status_code == 200]
-    assert done and all(b["status"] == "completed" for b in done)
+    statuses = [(r.status_code, r.json().get("status")) for r in responses]
+    assert done and all(b["status"] == "completed" for b in done), statuses
     replayed = [r for r in responses if r.headers.get("Idempotent-Replayed") == "true"]
     assert len(replayed) == len(done) - 1
     assert all(r.headers["Retry-After"] for r in responses if r.status_code == 409)

@@ -442,7 +442,7 @@ def test_a_purged_buyer_is_forgotten(fc, forter_app, monkeypatch):
     real_now = clock.now
     monkeypatch.setattr(clock, "now", lambda: real_now() + timedelta(days=2))
     with forter_app.app_context():
-        assert retention.purge().sessions == 1
+        assert retention.purge(forter_app.extensions["shop"]).sessions == 1
     assert account(fc, {"email": "jane@example.com"})["status"] == "not_found"
 
 

@@ -129,6 +129,28 @@ def test_complete_replay_does_not_charge_again(acp, app):
     assert len(sink.orders) == 1
 
 
+def test_a_request_that_missed_anothers_claim_answers_as_a_retry(acp, monkeypatch):
+    """Same key, same body, and the look-up ran just before the first request's claim landed:
+    the second must not answer (or store) for the first; it gets what a retry gets."""
+    from shop import idempotency
+
+    session_id = acp.create().get_json()["id"]
+    first = acp.complete(session_id, "tok_pending", key="k-race")
+    assert first.get_json()["status"] == "in_progress"
+    real_read, missed = idempotency.read, []
+
+    def read_missing_once(stmt, *args):  # the look-up runs before the claim is visible
+        if stmt is idempotency._FIND and not missed:
+            missed.append(stmt)
+            return []
+        return real_read(stmt, *args)
+
+    monkeypatch.setattr(idempotency, "read", read_missing_once)
+    second = acp.complete(session_id, "tok_pending", key="k-race")
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert second.get_json() == first.get_json()
+
+
 @pytest.mark.parametrize(("a", "b"), [
     ({"b": 1, "a": [1, 2]}, {"a": [1, 2], "b": 1}),
     ({"x": "é"}, {"x": "\u00e9"}),
@@ -143,3 +165,67 @@ def test_complete_body_matters_for_conflict(acp):
     path = f"/checkout_sessions/{created['id']}/complete"
     response = acp.post(path, payment("tok_visa"), key="c")
     assert response.status_code == 422
+
+
+def _sessions(db_path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT count(*) FROM checkout_sessions").fetchone()[0]
+
+
+def test_failed_create_leaves_neither_session_nor_record(acp, app, monkeypatch, shop_files):
+    """Claim, session and stored response commit together: a crash in between keeps none."""
+    from shop.api import acp as acp_api
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("renderer fell over after the session was written")
+
+    monkeypatch.setattr(acp_api, "render_session", boom)
+    assert acp.create(key="atomic").status_code == 500
+    assert _sessions(shop_files["db"]) == 0
+    monkeypatch.undo()
+    again = acp.create(key="atomic")
+    assert again.status_code == 201
+    assert "Idempotent-Replayed" not in again.headers
+    assert _sessions(shop_files["db"]) == 1
+
+
+def test_stored_response_is_committed_with_the_update(acp, app):
+    from shop.db import IdempotencyRecord, db
+
+    created = acp.create().get_json()
+    updated = acp.post(f"/checkout_sessions/{created['id']}", {"coupons": ["TEN"]}, key="u1")
+    with app.app_context():
+        record = db.session.execute(
+            db.select(IdempotencyRecord).filter_by(key="u1")).scalar_one()
+        assert (record.state, record.status_code) == ("done", 200)
+        assert json.loads(record.response_body) == updated.get_json()
+
+
+def test_racing_requests_with_one_key_make_one_session(shop_files):
+    """Twelve identical creates at once on three gunicorn workers: one session, one answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.conftest import API_VERSION
+    from tests.gunicorn_server import gunicorn
+
+    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
+           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": ""}
+    headers = {"Authorization": "Bearer demo", "API-Version": API_VERSION,
+               "Idempotency-Key": "same-key-everywhere"}
+    with gunicorn(env, workers=3, threads=4) as url, ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: requests.post(
+            f"{url}/checkout_sessions", json=cart(), headers=headers, timeout=20),
+            range(12)))
+    statuses = {a.status_code for a in answers}
+    assert statuses <= {201, 409}, [a.text for a in answers]
+    created = [a.json() for a in answers if a.status_code == 201]
+    assert created
+    assert len({c["id"] for c in created}) == 1
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["code"] == "idempotency_in_flight"
+    assert _sessions(shop_files["db"]) == 1

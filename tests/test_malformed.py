@@ -29,6 +29,28 @@ def _headers(**changes: str | None) -> dict[str, str]:
     return headers
 
 
+def _raw(extra: str) -> str:
+    """A valid create body with one more member spliced in as raw JSON text."""
+    return json.dumps(cart())[:-1] + ", " + extra + "}"
+
+
+# Bodies Python's json module accepts but that are not JSON (or cannot be fingerprinted as
+# RFC 8785 canonical JSON): each must be a 400 on every surface, never a 500.
+UNREADABLE = [
+    ("NaN", _raw('"note": NaN')),
+    ("Infinity", _raw('"note": Infinity')),
+    ("-Infinity", _raw('"note": -Infinity')),
+    ("1e999 overflow", _raw('"note": 1e999')),
+    ("1e999 quantity", '{"line_items": [{"id": "widget", "quantity": 1e999}]}'),
+    ("huge integer literal", _raw('"note": ' + "9" * 5000)),
+    ("nested 100000 deep", _raw('"note": ' + "[" * 100_000 + "]" * 100_000)),
+    ("nested 40 deep", _raw('"note": ' + "[" * 40 + "]" * 40)),
+    ("lone surrogate", _raw('"note": "\\ud800"')),
+    ("lone surrogate key", _raw('"\\udfff": 1')),
+    ("lone low surrogate in buyer", _raw('"buyer": {"email": "a@b.co", "first_name": '
+                                         '"\\udc00x"}')),
+]
+
 CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     # (case id, method, path, body (str = raw), headers, status, code)
     ("bad json", "POST", "/checkout_sessions", "{not json", GOOD, 400, "invalid_json"),
@@ -102,6 +124,16 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
      {"payment_data": {"token": "tok_visa"}}, GOOD, 404, "session_not_found"),
     ("wrong method", "DELETE", "/checkout_sessions/cs_1", None, GOOD, 405, "http_error"),
     ("unknown route", "GET", "/checkout_session", None, GOOD, 404, "not_found"),
+    *[(f"{name} (create)", "POST", "/checkout_sessions", body, GOOD, 400, "invalid_json")
+      for name, body in UNREADABLE],
+    *[(f"{name} (short create)", "POST", "/acp/checkout/create", body, GOOD, 400,
+       "invalid_json") for name, body in UNREADABLE[:3]],
+    ("NaN (update)", "POST", "/checkout_sessions/cs_missing", '{"coupons": [NaN]}', GOOD, 400,
+     "invalid_json"),
+    ("lone surrogate (complete)", "POST", "/checkout_sessions/cs_missing/complete",
+     '{"payment_data": {"token": "\\ud800"}}', GOOD, 400, "invalid_json"),
+    ("deep (cancel)", "POST", "/checkout_sessions/cs_missing/cancel", "[" * 50_000, GOOD, 400,
+     "invalid_json"),
 ]
 
 
@@ -143,3 +175,45 @@ def test_version_error_lists_supported_versions(client):
     response = client.post("/checkout_sessions", json=cart(),
                            headers=_headers(API_Version="1999-01-01"))
     assert response.get_json()["supported_versions"] == ["2026-04-17", "2026-01-30"]
+
+
+@pytest.mark.parametrize("body", [b for _, b in UNREADABLE], ids=[n for n, _ in UNREADABLE])
+def test_unreadable_body_is_refused_before_the_idempotency_claim(client, body):
+    first = client.post("/checkout_sessions", data=body, content_type="application/json",
+                        headers=_headers(Idempotency_Key="fix-and-retry"))
+    assert first.status_code == 400
+    again = client.post("/checkout_sessions", data=json.dumps(cart()),
+                        content_type="application/json",
+                        headers=_headers(Idempotency_Key="fix-and-retry"))
+    assert again.status_code == 201  # nothing was stored under the key: the fix goes through
+    assert "Idempotent-Replayed" not in again.headers
+
+
+@pytest.mark.parametrize("path", ["/api/account", "/api/cart", "/api/checkout"])
+@pytest.mark.parametrize(("name", "body"), UNREADABLE, ids=[n for n, _ in UNREADABLE])
+def test_unreadable_body_on_forter_surface(make_app, path, name, body):
+    from tests.test_forter import HEADER, SECRET, sign
+
+    app = make_app(config={"forter": {"bearer": True, "hmac": True}},
+                   env={"FORTER_WEBHOOK_SECRET": SECRET})
+    event = {"/api/account": "account.lookup", "/api/cart": "cart.created",
+             "/api/checkout": "order.created"}[path]
+    raw = ('{"event": "' + event + '", "reference_id": "ref-1", ' + body[1:]).encode()
+    response = app.test_client().post(
+        path, data=raw, content_type="application/json",
+        headers={"Authorization": f"Bearer {SECRET}", HEADER: sign(raw)})
+    answer = response.get_json()
+    if path == "/api/account":  # non-fatal by contract: an unreadable lookup is not_found
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert answer["success"] is True
+        assert answer["status"] == "not_found"
+        return
+    if name.startswith("1e999"):
+        # Forter amounts are read as Decimal, where 1e999 is a finite (ignored) number:
+        # whatever the answer, never a 5xx.
+        assert response.status_code < 500, response.get_data(as_text=True)
+        return
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert answer["success"] is False
+    assert answer["error_code"] == "invalid_request"
+    assert len(answer["error_message"]) > 20

@@ -229,11 +229,12 @@ def test_purge_forgets_provider_events_after_the_retention_window(app, client, m
     at(retention.PROVIDER_EVENT_RETENTION_SECONDS - 60)
     assert _outcome(client, "evt_new", "payment.succeeded", None) == "paid_without_session"
     with app.app_context():
-        assert retention.purge().provider_events == 0  # both are younger than the window
+        # both are younger than the window
+        assert retention.purge(app.extensions["shop"]).provider_events == 0
     assert _outcome(client, "evt_old", "payment.succeeded", None) == "duplicate"
     at(retention.PROVIDER_EVENT_RETENTION_SECONDS + 60)
     with app.app_context():
-        assert retention.purge().provider_events == 1
+        assert retention.purge(app.extensions["shop"]).provider_events == 1
         assert db.session.execute(db.select(ProviderEvent.id)).scalars().all() == ["test:evt_new"]
     # The forgotten id is new again; the state machine (forward-only) keeps that harmless.
     assert _outcome(client, "evt_old", "payment.succeeded", None) == "paid_without_session"
