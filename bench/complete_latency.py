@@ -33,13 +33,28 @@ from tests.gunicorn_server import gunicorn  # noqa: E402
 from tests.receiver import OrderReceiver  # noqa: E402
 
 HEADERS = {"Authorization": "Bearer demo", "API-Version": "2026-04-17"}
-CART = {"currency": "usd", "capabilities": {}, "line_items": [{"id": "widget", "quantity": 1}],
-        "buyer": {"email": "bench@example.com"},
-        "fulfillment_details": {"address": {"name": "B", "line_one": "1 Main", "city": "SF",
-                                            "state": "CA", "country": "US",
-                                            "postal_code": "94105"}}}
-PAYMENT = {"payment_data": {"handler_id": "card_tokenized", "instrument": {
-    "type": "card", "credential": {"type": "spt", "token": "tok_visa"}}}}
+CART = {
+    "currency": "usd",
+    "capabilities": {},
+    "line_items": [{"id": "widget", "quantity": 1}],
+    "buyer": {"email": "bench@example.com"},
+    "fulfillment_details": {
+        "address": {
+            "name": "B",
+            "line_one": "1 Main",
+            "city": "SF",
+            "state": "CA",
+            "country": "US",
+            "postal_code": "94105",
+        }
+    },
+}
+PAYMENT = {
+    "payment_data": {
+        "handler_id": "card_tokenized",
+        "instrument": {"type": "card", "credential": {"type": "spt", "token": "tok_visa"}},
+    }
+}
 
 
 def _checkouts(url: str, orders: int, clients: int) -> tuple[list[float], list[str]]:
@@ -56,8 +71,12 @@ def _checkouts(url: str, orders: int, clients: int) -> tuple[list[float], list[s
             raise RuntimeError(f"create answered {created.status_code}: {created.text[:120]}")
         headers = {**HEADERS, "Idempotency-Key": str(uuid.uuid4())}
         started = time.perf_counter()
-        done = http.post(f"{url}/checkout_sessions/{created.json()['id']}/complete",
-                         json=PAYMENT, headers=headers, timeout=30)
+        done = http.post(
+            f"{url}/checkout_sessions/{created.json()['id']}/complete",
+            json=PAYMENT,
+            headers=headers,
+            timeout=30,
+        )
         elapsed = time.perf_counter() - started
         if done.status_code != 200 or done.json().get("status") != "completed":
             raise RuntimeError(f"complete answered {done.status_code}: {done.text[:120]}")
@@ -89,8 +108,10 @@ def _report(label: str, run: tuple[list[float], list[str]]) -> float:
     latencies, failures = run
     ms = sorted(x * 1000 for x in latencies) or [float("nan")]
     p95 = ms[max(int(len(ms) * 0.95) - 1, 0)]
-    print(f"{label:<34} n={len(latencies):3d}  p50={statistics.median(ms):7.1f} ms  "
-          f"p95={p95:7.1f} ms  max={ms[-1]:7.1f} ms  failed={len(failures)}")
+    print(
+        f"{label:<34} n={len(latencies):3d}  p50={statistics.median(ms):7.1f} ms  "
+        f"p95={p95:7.1f} ms  max={ms[-1]:7.1f} ms  failed={len(failures)}"
+    )
     if failures:
         print(f"  first failure: {failures[0]}")
     return statistics.median(ms) / 1000
@@ -116,13 +137,20 @@ def main() -> None:
                 if product["id"] == CART["line_items"][0]["id"]:
                     product["inventory"] = None  # unlimited: stock never ends the run early
             (Path(tmp) / "products.json").write_text(json.dumps(products))
-            env = {"SHOP_CONFIG": f"{tmp}/config.json",
-                   "SHOP_PRODUCTS": f"{tmp}/products.json",
-                   "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3", "SHOP_API_KEYS": "",
-                   "ORDER_WEBHOOK_SECRET": receiver.secret or "", "ORDER_WEBHOOK_TIMEOUT": "",
-                   "ACP_WEBHOOK_URL": "", "ACP_WEBHOOK_SECRET": ""}
-            print(f"gunicorn workers={args.workers} threads={args.threads}, "
-                  f"{args.clients} clients, {args.orders} orders per row")
+            env = {
+                "SHOP_CONFIG": f"{tmp}/config.json",
+                "SHOP_PRODUCTS": f"{tmp}/products.json",
+                "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
+                "SHOP_API_KEYS": "",
+                "ORDER_WEBHOOK_SECRET": receiver.secret or "",
+                "ORDER_WEBHOOK_TIMEOUT": "",
+                "ACP_WEBHOOK_URL": "",
+                "ACP_WEBHOOK_SECRET": "",
+            }
+            print(
+                f"gunicorn workers={args.workers} threads={args.threads}, "
+                f"{args.clients} clients, {args.orders} orders per row"
+            )
             with gunicorn(env, workers=args.workers, threads=args.threads) as url:
                 _checkouts(url, 4, 1)  # warm up every worker's imports and connections
                 runs = [_checkouts(url, args.orders, args.clients)]
@@ -133,8 +161,9 @@ def main() -> None:
                 print(f"added by the slow receiver: p50 {(slow - fast) * 1000:+.1f} ms")
                 receiver.mode = "ok"
                 paid = 4 + sum(len(latencies) for latencies, _ in runs)
-                print(f"orders received: {len(receiver.wait_for(paid, args.slow + 5))} of "
-                      f"{paid} paid")
+                print(
+                    f"orders received: {len(receiver.wait_for(paid, args.slow + 5))} of {paid} paid"
+                )
     finally:
         receiver.stop()
 

@@ -35,16 +35,39 @@ sys.path.insert(0, str(ROOT))
 
 from tests.gunicorn_server import gunicorn_process  # noqa: E402
 
-API_HEADERS = (b"Authorization: Bearer demo\r\nAPI-Version: 2026-04-17\r\n"
-               b"Content-Type: application/json\r\n")
-CREATE = json.dumps({"currency": "usd", "capabilities": {},
-                     "line_items": [{"id": "widget", "quantity": 1}],
-                     "buyer": {"email": "bench@example.com"}}).encode()
-UPDATE = json.dumps({"fulfillment_details": {"address": {
-    "name": "B", "line_one": "1 Main", "city": "SF", "state": "CA", "country": "US",
-    "postal_code": "94105"}}}).encode()
-COMPLETE = json.dumps({"payment_data": {"handler_id": "card_tokenized", "instrument": {
-    "type": "card", "credential": {"type": "spt", "token": "tok_visa"}}}}).encode()
+API_HEADERS = (
+    b"Authorization: Bearer demo\r\nAPI-Version: 2026-04-17\r\nContent-Type: application/json\r\n"
+)
+CREATE = json.dumps(
+    {
+        "currency": "usd",
+        "capabilities": {},
+        "line_items": [{"id": "widget", "quantity": 1}],
+        "buyer": {"email": "bench@example.com"},
+    }
+).encode()
+UPDATE = json.dumps(
+    {
+        "fulfillment_details": {
+            "address": {
+                "name": "B",
+                "line_one": "1 Main",
+                "city": "SF",
+                "state": "CA",
+                "country": "US",
+                "postal_code": "94105",
+            }
+        }
+    }
+).encode()
+COMPLETE = json.dumps(
+    {
+        "payment_data": {
+            "handler_id": "card_tokenized",
+            "instrument": {"type": "card", "credential": {"type": "spt", "token": "tok_visa"}},
+        }
+    }
+).encode()
 
 Latencies = dict[str, list[float]]
 
@@ -61,12 +84,14 @@ class Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n%s\r\n%s"
-                          % (path.encode(), len(body), headers, body))
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), len(body), headers, body)
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         lower = head.lower()
         start = lower.index(b"\r\ncontent-length:") + 17
-        length = int(lower[start:lower.index(b"\r\n", start)])
+        length = int(lower[start : lower.index(b"\r\n", start)])
         data = await self.reader.readexactly(length)
         if b"\r\nconnection: close" in lower:
             self.close()
@@ -78,8 +103,9 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def _timed(latencies: Latencies, name: str, call: Awaitable[tuple[int, bytes]]
-                 ) -> tuple[int, bytes]:
+async def _timed(
+    latencies: Latencies, name: str, call: Awaitable[tuple[int, bytes]]
+) -> tuple[int, bytes]:
     start = time.perf_counter()
     answer = await call
     latencies.setdefault(name, []).append(time.perf_counter() - start)
@@ -95,29 +121,40 @@ async def bare(conn: Connection, latencies: Latencies) -> None:
 
 async def flow(conn: Connection, latencies: Latencies) -> None:
     """One checkout: create -> update (address) -> complete (tok_visa)."""
+
     def headers() -> bytes:
         return API_HEADERS + b"Idempotency-Key: %s\r\n" % str(uuid.uuid4()).encode()
 
-    status, body = await _timed(latencies, "create",
-                                conn.post("/checkout_sessions", CREATE, headers()))
+    status, body = await _timed(
+        latencies, "create", conn.post("/checkout_sessions", CREATE, headers())
+    )
     if status != 201:
         raise RuntimeError(f"create answered {status}: {body[:200]!r}")
     path = f"/checkout_sessions/{json.loads(body)['id']}"
     status, body = await _timed(latencies, "update", conn.post(path, UPDATE, headers()))
     if status != 200:
         raise RuntimeError(f"update answered {status}: {body[:200]!r}")
-    status, body = await _timed(latencies, "complete",
-                                conn.post(f"{path}/complete", COMPLETE, headers()))
+    status, body = await _timed(
+        latencies, "complete", conn.post(f"{path}/complete", COMPLETE, headers())
+    )
     if status != 200 or json.loads(body)["status"] != "completed":
         raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
 
 
 SCENARIOS: dict[str, Callable[[Connection, Latencies], Awaitable[None]]] = {
-    "bare": bare, "flow": flow}
+    "bare": bare,
+    "flow": flow,
+}
 
 
-def _client_process(url: str, scenario: str, clients: int, start_at: float, seconds: float,
-                    results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _client_process(
+    url: str,
+    scenario: str,
+    clients: int,
+    start_at: float,
+    seconds: float,
+    results: multiprocessing.Queue,
+) -> None:  # type: ignore[type-arg]
     """Run `clients` connections in one process until the deadline; put what they measured."""
     host, port = url.removeprefix("http://").split(":")
 
@@ -159,16 +196,19 @@ def _server_cpu(proc_pid: int) -> float:
         return 0.0
 
 
-def measure(url: str, server_pid: int, scenario: str, clients: int, seconds: float,
-            procs: int) -> dict[str, object]:
+def measure(
+    url: str, server_pid: int, scenario: str, clients: int, seconds: float, procs: int
+) -> dict[str, object]:
     """Drive one server for `seconds` with `clients` connections split over `procs` processes."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.time() + 0.5
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    workers = [context.Process(target=_client_process,
-                               args=(url, scenario, n, start_at, seconds, results))
-               for n in shares if n]
+    workers = [
+        context.Process(target=_client_process, args=(url, scenario, n, start_at, seconds, results))
+        for n in shares
+        if n
+    ]
     for worker in workers:
         worker.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -186,9 +226,14 @@ def measure(url: str, server_pid: int, scenario: str, clients: int, seconds: flo
     for worker in workers:
         worker.join()
     total = sum(len(v) for v in latencies.values())
-    return {"latencies": latencies, "failures": failures, "requests": total,
-            "rps": total / seconds, "client_ms": 1000 * client_cpu / max(total, 1),
-            "server_ms": 1000 * server_cpu / max(total, 1)}
+    return {
+        "latencies": latencies,
+        "failures": failures,
+        "requests": total,
+        "rps": total / seconds,
+        "client_ms": 1000 * client_cpu / max(total, 1),
+        "server_ms": 1000 * server_cpu / max(total, 1),
+    }
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -197,14 +242,18 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def report(label: str, result: dict[str, object]) -> None:
     """Print req/s, CPU per request, and p50/p95/p99 per endpoint."""
-    print(f"  {label:<13} {result['rps']:7.0f} req/s  ({result['requests']} requests; CPU per "
-          f"request: server {result['server_ms']:.2f} ms, client {result['client_ms']:.2f} ms)")
+    print(
+        f"  {label:<13} {result['rps']:7.0f} req/s  ({result['requests']} requests; CPU per "
+        f"request: server {result['server_ms']:.2f} ms, client {result['client_ms']:.2f} ms)"
+    )
     latencies: Latencies = result["latencies"]  # type: ignore[assignment]
     for name, values in latencies.items():
         values = sorted(values)
-        print(f"    {name:<9} n={len(values):6d}  p50={statistics.median(values) * 1000:6.1f} ms"
-              f"  p95={_percentile(values, 0.95) * 1000:6.1f} ms"
-              f"  p99={_percentile(values, 0.99) * 1000:6.1f} ms")
+        print(
+            f"    {name:<9} n={len(values):6d}  p50={statistics.median(values) * 1000:6.1f} ms"
+            f"  p95={_percentile(values, 0.95) * 1000:6.1f} ms"
+            f"  p99={_percentile(values, 0.99) * 1000:6.1f} ms"
+        )
     failures: list[str] = result["failures"]  # type: ignore[assignment]
     if failures:
         print(f"    FAILED {len(failures)} times; first: {failures[0]}")
@@ -218,47 +267,73 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--client-procs", type=int, default=1,
-                        help="processes the load generator spreads its clients over")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="processes the load generator spreads its clients over",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         products = json.loads((ROOT / "tests/data/products.json").read_text())
         products[0]["inventory"] = 100_000_000
         (Path(tmp) / "products.json").write_text(json.dumps(products))
-        env = {"SHOP_CONFIG": str(ROOT / "tests/data/config.json"),
-               "SHOP_PRODUCTS": str(Path(tmp) / "products.json"),
-               "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3", "SHOP_API_KEYS": ""}
+        env = {
+            "SHOP_CONFIG": str(ROOT / "tests/data/config.json"),
+            "SHOP_PRODUCTS": str(Path(tmp) / "products.json"),
+            "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
+            "SHOP_API_KEYS": "",
+        }
         settings = {"workers": args.workers, "threads": args.threads}
-        print(f"gunicorn --workers {args.workers} --threads {args.threads} (gthread) for both; "
-              f"{args.clients} clients in {args.client_procs} process(es); {args.seconds:g} s "
-              f"per measurement, {args.rounds} round(s); {os.cpu_count()} CPUs")
+        print(
+            f"gunicorn --workers {args.workers} --threads {args.threads} (gthread) for both; "
+            f"{args.clients} clients in {args.client_procs} process(es); {args.seconds:g} s "
+            f"per measurement, {args.rounds} round(s); {os.cpu_count()} CPUs"
+        )
         ratios, complete_p95 = [], []
-        with gunicorn_process({}, app="bench.bare_app:app", **settings) as (bare_url, bare_p), \
-                gunicorn_process(env, **settings) as (shop_url, shop_p):
-            for url, pid, scenario in ((bare_url, bare_p.pid, "bare"),
-                                       (shop_url, shop_p.pid, "flow")):
+        with (
+            gunicorn_process({}, app="bench.bare_app:app", **settings) as (bare_url, bare_p),
+            gunicorn_process(env, **settings) as (shop_url, shop_p),
+        ):
+            for url, pid, scenario in (
+                (bare_url, bare_p.pid, "bare"),
+                (shop_url, shop_p.pid, "flow"),
+            ):
                 measure(url, pid, scenario, args.clients, args.warmup, args.client_procs)
             for round_no in range(1, args.rounds + 1):
                 load = os.getloadavg()
-                print(f"round {round_no}: load average before {load[0]:.2f} {load[1]:.2f} "
-                      f"{load[2]:.2f}")
-                bare_result = measure(bare_url, bare_p.pid, "bare", args.clients, args.seconds,
-                                      args.client_procs)
+                print(
+                    f"round {round_no}: load average before {load[0]:.2f} {load[1]:.2f} "
+                    f"{load[2]:.2f}"
+                )
+                bare_result = measure(
+                    bare_url, bare_p.pid, "bare", args.clients, args.seconds, args.client_procs
+                )
                 report("bare flask", bare_result)
-                flow_result = measure(shop_url, shop_p.pid, "flow", args.clients, args.seconds,
-                                      args.client_procs)
+                flow_result = measure(
+                    shop_url, shop_p.pid, "flow", args.clients, args.seconds, args.client_procs
+                )
                 report("checkout flow", flow_result)
                 ratio = flow_result["rps"] / bare_result["rps"]  # type: ignore[operator]
-                p95 = _percentile(sorted(flow_result["latencies"]["complete"]),  # type: ignore[index]
-                                  0.95) * 1000
+                p95 = (
+                    _percentile(
+                        sorted(flow_result["latencies"]["complete"]),  # type: ignore[index]
+                        0.95,
+                    )
+                    * 1000
+                )
                 ratios.append(ratio)
                 complete_p95.append(p95)
-                print(f"  flow / bare = {ratio:.0%} (target >= 35%); complete p95 = {p95:.1f} ms "
-                      "(target < 50 ms)")
-        print(f"best round: flow / bare = {max(ratios):.0%}, complete p95 = "
-              f"{min(complete_p95):.1f} ms; median: {statistics.median(ratios):.0%}, "
-              f"{statistics.median(complete_p95):.1f} ms")
+                print(
+                    f"  flow / bare = {ratio:.0%} (target >= 35%); complete p95 = {p95:.1f} ms "
+                    "(target < 50 ms)"
+                )
+        print(
+            f"best round: flow / bare = {max(ratios):.0%}, complete p95 = "
+            f"{min(complete_p95):.1f} ms; median: {statistics.median(ratios):.0%}, "
+            f"{statistics.median(complete_p95):.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,13 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     agent_secret = settings.secret("ACP_WEBHOOK_SECRET")
     agent_sink = AcpEventSink(agent_url, agent_secret) if agent_url and agent_secret else None
     if bool(agent_url) != bool(agent_secret):
-        raise ConfigError("ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
-                          "order events to the agent platform, or neither.")
-    app.extensions["shop"] = ShopState(settings=settings, catalog=catalog, provider=provider,
-                                       sink=sink, agent_sink=agent_sink)
+        raise ConfigError(
+            "ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
+            "order events to the agent platform, or neither."
+        )
+    app.extensions["shop"] = ShopState(
+        settings=settings, catalog=catalog, provider=provider, sink=sink, agent_sink=agent_sink
+    )
     try:
         init_db(app)
         with app.app_context():
@@ -72,8 +75,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     if restocked:
         log.info("restocked from %s: %s", settings.products_path, ", ".join(restocked))
     if settings.demo_mode:
-        log.warning("DEMO MODE: payment provider 'test' and no SHOP_API_KEYS; agents use the "
-                    "API key 'demo'. Set SHOP_API_KEYS before going live.")
+        log.warning(
+            "DEMO MODE: payment provider 'test' and no SHOP_API_KEYS; agents use the "
+            "API key 'demo'. Set SHOP_API_KEYS before going live."
+        )
     _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
@@ -87,8 +92,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
 
 # The variable whose key says test or live, per provider, and the key prefixes worth naming.
-_MODE_KEYS = {"stripe": ("Stripe", "STRIPE_SECRET_KEY"),
-              "razorpay": ("Razorpay", "RAZORPAY_KEY_ID")}
+_MODE_KEYS = {
+    "stripe": ("Stripe", "STRIPE_SECRET_KEY"),
+    "razorpay": ("Razorpay", "RAZORPAY_KEY_ID"),
+}
 _KEY_PREFIX = re.compile(r"(?:sk|rk|rzp)_(?:test|live)_")
 
 
@@ -96,10 +103,12 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
     """Say once at start-up whether the payment provider moves real money."""
     if provider.name == "test":
         if not settings.demo_mode:
-            log.warning("payment provider 'test' is offline: the card token decides the "
-                        "outcome and no real money moves; set paymentProvider in %s before "
-                        "going live.",
-                        settings.config_path)
+            log.warning(
+                "payment provider 'test' is offline: the card token decides the "
+                "outcome and no real money moves; set paymentProvider in %s before "
+                "going live.",
+                settings.config_path,
+            )
         return
     title, variable = _MODE_KEYS[provider.name]
     # Only the prefix is logged, never the key.

@@ -70,13 +70,16 @@ def find_returning(email: str | None, phone: str | None) -> tuple[str | None, st
 
     A match by email wins over one by phone (an email names one person more surely).
     """
-    for column, value in ((CheckoutSession.buyer_email, normal_email(email)),
-                          (CheckoutSession.buyer_phone, normal_phone(phone))):
+    for column, value in (
+        (CheckoutSession.buyer_email, normal_email(email)),
+        (CheckoutSession.buyer_phone, normal_phone(phone)),
+    ):
         if value is None:
             continue
         row = db.session.execute(
             select(CheckoutSession.buyer_email, CheckoutSession.buyer_phone)
-            .where(column == value).limit(1)
+            .where(column == value)
+            .limit(1)
         ).first()
         if row is not None:
             return row.buyer_email, row.buyer_phone

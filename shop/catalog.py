@@ -107,8 +107,9 @@ def parse_catalog(data: list[Any], path: str = "products.json") -> Catalog:
     return Catalog(products=tuple(products), items=items)
 
 
-def _add_item(items: dict[str, SellableItem], path: str, product: Product,
-              variant: Variant | None) -> None:
+def _add_item(
+    items: dict[str, SellableItem], path: str, product: Product, variant: Variant | None
+) -> None:
     item_id = variant.id if variant else product.id
     if item_id in items:
         raise ConfigError(
@@ -130,8 +131,14 @@ def _where(path: str, pid: str, name: str) -> str:
     return f"{path}: product '{pid}', field '{name}'"
 
 
-def _text(raw: dict[str, Any], name: str, where: str, *, required: bool = False,
-          default: str | None = None) -> str | None:
+def _text(
+    raw: dict[str, Any],
+    name: str,
+    where: str,
+    *,
+    required: bool = False,
+    default: str | None = None,
+) -> str | None:
     value = raw.get(name, default)
     if value is None:
         if required:
@@ -178,7 +185,8 @@ def _optional_int(raw: dict[str, Any], name: str, where: str) -> int | None:
 def _parse_product(raw: Any, index: int, path: str) -> Product:
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{path}: entry #{index + 1} must be an object with an 'id', got {raw!r}.")
+            f"{path}: entry #{index + 1} must be an object with an 'id', got {raw!r}."
+        )
     pid = raw.get("id")
     if not isinstance(pid, str) or not pid.strip():
         raise ConfigError(f"{path}: entry #{index + 1} needs an 'id' text value (e.g. \"widget\").")
@@ -201,9 +209,11 @@ def _parse_product(raw: Any, index: int, path: str) -> Product:
     has_variants = bool(raw_variants)
     if has_variants and raw.get("inventory") is not None:
         # Stock is counted per variant; a product-level number would silently count nothing.
-        raise ConfigError(f"{w('inventory')} is set but the product has variants, whose stock "
-                          "is counted one by one; move the number onto each variant's "
-                          "'inventory' and remove it from the product.")
+        raise ConfigError(
+            f"{w('inventory')} is set but the product has variants, whose stock "
+            "is counted one by one; move the number onto each variant's "
+            "'inventory' and remove it from the product."
+        )
     price = _price(raw, w("price")) if not has_variants or "price" in raw else None
     variants = tuple(_parse_variant(v, i, path, pid, price) for i, v in enumerate(raw_variants))
     return Product(
@@ -241,8 +251,9 @@ def _parse_variant(raw: Any, index: int, path: str, pid: str, default_price: int
     if not isinstance(options, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in options.items()
     ):
-        raise ConfigError(f"{where}, field 'options' must map option names to text, e.g. "
-                          '{"Color": "Red"}.')
+        raise ConfigError(
+            f'{where}, field \'options\' must map option names to text, e.g. {{"Color": "Red"}}.'
+        )
     return Variant(
         id=vid,
         title=_text(raw, "title", f"{where}, field 'title'", default=vid) or vid,

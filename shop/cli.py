@@ -25,9 +25,11 @@ def register_commands(app: Flask) -> None:
 def purge_command() -> None:
     """Delete expired checkout sessions and idempotency records older than 24 h."""
     result = retention.purge(get_state())
-    click.echo(f"deleted {result.sessions} expired session(s) and "
-               f"{result.idempotency_records} idempotency record(s); kept "
-               f"{result.kept_undelivered} with an undelivered order")
+    click.echo(
+        f"deleted {result.sessions} expired session(s) and "
+        f"{result.idempotency_records} idempotency record(s); kept "
+        f"{result.kept_undelivered} with an undelivered order"
+    )
 
 
 @click.command("stock")
@@ -42,11 +44,14 @@ def stock_command(item_id: str | None, quantity: int | None) -> None:
     if item_id is not None:
         item = state.catalog.item(item_id)
         if item is None:
-            raise click.ClickException(f"'{item_id}' is not an item id in "
-                                       f"{state.settings.products_path}")
+            raise click.ClickException(
+                f"'{item_id}' is not an item id in {state.settings.products_path}"
+            )
         if item.inventory is None:
-            raise click.ClickException(f"'{item_id}' has unlimited inventory (null in "
-                                       f"{state.settings.products_path}); nothing to set")
+            raise click.ClickException(
+                f"'{item_id}' has unlimited inventory (null in "
+                f"{state.settings.products_path}); nothing to set"
+            )
         stock.set_stock(item_id, quantity or 0)
         click.echo(f"{item_id}: {quantity}")
         return
@@ -69,25 +74,35 @@ def orders_failed() -> None:
         kept = ""
         if row.state in delivery.STRANDED_STATES:
             kept = f"  kept until {clock.iso(row.next_at + retention.UNDELIVERED_KEEP_SECONDS)}"
-        click.echo(f"{row.session_id}  {row.order_id}  {row.event} -> {row.destination}  "
-                   f"{row.state}  attempts={row.attempts}{kept}  {row.last_error or ''}")
+        click.echo(
+            f"{row.session_id}  {row.order_id}  {row.event} -> {row.destination}  "
+            f"{row.state}  attempts={row.attempts}{kept}  {row.last_error or ''}"
+        )
     states = {row.state for row in rows}
     if "dropped" in states:
-        click.echo("dropped: no orderWebhookUrl was set, so these orders were only logged. Set "
-                   "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET), restart, then "
-                   "run `flask --app app orders replay SESSION_ID` for each, or `flask --app app "
-                   "orders replay --dropped` for all of them.")
+        click.echo(
+            "dropped: no orderWebhookUrl was set, so these orders were only logged. Set "
+            "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET), restart, then "
+            "run `flask --app app orders replay SESSION_ID` for each, or `flask --app app "
+            "orders replay --dropped` for all of them."
+        )
     if "gave_up" in states:
-        click.echo("gave_up: every retry failed. Fix the receiver, then run `flask --app app "
-                   "orders replay SESSION_ID`. Until then the order is kept for "
-                   f"{retention.UNDELIVERED_KEEP_DAYS} days, and its payload is in the log line "
-                   "that gave up.")
+        click.echo(
+            "gave_up: every retry failed. Fix the receiver, then run `flask --app app "
+            "orders replay SESSION_ID`. Until then the order is kept for "
+            f"{retention.UNDELIVERED_KEEP_DAYS} days, and its payload is in the log line "
+            "that gave up."
+        )
 
 
 @orders_group.command("replay")
 @click.argument("session_id", required=False)
-@click.option("--dropped", "all_dropped", is_flag=True,
-              help="Replay every order dropped for want of orderWebhookUrl.")
+@click.option(
+    "--dropped",
+    "all_dropped",
+    is_flag=True,
+    help="Replay every order dropped for want of orderWebhookUrl.",
+)
 def orders_replay(session_id: str | None, all_dropped: bool) -> None:
     """Send SESSION_ID's order again now (same order id: safe for a deduping receiver)."""
     if bool(session_id) == all_dropped:
@@ -99,14 +114,17 @@ def orders_replay(session_id: str | None, all_dropped: bool) -> None:
         return
     rows = [row for session in sessions for row in delivery.replay(state, session)]
     if not rows:
-        raise click.ClickException(f"no order for session '{session_id}' (not completed, or "
-                                   "purged)")
+        raise click.ClickException(
+            f"no order for session '{session_id}' (not completed, or purged)"
+        )
     for row in rows:
         click.echo(f"{row.event} {row.order_id} -> {row.destination}: {row.state}")
     if any(row.state == "dropped" for row in rows):
-        raise click.ClickException("orderWebhookUrl is still not set in "
-                                   f"{state.settings.config_path}: the order was only logged "
-                                   "again. Set it, restart, and replay.")
+        raise click.ClickException(
+            "orderWebhookUrl is still not set in "
+            f"{state.settings.config_path}: the order was only logged "
+            "again. Set it, restart, and replay."
+        )
     if any(row.state != "delivered" for row in rows):
         raise click.ClickException("not every message was delivered; see the log line above")
 
@@ -120,13 +138,21 @@ def webhooks_group() -> None:
 @click.argument("provider", type=click.Choice(sorted(simulate.EVENTS)))
 @click.argument("event")
 @click.option("--session", "session_id", required=True, help="The checkout session (cs_…).")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
-              help="The running store; the event goes to {url}/webhooks/{provider}.")
-@click.option("--amount", type=click.IntRange(min=0),
-              help="Amount in minor units instead of the session's total (to test a mismatch).")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The running store; the event goes to {url}/webhooks/{provider}.",
+)
+@click.option(
+    "--amount",
+    type=click.IntRange(min=0),
+    help="Amount in minor units instead of the session's total (to test a mismatch).",
+)
 @click.option("--event-id", help="Event id (repeat one to test duplicate delivery).")
-def webhooks_simulate(provider: str, event: str, session_id: str, url: str,
-                      amount: int | None, event_id: str | None) -> None:
+def webhooks_simulate(
+    provider: str, event: str, session_id: str, url: str, amount: int | None, event_id: str | None
+) -> None:
     """Send PROVIDER's EVENT about a session to the store, signed like the provider signs it.
 
     \b
@@ -134,14 +160,19 @@ def webhooks_simulate(provider: str, event: str, session_id: str, url: str,
     razorpay: payment.captured, order.paid, payment.failed, payment.dispute.created
     """
     if event not in simulate.EVENTS[provider]:
-        raise click.BadParameter(f"'{event}' is not a simulated {provider} event; use one of "
-                                 f"{', '.join(simulate.EVENTS[provider])}.", param_hint="EVENT")
+        raise click.BadParameter(
+            f"'{event}' is not a simulated {provider} event; use one of "
+            f"{', '.join(simulate.EVENTS[provider])}.",
+            param_hint="EVENT",
+        )
     state = get_state()
     variable = simulate.SECRET_VARIABLES[provider]
     secret = state.settings.secret(variable)
     if not secret:
-        raise click.ClickException(f"{variable} is not set; export the same webhook signing "
-                                   "secret the store verifies with, then run this again.")
+        raise click.ClickException(
+            f"{variable} is not set; export the same webhook signing "
+            "secret the store verifies with, then run this again."
+        )
     if state.provider.name == provider and not getattr(state.provider, "test_mode", True):
         raise click.ClickException(
             f"this store's {provider} keys are live: a simulated payment would complete a real "
@@ -171,9 +202,11 @@ def _session_facts(session_id: str, amount: int | None) -> simulate.SessionFacts
             "with the store's environment."
         )
     # What was paid, else the amount of the provider's order, else the session's total now.
-    amount = next((a for a in (amount, row.amount_paid, row.provider_order_amount)
-                   if a is not None), None)
+    amount = next(
+        (a for a in (amount, row.amount_paid, row.provider_order_amount) if a is not None), None
+    )
     if amount is None:
         amount = checkout.get_session(get_state(), session_id).quote.total
-    return simulate.SessionFacts(session_id, amount, row.currency, row.payment_reference,
-                                 row.provider_order_id)
+    return simulate.SessionFacts(
+        session_id, amount, row.currency, row.payment_reference, row.provider_order_id
+    )

@@ -37,8 +37,9 @@ class Fields:
 
     __slots__ = ("_data", "label", "path", "prefix")
 
-    def __init__(self, data: Mapping[str, Any], path: str, prefix: str = "",
-                 label: str = "") -> None:
+    def __init__(
+        self, data: Mapping[str, Any], path: str, prefix: str = "", label: str = ""
+    ) -> None:
         self._data = data
         self.path = path
         self.prefix = prefix  # dotted path of this object: "tax.nexus."
@@ -71,8 +72,9 @@ class Fields:
         """Return this object's data as a plain dict."""
         return dict(self._data)
 
-    def text(self, key: str, default: str | None = None, *, example: str = "",
-             allow_empty: bool = False) -> str | None:
+    def text(
+        self, key: str, default: str | None = None, *, example: str = "", allow_empty: bool = False
+    ) -> str | None:
         """Return a non-empty text field, or the default when absent or null."""
         value = self._data.get(key)
         if value is None:
@@ -93,15 +95,25 @@ class Fields:
             raise self._wrong(key, "true or false without quotes")
         return value
 
-    def integer(self, key: str, default: int | None = None, *, minimum: int = 0,
-                maximum: int | None = None, unit: str = "") -> int | None:
+    def integer(
+        self,
+        key: str,
+        default: int | None = None,
+        *,
+        minimum: int = 0,
+        maximum: int | None = None,
+        unit: str = "",
+    ) -> int | None:
         """Return a whole-number field within [minimum, maximum], or the default."""
         value = self._data.get(key)
         if value is None:
             return default
         span = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
         ):
             raise self._wrong(key, f"a whole number {span}{unit}")
         return value
@@ -109,8 +121,7 @@ class Fields:
     def text_list(self, key: str, *, example: str = '["…"]') -> tuple[str, ...]:
         """Return a list of non-empty texts (empty when absent or null)."""
         value = self.raw(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
-                                                  for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self._wrong(key, f"a list of text values like {example}")
         return tuple(value)
 
@@ -121,8 +132,7 @@ class Fields:
             raise self._wrong(key, "a list [ … ]")
         return value
 
-    def url(self, key: str, default: str | None = None, *, base: str | None = None
-            ) -> str | None:
+    def url(self, key: str, default: str | None = None, *, base: str | None = None) -> str | None:
         """Return an http(s) URL; with `base`, a path such as "/terms" is resolved against it."""
         value = self.text(key, default, example="https://example.com/…")
         if value is None:
@@ -131,6 +141,5 @@ class Fields:
         parts = urlsplit(resolved)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             relative = ' or a path on storeUrl such as "/terms"' if base else ""
-            raise self.error(key, f"must be an http:// or https:// URL{relative}, "
-                                  f"got {value!r}.")
+            raise self.error(key, f"must be an http:// or https:// URL{relative}, got {value!r}.")
         return resolved

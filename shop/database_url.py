@@ -15,18 +15,24 @@ def check_database_url(raw: str) -> str:
     try:
         url = make_url(raw)
     except ArgumentError:
-        raise ConfigError("SHOP_DATABASE_URL is not a database URL; use sqlite:///path/to/"
-                          "shop.sqlite3 or postgresql://user:password@host/dbname (or unset it "
-                          f"for {DEFAULT_DATABASE_URL}).") from None
+        raise ConfigError(
+            "SHOP_DATABASE_URL is not a database URL; use sqlite:///path/to/"
+            "shop.sqlite3 or postgresql://user:password@host/dbname (or unset it "
+            f"for {DEFAULT_DATABASE_URL})."
+        ) from None
     try:
         url.get_dialect().import_dbapi()
     except NoSuchModuleError:
-        raise ConfigError(f"SHOP_DATABASE_URL names the database kind '{url.drivername}', which "
-                          "shop cannot use; use sqlite:/// or postgresql://.") from None
+        raise ConfigError(
+            f"SHOP_DATABASE_URL names the database kind '{url.drivername}', which "
+            "shop cannot use; use sqlite:/// or postgresql://."
+        ) from None
     except ImportError as exc:
-        raise ConfigError(f"SHOP_DATABASE_URL needs the Python driver '{exc.name}', which is "
-                          f"not installed; install it (for PostgreSQL: pip install "
-                          "'psycopg[binary]') or use sqlite:///.") from None
+        raise ConfigError(
+            f"SHOP_DATABASE_URL needs the Python driver '{exc.name}', which is "
+            f"not installed; install it (for PostgreSQL: pip install "
+            "'psycopg[binary]') or use sqlite:///."
+        ) from None
     return raw
 
 
@@ -35,8 +41,13 @@ def database_error(url: str, exc: BaseException) -> ConfigError:
     from sqlalchemy.engine import make_url
 
     shown = make_url(url).render_as_string(hide_password=True)
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc) else \
-        type(exc).__name__
-    return ConfigError(f"SHOP_DATABASE_URL ({shown}) cannot be opened: {reason}; check that the "
-                       "database server is running and the path is a writable file, or unset "
-                       f"SHOP_DATABASE_URL to use {DEFAULT_DATABASE_URL}.")
+    reason = (
+        str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if str(exc)
+        else type(exc).__name__
+    )
+    return ConfigError(
+        f"SHOP_DATABASE_URL ({shown}) cannot be opened: {reason}; check that the "
+        "database server is running and the path is a writable file, or unset "
+        f"SHOP_DATABASE_URL to use {DEFAULT_DATABASE_URL}."
+    )

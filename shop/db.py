@@ -41,13 +41,11 @@ class CheckoutSession(db.Model):
     amount_paid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     payment_provider: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Indexed: a Stripe dispute names only the PaymentIntent, and finds its session by it.
-    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True,
-                                                          index=True)
+    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     provider_order_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     provider_order_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     flagged: Mapped[int] = mapped_column(Integer, default=0)
-    forter_reference_id: Mapped[str | None] = mapped_column(String(255), nullable=True,
-                                                            unique=True)
+    forter_reference_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     # The order payload, frozen at the moment of payment (amounts match what was charged).
     order_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The buyer's email (lower-case) and phone (digits), kept in step with `cart` by
@@ -98,8 +96,11 @@ class OrderDelivery(db.Model):
     """
 
     __tablename__ = "order_deliveries"
-    __table_args__ = (UniqueConstraint("session_id", "destination", "event",
-                                       name="uq_delivery_session_destination_event"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "session_id", "destination", "event", name="uq_delivery_session_destination_event"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -163,9 +164,11 @@ def _add_missing_columns() -> None:
         preparer = db.engine.dialect.identifier_preparer
         for column in missing:
             assert column.nullable and column.server_default is None, column
-            ddl = (f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                   f"{preparer.format_column(column)} "
-                   f"{column.type.compile(dialect=db.engine.dialect)}")
+            ddl = (
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} "
+                f"{column.type.compile(dialect=db.engine.dialect)}"
+            )
             try:
                 with db.engine.begin() as conn:
                     conn.exec_driver_sql(ddl)
@@ -177,6 +180,7 @@ def _add_missing_columns() -> None:
             try:
                 index.create(db.engine, checkfirst=True)
             except Exception:
-                if index.name not in {i["name"] for i in inspect(db.engine).get_indexes(
-                        table.name)}:
+                if index.name not in {
+                    i["name"] for i in inspect(db.engine).get_indexes(table.name)
+                }:
                     raise

@@ -46,8 +46,9 @@ class ShopError(Exception):
 class InvalidRequestError(ShopError):
     """The client sent something we cannot act on (400 unless told otherwise)."""
 
-    def __init__(self, code: str, message: str, param: str | None = None, status: int = 400,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, code: str, message: str, param: str | None = None, status: int = 400, **kwargs: Any
+    ) -> None:
         super().__init__(status, "invalid_request", code, message, param, **kwargs)
 
 
@@ -118,16 +119,22 @@ def register_error_handlers(app: Any) -> None:
         status = exc.code or 500
         code, message = _HTTP_MESSAGES.get(status, ("http_error", exc.description or exc.name))
         if status == 405:
-            message = f"{request.method} is not allowed on {request.path}; see the README for " \
-                      "the routes and their methods."
+            message = (
+                f"{request.method} is not allowed on {request.path}; see the README for "
+                "the routes and their methods."
+            )
         return _renderer_for(request.path)(InvalidRequestError(code, message, status=status))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return _renderer_for(request.path)(ProcessingError(
-            "internal_error", "Something went wrong on the store's side; the error is logged. "
-            "Retrying the same request is safe: nothing is ever charged twice."))
+        return _renderer_for(request.path)(
+            ProcessingError(
+                "internal_error",
+                "Something went wrong on the store's side; the error is logged. "
+                "Retrying the same request is safe: nothing is ever charged twice.",
+            )
+        )
 
 
 _HTTP_MESSAGES = {

@@ -29,8 +29,13 @@ TOTAL_NAMES = ("subtotal", "discount", "shipping", "tax", "total")
 
 def totals_of(quote: Quote) -> dict[str, int]:
     """Return a quote's Forter totals in minor units: subtotal - discount + shipping + tax."""
-    return {"subtotal": quote.items_base, "discount": quote.discount,
-            "shipping": quote.fulfillment, "tax": quote.tax, "total": quote.total}
+    return {
+        "subtotal": quote.items_base,
+        "discount": quote.discount,
+        "shipping": quote.fulfillment,
+        "tax": quote.tax,
+        "total": quote.total,
+    }
 
 
 def _find(reference_id: str) -> CheckoutSession | None:
@@ -42,11 +47,16 @@ def _find(reference_id: str) -> CheckoutSession | None:
 def _bind(session_id: str, reference_id: str) -> bool:
     """Give a fresh session the reference; False when another request claimed it first."""
     try:
-        bound = db.session.execute(
-            update(CheckoutSession)
-            .where(CheckoutSession.id == session_id, CheckoutSession.forter_reference_id.is_(None))
-            .values(forter_reference_id=reference_id)
-        ).rowcount == 1
+        bound = (
+            db.session.execute(
+                update(CheckoutSession)
+                .where(
+                    CheckoutSession.id == session_id, CheckoutSession.forter_reference_id.is_(None)
+                )
+                .values(forter_reference_id=reference_id)
+            ).rowcount
+            == 1
+        )
         db.session.commit()
         return bound
     except IntegrityError:
@@ -58,8 +68,9 @@ def _unbind(session_id: str, reference_id: str) -> None:
     """Free a reference held by an expired or canceled session so a new cart can take it."""
     db.session.execute(
         update(CheckoutSession)
-        .where(CheckoutSession.id == session_id,
-               CheckoutSession.forter_reference_id == reference_id)
+        .where(
+            CheckoutSession.id == session_id, CheckoutSession.forter_reference_id == reference_id
+        )
         .values(forter_reference_id=None)
     )
     db.session.commit()
@@ -70,9 +81,13 @@ def _closed(reference_id: str, view: SessionView) -> ShopError:
         said = f"already became order '{view.order_id}'"
     else:
         said = "is being paid for right now"
-    return ShopError(409, "invalid_request", "cart_closed",
-                     f"The cart for reference_id '{reference_id}' {said} and cannot change; "
-                     "start a new cart with a new reference_id.")
+    return ShopError(
+        409,
+        "invalid_request",
+        "cart_closed",
+        f"The cart for reference_id '{reference_id}' {said} and cannot change; "
+        "start a new cart with a new reference_id.",
+    )
 
 
 def _keep_street_address(view: SessionView, change: SessionInput) -> SessionInput:
@@ -100,9 +115,12 @@ def check_shipping_id(state: ShopState, change: SessionInput, view: SessionView 
     offered = [o.id for o in fulfillment_choices(state.settings, shippable, clock.now())]
     if change.option_id not in offered:
         raise InvalidRequestError(
-            "invalid_request", f"recipient.shipping_id '{change.option_id}' is not a shipping "
+            "invalid_request",
+            f"recipient.shipping_id '{change.option_id}' is not a shipping "
             f"option for this cart; send one of {', '.join(offered)} (the cart answer's "
-            "shipping_options[].id).", "recipient.shipping_id")
+            "shipping_options[].id).",
+            "recipient.shipping_id",
+        )
 
 
 def upsert_cart(state: ShopState, reference_id: str, change: SessionInput) -> SessionView:
@@ -126,8 +144,12 @@ def upsert_cart(state: ShopState, reference_id: str, change: SessionInput) -> Se
         # stock and was never shown to anyone) and update the winner instead.
         db.session.execute(delete(CheckoutSession).where(CheckoutSession.id == view.id))
         db.session.commit()
-    raise ProcessingError("reference_contention", f"reference_id '{reference_id}' is being "
-                          "changed by several requests at once; retry in a moment.", status=503)
+    raise ProcessingError(
+        "reference_contention",
+        f"reference_id '{reference_id}' is being "
+        "changed by several requests at once; retry in a moment.",
+        status=503,
+    )
 
 
 def cart_view(state: ShopState, reference_id: str) -> SessionView | None:
@@ -137,9 +159,18 @@ def cart_view(state: ShopState, reference_id: str) -> SessionView | None:
 
 
 def _has_changes(change: SessionInput) -> bool:
-    return any(value is not None for value in (
-        change.lines, change.buyer, change.fulfillment_details, change.option_id,
-        change.coupon_codes, change.order_notes, change.currency))
+    return any(
+        value is not None
+        for value in (
+            change.lines,
+            change.buyer,
+            change.fulfillment_details,
+            change.option_id,
+            change.coupon_codes,
+            change.order_notes,
+            change.currency,
+        )
+    )
 
 
 def check_totals(reference_id: str, quote: Quote, expected: Mapping[str, int]) -> None:
@@ -147,15 +178,27 @@ def check_totals(reference_id: str, quote: Quote, expected: Mapping[str, int]) -
     ours = totals_of(quote)
     wrong = [name for name in TOTAL_NAMES if name in expected and expected[name] != ours[name]]
     if wrong:
-        detail = ", ".join(f"{name} is {quote.display(ours[name])} here but "
-                           f"{quote.display(expected[name])} in the request" for name in wrong)
-        raise ShopError(409, "invalid_request", "totals_mismatch",
-                        f"The totals for reference_id '{reference_id}' changed since the cart "
-                        f"was priced: {detail}. Send cart.updated to re-price, then retry.")
+        detail = ", ".join(
+            f"{name} is {quote.display(ours[name])} here but "
+            f"{quote.display(expected[name])} in the request"
+            for name in wrong
+        )
+        raise ShopError(
+            409,
+            "invalid_request",
+            "totals_mismatch",
+            f"The totals for reference_id '{reference_id}' changed since the cart "
+            f"was priced: {detail}. Send cart.updated to re-price, then retry.",
+        )
 
 
-def place_order(state: ShopState, reference_id: str, change: SessionInput,
-                expected: Mapping[str, int], credential: PaymentCredential) -> SessionView:
+def place_order(
+    state: ShopState,
+    reference_id: str,
+    change: SessionInput,
+    expected: Mapping[str, int],
+    credential: PaymentCredential,
+) -> SessionView:
     """Check the totals, then complete the reference's session through the domain.
 
     A repeated order.created for a reference whose session is completed (or still being
@@ -167,9 +210,13 @@ def place_order(state: ShopState, reference_id: str, change: SessionInput,
     if view is None or view.status in (Status.EXPIRED, Status.CANCELED):
         if change.lines is None:
             said = "has expired" if view is not None else "does not exist"
-            raise ShopError(409 if view is not None else 404, "invalid_request", "cart_not_found",
-                            f"The cart for reference_id '{reference_id}' {said}; send "
-                            "cart.created (or include items in order.created).")
+            raise ShopError(
+                409 if view is not None else 404,
+                "invalid_request",
+                "cart_not_found",
+                f"The cart for reference_id '{reference_id}' {said}; send "
+                "cart.created (or include items in order.created).",
+            )
         view = upsert_cart(state, reference_id, change)
     elif _has_changes(change):
         check_shipping_id(state, change, view)
@@ -178,22 +225,26 @@ def place_order(state: ShopState, reference_id: str, change: SessionInput,
     address = (view.details.get("fulfillment_details") or {}).get("address") or {}
     if view.quote.shippable and not str(address.get("line_one") or "").strip():
         raise InvalidRequestError(
-            "invalid_request", f"The cart for reference_id '{reference_id}' holds physical "
+            "invalid_request",
+            f"The cart for reference_id '{reference_id}' holds physical "
             "items but no street address to ship to; send recipient.address with address1, "
-            "city, region_id, postal_code and country_id.")
+            "city, region_id, postal_code and country_id.",
+        )
     return checkout.complete_session(state, view.id, credential)
 
 
-def account_status(state: ShopState, email: str | None, phone: str | None,
-                   key: str) -> tuple[str, str | None]:
+def account_status(
+    state: ShopState, email: str | None, phone: str | None, key: str
+) -> tuple[str, str | None]:
     """Return (blocked | active | not_found, account_id) for a buyer's email and phone.
 
     blockedBuyers wins; `active` is a buyer of a checkout session the store still holds, with
     a stable pseudonymous account id keyed by `key`.
     """
     given = {c for c in (buyers.normal_email(email), buyers.normal_phone(phone)) if c}
-    blocked = {buyers.normal_email(b) or buyers.normal_phone(b) or b
-               for b in state.settings.blocked_buyers}
+    blocked = {
+        buyers.normal_email(b) or buyers.normal_phone(b) or b for b in state.settings.blocked_buyers
+    }
     if given & blocked:
         return "blocked", None
     found = buyers.find_returning(email, phone)

@@ -45,17 +45,23 @@ STALE_CLAIM_SECONDS = 120
 _PENDING = "shop.idempotency_claim"  # Session.info: the claim to insert when a transaction begins
 _T = IdempotencyRecord.__table__
 _SAME = (_T.c.scope == bindparam("k_scope"), _T.c.key == bindparam("k_key"))
-_FIND = select(_T.c.request_hash, _T.c.state, _T.c.status_code, _T.c.response_body,
-               _T.c.created_at).where(*_SAME)
+_FIND = select(
+    _T.c.request_hash, _T.c.state, _T.c.status_code, _T.c.response_body, _T.c.created_at
+).where(*_SAME)
 _INSERT = insert(_T)
-_FINISH = (update(_T).where(*_SAME, _T.c.request_hash == bindparam("k_hash"))
-           .values(state="done", status_code=bindparam("k_status"),
-                   response_body=bindparam("k_body")))
-_TAKE_OVER = (update(_T).where(*_SAME, _T.c.state == "in_flight",
-                               _T.c.created_at == bindparam("k_seen"))
-              .values(created_at=bindparam("k_now")))
-_FORGET = delete(_T).where(*_SAME, _T.c.request_hash == bindparam("k_hash"),
-                           _T.c.state == "in_flight")
+_FINISH = (
+    update(_T)
+    .where(*_SAME, _T.c.request_hash == bindparam("k_hash"))
+    .values(state="done", status_code=bindparam("k_status"), response_body=bindparam("k_body"))
+)
+_TAKE_OVER = (
+    update(_T)
+    .where(*_SAME, _T.c.state == "in_flight", _T.c.created_at == bindparam("k_seen"))
+    .values(created_at=bindparam("k_now"))
+)
+_FORGET = delete(_T).where(
+    *_SAME, _T.c.request_hash == bindparam("k_hash"), _T.c.state == "in_flight"
+)
 
 
 class ClaimTakenError(Exception):
@@ -64,8 +70,9 @@ class ClaimTakenError(Exception):
 
 def canonical_json(value: Any) -> bytes:
     """Serialize like RFC 8785 for the JSON our clients send (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def request_fingerprint(body: Any) -> str:
@@ -78,8 +85,11 @@ def _fingerprint(body: Any) -> str:
         return request_fingerprint(body)
     except (ValueError, RecursionError):  # the surface's strict decoder lets none through
         raise InvalidRequestError(
-            "invalid_json", "The request body cannot be read as canonical JSON (RFC 8785); "
-            "send finite numbers and valid Unicode text.", "$") from None
+            "invalid_json",
+            "The request body cannot be read as canonical JSON (RFC 8785); "
+            "send finite numbers and valid Unicode text.",
+            "$",
+        ) from None
 
 
 def _replay(row: Any) -> Response:
@@ -91,9 +101,12 @@ def _replay(row: Any) -> Response:
 def _in_flight(age: int) -> InvalidRequestError:
     retry = max(1, math.ceil(min(STALE_CLAIM_SECONDS - age, 2)))
     return InvalidRequestError(
-        "idempotency_in_flight", "A request with this Idempotency-Key is still being "
-        f"processed; retry after {retry} second(s).", status=409,
-        headers={"Retry-After": str(retry)})
+        "idempotency_in_flight",
+        "A request with this Idempotency-Key is still being "
+        f"processed; retry after {retry} second(s).",
+        status=409,
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def _keys(scope: str, key: str, fingerprint: str) -> dict[str, Any]:
@@ -108,16 +121,23 @@ def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
     existing = rows[0]
     if existing.request_hash != fingerprint:
         raise InvalidRequestError(
-            "idempotency_conflict", "This Idempotency-Key was already used with a different "
-            "request body; use a new key for a different request.", status=422)
+            "idempotency_conflict",
+            "This Idempotency-Key was already used with a different "
+            "request body; use a new key for a different request.",
+            status=422,
+        )
     if existing.state == "done":
         return _replay(existing)
     now = clock.epoch()
     age = now - existing.created_at
     if age >= STALE_CLAIM_SECONDS:
-        taken = db.session.execute(_TAKE_OVER, {**_keys(scope, key, fingerprint),
-                                                "k_seen": existing.created_at, "k_now": now}
-                                   ).rowcount == 1
+        taken = (
+            db.session.execute(
+                _TAKE_OVER,
+                {**_keys(scope, key, fingerprint), "k_seen": existing.created_at, "k_now": now},
+            ).rowcount
+            == 1
+        )
         db.session.commit()
         if taken:
             return True
@@ -125,8 +145,15 @@ def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
 
 
 def _claim_values(scope: str, key: str, fingerprint: str) -> dict[str, Any]:
-    return {"scope": scope, "key": key, "request_hash": fingerprint, "state": "in_flight",
-            "status_code": None, "response_body": None, "created_at": clock.epoch()}
+    return {
+        "scope": scope,
+        "key": key,
+        "request_hash": fingerprint,
+        "state": "in_flight",
+        "status_code": None,
+        "response_body": None,
+        "created_at": clock.epoch(),
+    }
 
 
 @event.listens_for(Session, "after_begin")
@@ -141,8 +168,7 @@ def _insert_pending_claim(session: Session, _transaction: Any, connection: Any) 
         raise ClaimTakenError(values["key"]) from None
 
 
-def _store(scope: str, key: str, fingerprint: str, response: Response,
-           failed: bool) -> Response:
+def _store(scope: str, key: str, fingerprint: str, response: Response, failed: bool) -> Response:
     """Record the response, with the handler's open transaction when it left one.
 
     Return what to answer: the response, or, when another request holds the key after all
@@ -155,16 +181,25 @@ def _store(scope: str, key: str, fingerprint: str, response: Response,
     pending = db.session.info.pop(_PENDING, None)
     if failed:
         db.session.rollback()  # an error answer keeps no half-made change (nor our claim)
-    params = {**_keys(scope, key, fingerprint), "k_status": response.status_code,
-              "k_body": response.get_data(as_text=True)}
+    params = {
+        **_keys(scope, key, fingerprint),
+        "k_status": response.status_code,
+        "k_body": response.get_data(as_text=True),
+    }
     # A claim never inserted is not ours to finish: the in-flight row with this key, if any,
     # is another request's (it claimed between our look-up and now).
     if pending is not None or db.session.execute(_FINISH, params).rowcount == 0:
         values = pending or _claim_values(scope, key, fingerprint)
         try:
-            db.session.execute(_INSERT, {**values, "state": "done",
-                                         "status_code": response.status_code,
-                                         "response_body": params["k_body"]})
+            db.session.execute(
+                _INSERT,
+                {
+                    **values,
+                    "state": "done",
+                    "status_code": response.status_code,
+                    "response_body": params["k_body"],
+                },
+            )
         except IntegrityError:
             return _after_lost_race(scope, key, fingerprint)
     db.session.commit()
@@ -186,9 +221,11 @@ def _after_lost_race(scope: str, key: str, fingerprint: str) -> Response:
     raise _in_flight(0)  # the winner gave its claim up meanwhile: the client retries
 
 
-def idempotent(render_error: Callable[[ShopError], Response], scope_name: Callable[[], str],
-               parse_body: Callable[[], Any]
-               ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+def idempotent(
+    render_error: Callable[[ShopError], Response],
+    scope_name: Callable[[], str],
+    parse_body: Callable[[], Any],
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Wrap a view so a repeated Idempotency-Key replays, conflicts or waits, per ACP §6.
 
     `parse_body` decodes the request body strictly (raising the surface's 400) and should
@@ -200,13 +237,17 @@ def idempotent(render_error: Callable[[ShopError], Response], scope_name: Callab
         def wrapper(*args: Any, **kwargs: Any) -> Response:
             key = request.headers.get("Idempotency-Key", "")
             if not key.strip():
-                raise InvalidRequestError("idempotency_key_required",
-                                          "The Idempotency-Key header is required on every "
-                                          "POST; send a fresh UUID per distinct request.")
+                raise InvalidRequestError(
+                    "idempotency_key_required",
+                    "The Idempotency-Key header is required on every "
+                    "POST; send a fresh UUID per distinct request.",
+                )
             if len(key) > MAX_KEY_LENGTH:
-                raise InvalidRequestError("idempotency_key_too_long",
-                                          f"The Idempotency-Key header is {len(key)} characters;"
-                                          f" use at most {MAX_KEY_LENGTH} (a UUID is 36).")
+                raise InvalidRequestError(
+                    "idempotency_key_too_long",
+                    f"The Idempotency-Key header is {len(key)} characters;"
+                    f" use at most {MAX_KEY_LENGTH} (a UUID is 36).",
+                )
             fingerprint = _fingerprint(parse_body())
             scope = f"{scope_name()}:{request.path}"
             known = _known(scope, key, fingerprint)
@@ -239,7 +280,8 @@ def idempotent(render_error: Callable[[ShopError], Response], scope_name: Callab
 def purge_idempotency_records() -> int:
     """Delete records older than the retention window; return how many."""
     cutoff = clock.epoch() - RETENTION_SECONDS
-    result = db.session.execute(delete(IdempotencyRecord)
-                                .where(IdempotencyRecord.created_at < cutoff))
+    result = db.session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
+    )
     db.session.commit()
     return result.rowcount or 0

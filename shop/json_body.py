@@ -23,8 +23,10 @@ class BodyError(ValueError):
 
 
 def _no_constant(name: str) -> Any:
-    raise BodyError(f"The request body contains {name}, which is not JSON; send numbers as "
-                    "finite decimal values (or null).")
+    raise BodyError(
+        f"The request body contains {name}, which is not JSON; send numbers as "
+        "finite decimal values (or null)."
+    )
 
 
 def loads(raw: bytes | str, *, parse_float: Callable[[str], Any] = float) -> Any:
@@ -36,16 +38,22 @@ def loads(raw: bytes | str, *, parse_float: Callable[[str], Any] = float) -> Any
     try:
         value = json.loads(text, parse_float=parse_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise BodyError(f"The request body is not valid JSON (line {exc.lineno}, column "
-                        f"{exc.colno}: {exc.msg}).") from None
+        raise BodyError(
+            f"The request body is not valid JSON (line {exc.lineno}, column "
+            f"{exc.colno}: {exc.msg})."
+        ) from None
     except RecursionError:
-        raise BodyError(f"The request body is nested too deeply; JSON objects and arrays may "
-                        f"nest at most {MAX_DEPTH} levels here.") from None
+        raise BodyError(
+            f"The request body is nested too deeply; JSON objects and arrays may "
+            f"nest at most {MAX_DEPTH} levels here."
+        ) from None
     except BodyError:
         raise
     except ValueError:  # an integer literal longer than Python reads (4300 digits)
-        raise BodyError("The request body holds a number with too many digits; send "
-                        "amounts and quantities as ordinary integers.") from None
+        raise BodyError(
+            "The request body holds a number with too many digits; send "
+            "amounts and quantities as ordinary integers."
+        ) from None
     _check(value)
     return value
 
@@ -59,12 +67,16 @@ def _check(value: Any) -> None:
             _check_text(item)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise BodyError("The request body holds a number too large to represent "
-                                "(it overflows to infinity); send a finite value.")
+                raise BodyError(
+                    "The request body holds a number too large to represent "
+                    "(it overflows to infinity); send a finite value."
+                )
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
-                raise BodyError(f"The request body is nested too deeply; JSON objects and "
-                                f"arrays may nest at most {MAX_DEPTH} levels here.")
+                raise BodyError(
+                    f"The request body is nested too deeply; JSON objects and "
+                    f"arrays may nest at most {MAX_DEPTH} levels here."
+                )
             if isinstance(item, dict):
                 for key, child in item.items():
                     _check_text(key)
@@ -79,5 +91,7 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise BodyError("The request body contains a lone UTF-16 surrogate escape (like "
-                        "\\ud800) that is not a character; send valid Unicode text.") from None
+        raise BodyError(
+            "The request body contains a lone UTF-16 surrogate escape (like "
+            "\\ud800) that is not a character; send valid Unicode text."
+        ) from None

@@ -68,17 +68,22 @@ def _post(http: Any, url: str, body: bytes, headers: dict[str, str], timeout: fl
     """POST exact bytes; raise DeliveryError unless the answer is 2xx."""
     try:
         # Redirects are failures: requests would replay a POST as a body-less GET.
-        response = http.post(url, data=body, headers=headers, timeout=timeout,
-                             allow_redirects=False)
+        response = http.post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+        )
     except requests.Timeout as exc:
-        raise DeliveryError(f"no answer from {_where(url)} within {timeout:g}s "
-                            f"({type(exc).__name__})") from exc
+        raise DeliveryError(
+            f"no answer from {_where(url)} within {timeout:g}s ({type(exc).__name__})"
+        ) from exc
     except requests.RequestException as exc:  # refused, DNS, TLS, reset …
         raise DeliveryError(f"could not reach {_where(url)} ({type(exc).__name__})") from exc
     if not 200 <= response.status_code < 300:
         excerpt = _one_line(response.text or "")
-        raise DeliveryError(f"{_where(url)} answered HTTP {response.status_code}"
-                            + (f": {excerpt}" if excerpt else ""), status=response.status_code)
+        raise DeliveryError(
+            f"{_where(url)} answered HTTP {response.status_code}"
+            + (f": {excerpt}" if excerpt else ""),
+            status=response.status_code,
+        )
 
 
 def _check_url(url: str) -> None:
@@ -89,8 +94,13 @@ def _check_url(url: str) -> None:
 class WebhookSink:
     """POST each order as JSON to the merchant, signed with `Signature` when a secret is set."""
 
-    def __init__(self, url: str, secret: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
         _check_url(url)
         if secret == "":
             raise ValueError("ORDER_WEBHOOK_SECRET is empty; unset it or give it a value")
@@ -133,23 +143,35 @@ class LogSink:
         """Log that the order went nowhere, with the whole order so the log can rebuild it."""
         info = order.get("order") or {}
         payment = order.get("payment") or {}
-        total = next((t.get("amount") for t in order.get("totals") or ()
-                      if t.get("type") == "total"), None)
+        total = next(
+            (t.get("amount") for t in order.get("totals") or () if t.get("type") == "total"), None
+        )
         self.logger.warning(
             "ORDER NOT DELIVERED: order %s for session %s was NOT delivered anywhere: set "
             "orderWebhookUrl in config.json (and ORDER_WEBHOOK_SECRET) to receive orders; "
             "payment %s %s, total %s %s. Dropped; `flask --app app orders replay %s` sends it "
             "once orderWebhookUrl is set. order=%s",
-            info.get("id"), info.get("checkout_session_id"), payment.get("provider"),
-            payment.get("reference"), total, order.get("currency"),
-            info.get("checkout_session_id"), _encode(order).decode("utf-8"))
+            info.get("id"),
+            info.get("checkout_session_id"),
+            payment.get("provider"),
+            payment.get("reference"),
+            total,
+            order.get("currency"),
+            info.get("checkout_session_id"),
+            _encode(order).decode("utf-8"),
+        )
 
 
 class AcpEventSink:
     """POST ACP order events to the agent platform, signed with `Merchant-Signature`."""
 
-    def __init__(self, url: str, secret: str, timeout: float = DEFAULT_TIMEOUT,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
         _check_url(url)
         if not secret:
             raise ValueError("ACP_WEBHOOK_SECRET is required to sign order events")
@@ -163,12 +185,15 @@ class AcpEventSink:
 
     def deliver(self, order: dict[str, Any]) -> None:
         """Send one ACP event ({type, data}); a merchant payload is sent as order_create."""
-        event = order if "data" in order else build_acp_order_event("order_create", order,
-                                                                     "confirmed")
+        event = (
+            order if "data" in order else build_acp_order_event("order_create", order, "confirmed")
+        )
         body = _encode(event)
-        headers = {"Content-Type": "application/json",
-                   "Merchant-Signature": sign_timestamped(self._secret, body, clock.epoch()),
-                   "Request-Id": f"req_{uuid.uuid4().hex}"}
+        headers = {
+            "Content-Type": "application/json",
+            "Merchant-Signature": sign_timestamped(self._secret, body, clock.epoch()),
+            "Request-Id": f"req_{uuid.uuid4().hex}",
+        }
         _post(self._http, self.url, body, headers, self.timeout)
 
 
@@ -176,20 +201,28 @@ def build_sink(settings: Settings, logger: logging.Logger) -> OrderSink:
     """Choose the merchant sink from settings: WebhookSink with orderWebhookUrl, else LogSink."""
     url = settings.order_webhook_url
     if not url:
-        logger.warning("NO ORDER DESTINATION: orderWebhookUrl is not set in %s, so every paid "
-                       "order will only be logged and then LOST. Set orderWebhookUrl (and "
-                       "ORDER_WEBHOOK_SECRET) before taking real payments.", settings.config_path)
+        logger.warning(
+            "NO ORDER DESTINATION: orderWebhookUrl is not set in %s, so every paid "
+            "order will only be logged and then LOST. Set orderWebhookUrl (and "
+            "ORDER_WEBHOOK_SECRET) before taking real payments.",
+            settings.config_path,
+        )
         return LogSink(logger)
     try:
         _check_url(url)
     except ValueError:
-        raise ConfigError(f"{settings.config_path}: field 'orderWebhookUrl' must be an http:// "
-                          "or https:// URL of your order receiver, e.g. "
-                          '"https://example.com/hooks/orders".') from None
+        raise ConfigError(
+            f"{settings.config_path}: field 'orderWebhookUrl' must be an http:// "
+            "or https:// URL of your order receiver, e.g. "
+            '"https://example.com/hooks/orders".'
+        ) from None
     secret = settings.secret("ORDER_WEBHOOK_SECRET")
     if secret is None:
-        logger.warning("ORDER_WEBHOOK_SECRET is not set: orders to %s are sent UNSIGNED and "
-                       "your receiver cannot tell them from forgeries.", _where(url))
+        logger.warning(
+            "ORDER_WEBHOOK_SECRET is not set: orders to %s are sent UNSIGNED and "
+            "your receiver cannot tell them from forgeries.",
+            _where(url),
+        )
     return WebhookSink(url, secret, webhook_timeout(settings))
 
 
@@ -203,7 +236,9 @@ def webhook_timeout(settings: Settings) -> float:
     except ValueError:
         seconds = 0.0
     if not 0 < seconds <= MAX_TIMEOUT:
-        raise ConfigError(f"ORDER_WEBHOOK_TIMEOUT is {raw!r}; set it to the seconds shop waits "
-                          f"for your order receiver, more than 0 and at most {MAX_TIMEOUT:g} "
-                          f"(default {DEFAULT_TIMEOUT:g}), or unset it.")
+        raise ConfigError(
+            f"ORDER_WEBHOOK_TIMEOUT is {raw!r}; set it to the seconds shop waits "
+            f"for your order receiver, more than 0 and at most {MAX_TIMEOUT:g} "
+            f"(default {DEFAULT_TIMEOUT:g}), or unset it."
+        )
     return seconds

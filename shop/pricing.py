@@ -99,16 +99,28 @@ def tax_rate(settings: Settings, address: Mapping[str, Any] | None) -> Decimal |
     return rate_for(settings.tax_nexus, settings.tax_country, address)
 
 
-def fulfillment_choices(settings: Settings, shippable: bool, now: datetime
-                        ) -> tuple[FulfillmentChoice, ...]:
+def fulfillment_choices(
+    settings: Settings, shippable: bool, now: datetime
+) -> tuple[FulfillmentChoice, ...]:
     """Return the options a cart may choose: configured shipping, or free digital delivery."""
     if not shippable:
-        return (FulfillmentChoice(DIGITAL_OPTION_ID, "digital", "Digital delivery",
-                                  "Delivered by email right after payment", 0),)
+        return (
+            FulfillmentChoice(
+                DIGITAL_OPTION_ID,
+                "digital",
+                "Digital delivery",
+                "Delivered by email right after payment",
+                0,
+            ),
+        )
     return tuple(
         FulfillmentChoice(
-            id=o.id, type="shipping", title=o.title, description=o.description,
-            amount=o.amount, carrier=o.carrier,
+            id=o.id,
+            type="shipping",
+            title=o.title,
+            description=o.description,
+            amount=o.amount,
+            carrier=o.carrier,
             earliest=None if o.min_days is None else now + timedelta(days=o.min_days),
             latest=None if o.max_days is None else now + timedelta(days=o.max_days),
         )
@@ -116,8 +128,9 @@ def fulfillment_choices(settings: Settings, shippable: bool, now: datetime
     )
 
 
-def _coupons(settings: Settings, codes: tuple[str, ...], base: int, now: datetime
-             ) -> list[CouponOutcome]:
+def _coupons(
+    settings: Settings, codes: tuple[str, ...], base: int, now: datetime
+) -> list[CouponOutcome]:
     outcomes: list[CouponOutcome] = []
     remaining = base
     seen: set[str] = set()
@@ -162,8 +175,19 @@ def price_cart(settings: Settings, catalog: Catalog, cart: Cart, now: datetime) 
     ):
         subtotal = base - disc
         tax = percent_of(subtotal, rate) if rate is not None else 0
-        lines.append(QuoteLine(line_id(index), item, line.quantity, item.price, base, disc,
-                               subtotal, tax, subtotal + tax))
+        lines.append(
+            QuoteLine(
+                line_id(index),
+                item,
+                line.quantity,
+                item.price,
+                base,
+                disc,
+                subtotal,
+                tax,
+                subtotal + tax,
+            )
+        )
     fulfillment = selected.amount if selected else 0
     shipping_tax = (
         percent_of(fulfillment, rate) if rate is not None and settings.shipping_taxable else 0
@@ -188,8 +212,9 @@ def price_cart(settings: Settings, catalog: Catalog, cart: Cart, now: datetime) 
     )
 
 
-def _select(settings: Settings, options: tuple[FulfillmentChoice, ...], option_id: str | None
-            ) -> tuple[FulfillmentChoice | None, str | None]:
+def _select(
+    settings: Settings, options: tuple[FulfillmentChoice, ...], option_id: str | None
+) -> tuple[FulfillmentChoice | None, str | None]:
     """Return (the selected option, an option id this store never offers).
 
     An id this store does not offer selects nothing, so no price the buyer did not choose is

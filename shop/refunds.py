@@ -20,8 +20,9 @@ from shop.state import ShopState
 log = logging.getLogger("shop.refunds")
 
 
-def cancel_refunded_order(state: ShopState, session_id: str, reference: str | None,
-                          amount_refunded: int) -> str:
+def cancel_refunded_order(
+    state: ShopState, session_id: str, reference: str | None, amount_refunded: int
+) -> str:
     """Cancel a paid session's order when `amount_refunded` (cumulative) covers what was paid.
 
     Return what happened: canceled, already_canceled, partial_refund or not_paid. It commits
@@ -29,25 +30,43 @@ def cancel_refunded_order(state: ShopState, session_id: str, reference: str | No
     commits with them); when nothing changes it leaves the transaction to the caller.
     """
     row = db.session.execute(
-        select(CheckoutSession.order_id, CheckoutSession.order_payload,
-               CheckoutSession.amount_paid).where(CheckoutSession.id == session_id)
+        select(
+            CheckoutSession.order_id, CheckoutSession.order_payload, CheckoutSession.amount_paid
+        ).where(CheckoutSession.id == session_id)
     ).one_or_none()
     if row is None or not row.order_payload:
-        log.warning("refund of %s on payment %s for session %s, which has no paid order here; "
-                    "nothing to cancel", amount_refunded, reference, session_id)
+        log.warning(
+            "refund of %s on payment %s for session %s, which has no paid order here; "
+            "nothing to cancel",
+            amount_refunded,
+            reference,
+            session_id,
+        )
         return "not_paid"
     paid = row.amount_paid or 0
     if amount_refunded < paid:
-        log.warning("partial refund on order %s (session %s, payment %s): %d of %d refunded; "
-                    "the order stands", row.order_id, session_id, reference, amount_refunded,
-                    paid)
+        log.warning(
+            "partial refund on order %s (session %s, payment %s): %d of %d refunded; "
+            "the order stands",
+            row.order_id,
+            session_id,
+            reference,
+            amount_refunded,
+            paid,
+        )
         return "partial_refund"
-    queued = delivery.enqueue_order_canceled(state, session_id, json.loads(row.order_payload),
-                                             "refunded", reference, amount_refunded)
+    queued = delivery.enqueue_order_canceled(
+        state, session_id, json.loads(row.order_payload), "refunded", reference, amount_refunded
+    )
     db.session.commit()
     if not queued:
         return "already_canceled"
-    log.warning("ORDER CANCELED: order %s (session %s) was fully refunded (%d, payment %s); "
-                "do not ship it", row.order_id, session_id, amount_refunded, reference)
+    log.warning(
+        "ORDER CANCELED: order %s (session %s) was fully refunded (%d, payment %s); do not ship it",
+        row.order_id,
+        session_id,
+        amount_refunded,
+        reference,
+    )
     delivery.schedule(state, session_id)
     return "canceled"

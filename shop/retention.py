@@ -41,10 +41,17 @@ class PurgeResult:
 def _undelivered(now: int):  # type: ignore[no-untyped-def]
     # Kept: a message still being retried, or one stranded (gave_up / dropped; next_at is when
     # it got there) less than UNDELIVERED_KEEP_SECONDS ago.
-    return CheckoutSession.id.in_(select(OrderDelivery.session_id).where(or_(
-        OrderDelivery.state.in_(OPEN_STATES),
-        and_(OrderDelivery.state.in_(STRANDED_STATES),
-             OrderDelivery.next_at > now - UNDELIVERED_KEEP_SECONDS))))
+    return CheckoutSession.id.in_(
+        select(OrderDelivery.session_id).where(
+            or_(
+                OrderDelivery.state.in_(OPEN_STATES),
+                and_(
+                    OrderDelivery.state.in_(STRANDED_STATES),
+                    OrderDelivery.next_at > now - UNDELIVERED_KEEP_SECONDS,
+                ),
+            )
+        )
+    )
 
 
 def purge(state: ShopState) -> PurgeResult:
@@ -55,26 +62,39 @@ def purge(state: ShopState) -> PurgeResult:
     """
     checkout.release_stuck_payments(state)
     now = clock.epoch()
-    expired = and_(CheckoutSession.expires_at <= now - GRACE_SECONDS,
-                   CheckoutSession.status != Status.IN_PROGRESS)
+    expired = and_(
+        CheckoutSession.expires_at <= now - GRACE_SECONDS,
+        CheckoutSession.status != Status.IN_PROGRESS,
+    )
     kept = db.session.execute(
         select(func.count()).select_from(CheckoutSession).where(expired, _undelivered(now))
     ).scalar_one()
     if kept:
-        log.warning("purge kept %d expired session(s) whose order has not been delivered "
-                    "(still retrying, or given up or dropped less than %d days ago); see "
-                    "`flask --app app orders failed`", kept, UNDELIVERED_KEEP_DAYS)
+        log.warning(
+            "purge kept %d expired session(s) whose order has not been delivered "
+            "(still retrying, or given up or dropped less than %d days ago); see "
+            "`flask --app app orders failed`",
+            kept,
+            UNDELIVERED_KEEP_DAYS,
+        )
     doomed = select(CheckoutSession.id).where(expired, ~_undelivered(now))
     for delivery_row in db.session.execute(
-        select(OrderDelivery).where(OrderDelivery.state.in_(STRANDED_STATES),
-                                    OrderDelivery.session_id.in_(doomed))
+        select(OrderDelivery).where(
+            OrderDelivery.state.in_(STRANDED_STATES), OrderDelivery.session_id.in_(doomed)
+        )
     ).scalars():
-        log.error("PURGED UNDELIVERED ORDER: order %s of session %s (%s to the %s, %s since %s) "
-                  "never reached its destination and is now deleted after %d days; its "
-                  "payload is in the log line that gave up on it (or dropped it)",
-                  delivery_row.order_id, delivery_row.session_id, delivery_row.event,
-                  delivery_row.destination, delivery_row.state, clock.iso(delivery_row.next_at),
-                  UNDELIVERED_KEEP_DAYS)
+        log.error(
+            "PURGED UNDELIVERED ORDER: order %s of session %s (%s to the %s, %s since %s) "
+            "never reached its destination and is now deleted after %d days; its "
+            "payload is in the log line that gave up on it (or dropped it)",
+            delivery_row.order_id,
+            delivery_row.session_id,
+            delivery_row.event,
+            delivery_row.destination,
+            delivery_row.state,
+            clock.iso(delivery_row.next_at),
+            UNDELIVERED_KEEP_DAYS,
+        )
     ids = list(db.session.execute(doomed).scalars())
     if ids:
         db.session.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))

@@ -45,8 +45,10 @@ def schedule_text() -> str:
     steps = ", ".join(_duration(d) for d in growing)
     if capped:
         steps += f", then every {_duration(BACKOFF_CAP)} ({capped} more)"
-    return (f"{MAX_ATTEMPTS} tries: at once, then after {steps}; the last try is about "
-            f"{round(GIVE_UP_AFTER_SECONDS / 3600)} h after the first")
+    return (
+        f"{MAX_ATTEMPTS} tries: at once, then after {steps}; the last try is about "
+        f"{round(GIVE_UP_AFTER_SECONDS / 3600)} h after the first"
+    )
 
 
 def sweep_seconds(env: Mapping[str, str]) -> float:
@@ -59,7 +61,9 @@ def sweep_seconds(env: Mapping[str, str]) -> float:
     except ValueError:
         seconds = 0.0
     if not 0.05 <= seconds <= 3600:
-        raise ConfigError(f"ORDER_SWEEP_SECONDS is {raw!r}; set it to how often (in seconds, "
-                          f"0.05 to 3600, default {SWEEP_SECONDS:g}) each worker retries due "
-                          "order deliveries, or unset it.")
+        raise ConfigError(
+            f"ORDER_SWEEP_SECONDS is {raw!r}; set it to how often (in seconds, "
+            f"0.05 to 3600, default {SWEEP_SECONDS:g}) each worker retries due "
+            "order deliveries, or unset it."
+        )
     return seconds

@@ -20,24 +20,47 @@ from shop.db import CheckoutSession, db, read
 
 _T = CheckoutSession.__table__
 _FIND = select(
-    _T.c.id, _T.c.status, _T.c.currency, _T.c.created_at, _T.c.updated_at, _T.c.expires_at,
-    _T.c.cart, _T.c.notices, _T.c.order_id, _T.c.payment_reference, _T.c.provider_order_id,
-    _T.c.provider_order_amount, _T.c.payment_provider, _T.c.order_payload,
+    _T.c.id,
+    _T.c.status,
+    _T.c.currency,
+    _T.c.created_at,
+    _T.c.updated_at,
+    _T.c.expires_at,
+    _T.c.cart,
+    _T.c.notices,
+    _T.c.order_id,
+    _T.c.payment_reference,
+    _T.c.provider_order_id,
+    _T.c.provider_order_amount,
+    _T.c.payment_provider,
+    _T.c.order_payload,
 ).where(_T.c.id == bindparam("s_id"))
 _INSERT = insert(_T)
 _UPDATE = (
     update(_T)
-    .where(_T.c.id == bindparam("s_id"), _T.c.status == bindparam("s_seen_status"),
-           _T.c.cart == bindparam("s_seen_cart"))
-    .values(status=bindparam("s_status"), cart=bindparam("s_cart"),
-            notices=bindparam("s_notices"), updated_at=bindparam("s_now"),
-            provider_order_id=bindparam("s_order"), provider_order_amount=bindparam("s_amount"),
-            buyer_email=bindparam("s_email"), buyer_phone=bindparam("s_phone"))
+    .where(
+        _T.c.id == bindparam("s_id"),
+        _T.c.status == bindparam("s_seen_status"),
+        _T.c.cart == bindparam("s_seen_cart"),
+    )
+    .values(
+        status=bindparam("s_status"),
+        cart=bindparam("s_cart"),
+        notices=bindparam("s_notices"),
+        updated_at=bindparam("s_now"),
+        provider_order_id=bindparam("s_order"),
+        provider_order_amount=bindparam("s_amount"),
+        buyer_email=bindparam("s_email"),
+        buyer_phone=bindparam("s_phone"),
+    )
 )
 _EXPIRE = (
     update(_T)
-    .where(_T.c.id == bindparam("s_id"), _T.c.status.in_(bindparam("s_open", expanding=True)),
-           _T.c.expires_at <= bindparam("s_now"))
+    .where(
+        _T.c.id == bindparam("s_id"),
+        _T.c.status.in_(bindparam("s_open", expanding=True)),
+        _T.c.expires_at <= bindparam("s_now"),
+    )
     .values(status=bindparam("s_expired"), updated_at=bindparam("s_now"))
 )
 
@@ -79,29 +102,66 @@ def _contacts(details: Mapping[str, Any]) -> tuple[str | None, str | None]:
 def insert_row(record: SessionRecord, details: Mapping[str, Any]) -> None:
     """Insert a new session in the current transaction."""
     email, phone = _contacts(details)
-    db.session.connection().execute(_INSERT, {
-        "id": record.id, "status": record.status, "currency": record.currency,
-        "created_at": record.created_at, "updated_at": record.updated_at,
-        "expires_at": record.expires_at, "cart": record.cart, "notices": record.notices,
-        "stock_reserved": 0, "flagged": 0, "provider_order_id": record.provider_order_id,
-        "provider_order_amount": record.provider_order_amount, "buyer_email": email,
-        "buyer_phone": phone,
-    })
+    db.session.connection().execute(
+        _INSERT,
+        {
+            "id": record.id,
+            "status": record.status,
+            "currency": record.currency,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "expires_at": record.expires_at,
+            "cart": record.cart,
+            "notices": record.notices,
+            "stock_reserved": 0,
+            "flagged": 0,
+            "provider_order_id": record.provider_order_id,
+            "provider_order_amount": record.provider_order_amount,
+            "buyer_email": email,
+            "buyer_phone": phone,
+        },
+    )
 
 
 def update_open(seen: SessionRecord, new: SessionRecord, details: Mapping[str, Any]) -> bool:
     """Write `new` if the session is still as `seen` read it; True when it was written."""
     email, phone = _contacts(details)
-    return db.session.connection().execute(_UPDATE, {
-        "s_id": seen.id, "s_seen_status": seen.status, "s_seen_cart": seen.cart,
-        "s_status": new.status, "s_cart": new.cart, "s_notices": new.notices,
-        "s_now": new.updated_at, "s_order": new.provider_order_id,
-        "s_amount": new.provider_order_amount, "s_email": email, "s_phone": phone,
-    }).rowcount == 1
+    return (
+        db.session.connection()
+        .execute(
+            _UPDATE,
+            {
+                "s_id": seen.id,
+                "s_seen_status": seen.status,
+                "s_seen_cart": seen.cart,
+                "s_status": new.status,
+                "s_cart": new.cart,
+                "s_notices": new.notices,
+                "s_now": new.updated_at,
+                "s_order": new.provider_order_id,
+                "s_amount": new.provider_order_amount,
+                "s_email": email,
+                "s_phone": phone,
+            },
+        )
+        .rowcount
+        == 1
+    )
 
 
 def expire(session_id: str, open_statuses: tuple[str, ...], expired: str, now: int) -> bool:
     """Mark an open session past its TTL expired, in the current transaction."""
-    return db.session.connection().execute(_EXPIRE, {
-        "s_id": session_id, "s_open": list(open_statuses), "s_expired": expired, "s_now": now,
-    }).rowcount == 1
+    return (
+        db.session.connection()
+        .execute(
+            _EXPIRE,
+            {
+                "s_id": session_id,
+                "s_open": list(open_statuses),
+                "s_expired": expired,
+                "s_now": now,
+            },
+        )
+        .rowcount
+        == 1
+    )

@@ -91,8 +91,9 @@ class Settings:
         return value or None
 
 
-def load_settings(env: Mapping[str, str] | None = None,
-                  config_overrides: Mapping[str, Any] | None = None) -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, config_overrides: Mapping[str, Any] | None = None
+) -> Settings:
     """Read config.json (SHOP_CONFIG) and the environment; raise ConfigError on any mistake."""
     env = dict(os.environ if env is None else env)
     config_path = env.get("SHOP_CONFIG") or "config.json"
@@ -108,22 +109,31 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
     path = cfg.path
     currency = cfg.text("currency", "usd", example="usd") or "usd"
     if currency.lower() not in KNOWN_CURRENCIES:
-        raise cfg.error("currency", f"is {currency!r}, which is not a known ISO 4217 code; "
-                        'use a lower-case code such as "usd", "eur", "inr" or "jpy".')
+        raise cfg.error(
+            "currency",
+            f"is {currency!r}, which is not a known ISO 4217 code; "
+            'use a lower-case code such as "usd", "eur", "inr" or "jpy".',
+        )
     provider = cfg.text("paymentProvider", "test") or "test"
     if provider not in PROVIDERS:
         raise cfg.error("paymentProvider", f"is {provider!r}; use one of {', '.join(PROVIDERS)}.")
     for name in PROVIDER_SECRETS.get(provider, ()):
         if not env.get(name):
-            raise cfg.error("paymentProvider", f"is '{provider}' but the environment variable "
-                            f"{name} is not set; export it before starting (it never goes in "
-                            "config.json).")
+            raise cfg.error(
+                "paymentProvider",
+                f"is '{provider}' but the environment variable "
+                f"{name} is not set; export it before starting (it never goes in "
+                "config.json).",
+            )
     api_keys = _api_keys(env.get("SHOP_API_KEYS", ""))
     demo_mode = provider == "test" and not api_keys
     if not api_keys and not demo_mode:
-        raise cfg.error("paymentProvider", f"is '{provider}' but SHOP_API_KEYS is not set; set "
-                        "it to 'name:token' pairs (e.g. SHOP_API_KEYS=openai:long-random-token) "
-                        "so only your agent platforms can check out.")
+        raise cfg.error(
+            "paymentProvider",
+            f"is '{provider}' but SHOP_API_KEYS is not set; set "
+            "it to 'name:token' pairs (e.g. SHOP_API_KEYS=openai:long-random-token) "
+            "so only your agent platforms can check out.",
+        )
     if demo_mode:
         api_keys = {DEMO_API_KEY: "demo"}
     store_url = cfg.url("storeUrl", "https://shop.example") or ""
@@ -143,16 +153,19 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         permalink_base=cfg.url("permalinkBase", store_url.rstrip("/") + "/orders/") or "",
         # The scheme is checked where the sink is built (shop/orders.py).
         order_webhook_url=cfg.text("orderWebhookUrl", example="https://example.com/hooks/orders"),
-        session_ttl_minutes=cfg.integer("sessionTtlMinutes", 60, minimum=1, maximum=7 * 24 * 60,
-                                        unit=" (minutes)") or 60,
+        session_ttl_minutes=cfg.integer(
+            "sessionTtlMinutes", 60, minimum=1, maximum=7 * 24 * 60, unit=" (minutes)"
+        )
+        or 60,
         shipping=tuple(_shipping(cfg)),
         tax_nexus=parse_nexus(tax.obj("nexus"), tax_country),
         tax_country=tax_country,
         shipping_taxable=tax.boolean("shippingTaxable", False),
         coupons={c.code.upper(): c for c in _coupons(cfg)},
         policies=_policies(cfg.obj("policies"), store_url),
-        order_status_url_template=cfg.text("orderStatusUrlTemplate",
-                                           example="https://example.com/orders/{order_id}"),
+        order_status_url_template=cfg.text(
+            "orderStatusUrlTemplate", example="https://example.com/orders/{order_id}"
+        ),
         feed_basic_auth_user=feed.text("basicAuthUser"),
         feed_brand=feed.text("brand"),
         acp_versions=_acp_versions(cfg.obj("acp")),
@@ -186,8 +199,11 @@ def _acp_versions(acp: Fields) -> tuple[str, ...]:
         except ValueError:
             valid = False
         if not valid:
-            raise acp.error("versions", f"holds {version!r}, which is not an API-Version date; "
-                            'list dates like ["2026-04-17", "2026-01-30"].')
+            raise acp.error(
+                "versions",
+                f"holds {version!r}, which is not an API-Version date; "
+                'list dates like ["2026-04-17", "2026-01-30"].',
+            )
     return tuple(versions)
 
 
@@ -195,8 +211,9 @@ def _policies(policies: Fields, store_url: str) -> dict[str, Any]:
     resolved = policies.mapping()
     for key in POLICY_URLS:
         resolved[key] = policies.url(key, base=store_url)
-    resolved["returnWindowDays"] = policies.integer("returnWindowDays", None, maximum=3650,
-                                                    unit=" (days)")
+    resolved["returnWindowDays"] = policies.integer(
+        "returnWindowDays", None, maximum=3650, unit=" (days)"
+    )
     return {k: v for k, v in resolved.items() if v is not None}
 
 
@@ -215,17 +232,20 @@ def _shipping(cfg: Fields) -> list[ShippingOption]:
             raise option.error("minDays", f"({min_days}) is more than maxDays ({max_days}).")
         amount = option.integer("amount", None, unit=" in minor units (500 = $5.00)")
         if amount is None:
-            raise option.error("amount", "is missing; set the price in minor units "
-                               "(500 = $5.00, 0 for free).")
-        options.append(ShippingOption(
-            id=opt["id"],
-            title=option.text("title", opt["id"]) or opt["id"],
-            description=option.text("description", "", allow_empty=True) or "",
-            amount=amount,
-            carrier=option.text("carrier"),
-            min_days=min_days,
-            max_days=max_days,
-        ))
+            raise option.error(
+                "amount", "is missing; set the price in minor units (500 = $5.00, 0 for free)."
+            )
+        options.append(
+            ShippingOption(
+                id=opt["id"],
+                title=option.text("title", opt["id"]) or opt["id"],
+                description=option.text("description", "", allow_empty=True) or "",
+                amount=amount,
+                carrier=option.text("carrier"),
+                min_days=min_days,
+                max_days=max_days,
+            )
+        )
     return options
 
 
@@ -237,27 +257,34 @@ def _coupons(cfg: Fields) -> list[Coupon]:
             raise ConfigError(f"{cfg.path}: coupon #{i + 1} needs a 'code' text value.")
         coupon = Fields(c, cfg.path, label=f"coupon '{c['code']}', ")
         if c["code"].strip().upper() in seen:
-            raise coupon.error("code", "is listed twice (codes ignore case); keep one entry per "
-                               "code.")
+            raise coupon.error(
+                "code", "is listed twice (codes ignore case); keep one entry per code."
+            )
         seen.add(c["code"].strip().upper())
         percent = c.get("percentOff")
         amount = c.get("amountOff")
         if (percent is None) == (amount is None):
-            raise ConfigError(f"{cfg.path}: coupon '{c['code']}' needs exactly one of the fields "
-                              "'percentOff' (10 for 10%) or 'amountOff' (minor units).")
+            raise ConfigError(
+                f"{cfg.path}: coupon '{c['code']}' needs exactly one of the fields "
+                "'percentOff' (10 for 10%) or 'amountOff' (minor units)."
+            )
         if percent is not None and (
-            isinstance(percent, bool) or not isinstance(percent, int | float) or
-            not 0 < percent <= 100
+            isinstance(percent, bool)
+            or not isinstance(percent, int | float)
+            or not 0 < percent <= 100
         ):
             raise coupon.error("percentOff", f"must be a number from 1 to 100, got {percent!r}.")
-        coupons.append(Coupon(
-            code=c["code"].strip(),
-            percent_off=None if percent is None else Decimal(str(percent)),
-            amount_off=coupon.integer("amountOff", None, minimum=1,
-                                      unit=" in minor units (500 = $5.00)"),
-            min_subtotal=coupon.integer("minSubtotal", 0, unit=" in minor units") or 0,
-            expires=_expiry(coupon),
-        ))
+        coupons.append(
+            Coupon(
+                code=c["code"].strip(),
+                percent_off=None if percent is None else Decimal(str(percent)),
+                amount_off=coupon.integer(
+                    "amountOff", None, minimum=1, unit=" in minor units (500 = $5.00)"
+                ),
+                min_subtotal=coupon.integer("minSubtotal", 0, unit=" in minor units") or 0,
+                expires=_expiry(coupon),
+            )
+        )
     return coupons
 
 
@@ -268,6 +295,7 @@ def _expiry(coupon: Fields) -> datetime | None:
     try:
         expires = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
-        raise coupon.error("expires", "must be a date like 2026-12-31 or "
-                           "2026-12-31T23:59:59Z.") from None
+        raise coupon.error(
+            "expires", "must be a date like 2026-12-31 or 2026-12-31T23:59:59Z."
+        ) from None
     return expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)

@@ -48,7 +48,8 @@ class WriterQueue:
         if not self._lock.acquire(timeout=self._timeout):
             raise sqlite3.OperationalError(
                 f"database is locked: another transaction of this process held it for "
-                f"{self._timeout:g} s")
+                f"{self._timeout:g} s"
+            )
         if self._lock_path is None:
             return
         try:

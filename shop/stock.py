@@ -9,9 +9,7 @@ from sqlalchemy import text
 from shop.catalog import Catalog
 from shop.db import db, read
 
-_RESERVE = text(
-    "UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n"
-)
+_RESERVE = text("UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n")
 _LEVELS = text("SELECT item_id, qty FROM stock_levels")
 _RELEASE = text("UPDATE stock_levels SET qty = qty + :n WHERE item_id = :id")
 _SEED = text(

@@ -23,8 +23,11 @@ def parse_home_country(tax: Fields) -> str:
     """Read tax.homeCountry: the ISO 3166-1 country whose regions bare nexus keys name."""
     country = (tax.text("homeCountry", DEFAULT_TAX_COUNTRY) or "").strip().upper()
     if not _COUNTRY.fullmatch(country):
-        raise tax.error("homeCountry", f"is {country!r}; use the store's two-letter ISO 3166-1 "
-                        'country code, e.g. "US" or "CA".')
+        raise tax.error(
+            "homeCountry",
+            f"is {country!r}; use the store's two-letter ISO 3166-1 "
+            'country code, e.g. "US" or "CA".',
+        )
     return country
 
 
@@ -42,18 +45,24 @@ def parse_nexus(nexus: Fields, home: str) -> dict[str, Decimal]:
         if not sep:
             country, region = home, key
         if not (_COUNTRY.fullmatch(country) and (region == "*" or _SUBDIVISION.fullmatch(region))):
-            raise nexus.error(raw_key, f"is not a region code; use a region of {home} such as "
-                              f'"CA", an ISO 3166-2 code such as "US-CA" or "CA-ON", or "DE-*" '
-                              "for a whole country.")
+            raise nexus.error(
+                raw_key,
+                f"is not a region code; use a region of {home} such as "
+                f'"CA", an ISO 3166-2 code such as "US-CA" or "CA-ON", or "DE-*" '
+                "for a whole country.",
+            )
         try:
             value = Decimal(str(rate))
         except InvalidOperation:
             value = Decimal(-1)
-        if isinstance(rate, bool) or not isinstance(rate, int | float | str) or not (
-            Decimal(0) <= value < Decimal(1)
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float | str)
+            or not (Decimal(0) <= value < Decimal(1))
         ):
-            raise nexus.error(raw_key, f"must be a rate between 0 and 1 (0.0725 for 7.25%), "
-                              f"got {rate!r}.")
+            raise nexus.error(
+                raw_key, f"must be a rate between 0 and 1 (0.0725 for 7.25%), got {rate!r}."
+            )
         canonical = nexus_key(country, region)
         if canonical in rates:
             raise nexus.error(raw_key, f"names {canonical} a second time; keep one entry.")
@@ -61,8 +70,9 @@ def parse_nexus(nexus: Fields, home: str) -> dict[str, Decimal]:
     return rates
 
 
-def rate_for(nexus: Mapping[str, Decimal], home_country: str,
-             address: Mapping[str, Any] | None) -> Decimal | None:
+def rate_for(
+    nexus: Mapping[str, Decimal], home_country: str, address: Mapping[str, Any] | None
+) -> Decimal | None:
     """Return the rate for an address's region within its country, or None without nexus.
 
     An address without a country is in the home country; a state given as ISO 3166-2

@@ -21,6 +21,7 @@ API_VERSION = "2026-04-17"
 
 pytest_plugins = ["tests.receiver", "tests.fake_psp"]
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only() -> Any:
     """Fail any test that tries to connect beyond loopback: the suite runs offline."""
@@ -75,21 +76,34 @@ def shop_files(tmp_path: Path) -> dict[str, Path]:
     products = tmp_path / "products.json"
     shutil.copy(DATA / "config.json", config)
     shutil.copy(DATA / "products.json", products)
-    return {"config": config, "products": products, "db": tmp_path / "shop.sqlite3",
-            "dir": tmp_path}
+    return {
+        "config": config,
+        "products": products,
+        "db": tmp_path / "shop.sqlite3",
+        "dir": tmp_path,
+    }
 
 
 @pytest.fixture
 def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     """Return a factory: make_app(config={...}, env={...}, sink=...) -> Flask app."""
-    for name in ("SHOP_API_KEYS", "STRIPE_SECRET_KEY", "ORDER_WEBHOOK_SECRET", "ACP_WEBHOOK_URL",
-                 "ACP_WEBHOOK_SECRET", "FEED_PASSWORD", "FORTER_WEBHOOK_SECRET",
-                 "ACP_SIGNING_SECRET", "ORDER_WEBHOOK_TIMEOUT"):
+    for name in (
+        "SHOP_API_KEYS",
+        "STRIPE_SECRET_KEY",
+        "ORDER_WEBHOOK_SECRET",
+        "ACP_WEBHOOK_URL",
+        "ACP_WEBHOOK_SECRET",
+        "FEED_PASSWORD",
+        "FORTER_WEBHOOK_SECRET",
+        "ACP_SIGNING_SECRET",
+        "ORDER_WEBHOOK_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     apps = []
 
-    def factory(config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                sink: Any = None):
+    def factory(
+        config: dict[str, Any] | None = None, env: dict[str, str] | None = None, sink: Any = None
+    ):
         overrides: dict[str, Any] = {
             "SHOP_CONFIG": str(shop_files["config"]),
             "SHOP_PRODUCTS": str(shop_files["products"]),
@@ -110,8 +124,7 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     violations: list[str] = []
     yield factory
     join_deliveries()
-    assert not violations, "ACP responses that break the official schema:\n" + "\n".join(
-        violations)
+    assert not violations, "ACP responses that break the official schema:\n" + "\n".join(violations)
     from shop.db import db
 
     for app in apps:
@@ -142,13 +155,16 @@ def _validate_acp_responses(app: Any, violations: list[str]) -> None:
             return response
         body = response.get_json(silent=True)
         if body is None:
-            violations.append(f"{request.method} {request.path} -> {response.status_code}: "
-                              "the body is not JSON")
+            violations.append(
+                f"{request.method} {request.path} -> {response.status_code}: the body is not JSON"
+            )
             return response
         name = _acp_schema_name(request.path, response.status_code, body)
         for error in acp_validator(name).iter_errors(body):
-            violations.append(f"{request.method} {request.path} -> {response.status_code} "
-                              f"({name}) {list(error.path)}: {error.message}")
+            violations.append(
+                f"{request.method} {request.path} -> {response.status_code} "
+                f"({name}) {list(error.path)}: {error.message}"
+            )
         return response
 
 
@@ -184,15 +200,21 @@ class AcpClient:
         self.token = token
 
     def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.token}", "API-Version": API_VERSION,
-                   "Idempotency-Key": key or str(uuid.uuid4())}
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "API-Version": API_VERSION,
+            "Idempotency-Key": key or str(uuid.uuid4()),
+        }
         headers.update(extra)
         return headers
 
     def post(self, path: str, body: Any = None, key: str | None = None, **extra: str):
-        return self.client.post(path, data=json.dumps(body if body is not None else {}),
-                                content_type="application/json",
-                                headers=self.headers(key, **extra))
+        return self.client.post(
+            path,
+            data=json.dumps(body if body is not None else {}),
+            content_type="application/json",
+            headers=self.headers(key, **extra),
+        )
 
     def get(self, path: str):
         return self.client.get(path, headers=self.headers())
@@ -209,14 +231,27 @@ def acp(client) -> AcpClient:
     return AcpClient(client)
 
 
-ADDRESS_CA = {"name": "Jane Doe", "line_one": "1 Market St", "city": "San Francisco",
-              "state": "CA", "country": "US", "postal_code": "94105"}
-ADDRESS_OR = {"name": "Jo Roe", "line_one": "2 Pine St", "city": "Portland", "state": "OR",
-              "country": "US", "postal_code": "97201"}
+ADDRESS_CA = {
+    "name": "Jane Doe",
+    "line_one": "1 Market St",
+    "city": "San Francisco",
+    "state": "CA",
+    "country": "US",
+    "postal_code": "94105",
+}
+ADDRESS_OR = {
+    "name": "Jo Roe",
+    "line_one": "2 Pine St",
+    "city": "Portland",
+    "state": "OR",
+    "country": "US",
+    "postal_code": "97201",
+}
 
 
-def cart(*items: tuple[str, int], address: dict[str, Any] | None = ADDRESS_OR,
-         **extra: Any) -> dict[str, Any]:
+def cart(
+    *items: tuple[str, int], address: dict[str, Any] | None = ADDRESS_OR, **extra: Any
+) -> dict[str, Any]:
     """Build a create-session body."""
     body: dict[str, Any] = {
         "currency": "usd",
@@ -232,9 +267,12 @@ def cart(*items: tuple[str, int], address: dict[str, Any] | None = ADDRESS_OR,
 
 def payment(token: str = "tok_visa") -> dict[str, Any]:
     """Build a complete-session body with the current payment_data shape."""
-    return {"payment_data": {"handler_id": "card_tokenized",
-                             "instrument": {"type": "card",
-                                            "credential": {"type": "spt", "token": token}}}}
+    return {
+        "payment_data": {
+            "handler_id": "card_tokenized",
+            "instrument": {"type": "card", "credential": {"type": "spt", "token": token}},
+        }
+    }
 
 
 def _registry() -> tuple[Registry, dict[str, Any]]:
@@ -252,8 +290,11 @@ def acp_validator(name: str) -> Draft202012Validator:
     Formats (uri, date-time, email) are checked too: rfc3986-validator and rfc3339-validator
     are installed for exactly this.
     """
-    return Draft202012Validator({"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"}, registry=_REGISTRY,
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        {"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"},
+        registry=_REGISTRY,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
 
 
 def assert_acp(body: dict[str, Any], name: str) -> None:

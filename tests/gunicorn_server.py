@@ -30,8 +30,9 @@ def _tail(log: Path, limit: int = 20_000) -> str:
 
 
 @contextmanager
-def gunicorn_process(env: Mapping[str, str], workers: int = 3, threads: int = 1,
-                     app: str = "app:app") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def gunicorn_process(
+    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run gunicorn with the given environment; yield (base URL, process); stop it after.
 
     Its output goes to a temporary log file, not a pipe: nobody reads a pipe while the
@@ -39,14 +40,31 @@ def gunicorn_process(env: Mapping[str, str], workers: int = 3, threads: int = 1,
     and block every worker on its next write. The log is shown when gunicorn exits early.
     """
     port = free_port()
-    with tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log",
-                                     delete=False) as log_file:
+    with tempfile.NamedTemporaryFile(
+        "wb", prefix="gunicorn-", suffix=".log", delete=False
+    ) as log_file:
         log = Path(log_file.name)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--threads", str(threads), "--log-level", "warning",
-             "--graceful-timeout", "2"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                app,
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--log-level",
+                "warning",
+                "--graceful-timeout",
+                "2",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -74,8 +92,9 @@ def gunicorn_process(env: Mapping[str, str], workers: int = 3, threads: int = 1,
 
 
 @contextmanager
-def gunicorn(env: Mapping[str, str], workers: int = 3, threads: int = 1,
-             app: str = "app:app") -> Iterator[str]:
+def gunicorn(
+    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+) -> Iterator[str]:
     """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
     with gunicorn_process(env, workers, threads, app) as (url, _proc):
         yield url

@@ -17,8 +17,9 @@ SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
 
 
 def _validator(schema: dict[str, Any], registry: Registry | None = None) -> Draft202012Validator:
-    return Draft202012Validator(schema, registry=registry or Registry(),
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        schema, registry=registry or Registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 PAYLOAD_SCHEMA = _validator(json.loads((ROOT / "docs" / "order-payload.schema.json").read_text()))
@@ -26,19 +27,28 @@ PAYLOAD_SCHEMA = _validator(json.loads((ROOT / "docs" / "order-payload.schema.js
 
 def _acp_registry() -> Registry:
     """The two OpenAPI documents and the JSON bundle, at URIs their own $refs resolve against."""
-    resources = [(path.as_uri(), DRAFT202012.create_resource(yaml.safe_load(path.read_text())))
-                 for path in (SPEC / "openapi.agentic_checkout_webhook.yaml",
-                              SPEC / "openapi.agentic_checkout.yaml")]
+    resources = [
+        (path.as_uri(), DRAFT202012.create_resource(yaml.safe_load(path.read_text())))
+        for path in (
+            SPEC / "openapi.agentic_checkout_webhook.yaml",
+            SPEC / "openapi.agentic_checkout.yaml",
+        )
+    ]
     bundle = Resource.from_contents(json.loads((SPEC / "schema.agentic_checkout.json").read_text()))
     return Registry().with_resources([*resources, (bundle.id(), bundle)])
 
 
 ACP_REGISTRY = _acp_registry()
 WEBHOOK_URI = (SPEC / "openapi.agentic_checkout_webhook.yaml").as_uri()
-WEBHOOK_EVENT = _validator({"$ref": WEBHOOK_URI + "#/components/schemas/WebhookEvent"},
-                           ACP_REGISTRY)
-BUNDLE_ORDER = _validator({"$ref": "https://example.com/schemas/agentic-checkout/"
-                                   "bundle.schema.json#/$defs/Order"}, ACP_REGISTRY)
+WEBHOOK_EVENT = _validator(
+    {"$ref": WEBHOOK_URI + "#/components/schemas/WebhookEvent"}, ACP_REGISTRY
+)
+BUNDLE_ORDER = _validator(
+    {"$ref": "https://example.com/schemas/agentic-checkout/bundle.schema.json#/$defs/Order"},
+    ACP_REGISTRY,
+)
 MERCHANT_SIGNATURE = re.compile(
-    ACP_REGISTRY.contents(WEBHOOK_URI)["paths"]["/agentic_checkout/webhooks/order_events"]
-    ["post"]["parameters"][0]["schema"]["pattern"])
+    ACP_REGISTRY.contents(WEBHOOK_URI)["paths"]["/agentic_checkout/webhooks/order_events"]["post"][
+        "parameters"
+    ][0]["schema"]["pattern"]
+)

@@ -45,8 +45,9 @@ def verify_signature(secret: str, raw: bytes, header: str | None) -> bool:
     return header is not None and hmac.compare_digest(expected_signature(secret, raw), header)
 
 
-def verify_merchant_signature(secret: str, raw: bytes, header: str | None,
-                              now: float | None = None) -> bool:
+def verify_merchant_signature(
+    secret: str, raw: bytes, header: str | None, now: float | None = None
+) -> bool:
     """Check an ACP `Merchant-Signature: t=…,v1=…` header (300 s window), in constant time."""
     if not header:
         return False
@@ -120,8 +121,12 @@ class OrderReceiver:
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="order-receiver",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            name="order-receiver",
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -147,8 +152,9 @@ class OrderReceiver:
 
     def _accept(self, path: str, headers: dict[str, str], raw: bytes) -> Request:
         if path == ACP_PATH:
-            verified = verify_merchant_signature(self.acp_secret,
-                                                 raw, headers.get("Merchant-Signature"))
+            verified = verify_merchant_signature(
+                self.acp_secret, raw, headers.get("Merchant-Signature")
+            )
         elif self.secret is not None:
             verified = verify_signature(self.secret, raw, headers.get("Signature"))
         else:
@@ -199,15 +205,18 @@ def _schema_violations(path: str, raw: bytes) -> list[str]:
         part = body
         for key in inside:
             part = part.get(key) if isinstance(part, dict) else None
-        found += [f"{path} ({name}) {list(error.path)}: {error.message}"
-                  for error in validator.iter_errors(part)]
+        found += [
+            f"{path} ({name}) {list(error.path)}: {error.message}"
+            for error in validator.iter_errors(part)
+        ]
     return found
 
 
 def assert_no_violations(receiver: OrderReceiver) -> None:
     """Fail when any body the receiver got broke its schema."""
     assert not receiver.violations, "deliveries that break their schema:\n" + "\n".join(
-        receiver.violations)
+        receiver.violations
+    )
 
 
 def _dedupe_key(path: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -216,8 +225,11 @@ def _dedupe_key(path: str, body: dict[str, Any]) -> tuple[str, str]:
     return body["order"]["id"], body.get("event", "order.created")
 
 
-_ANSWERS = {200: b'{"received":true}', 401: b'{"error":"bad signature"}',
-            500: b'{"error":"receiver is failing on purpose"}'}
+_ANSWERS = {
+    200: b'{"received":true}',
+    401: b'{"error":"bad signature"}',
+    500: b'{"error":"receiver is failing on purpose"}',
+}
 
 
 def _handler(receiver: OrderReceiver) -> type[BaseHTTPRequestHandler]:

@@ -16,11 +16,19 @@ def test_create_returns_201_ready_session(acp):
     assert body["id"].startswith("cs_")
     assert body["line_items"][0]["quantity"] == 2
     totals = {t["type"]: t["amount"] for t in body["totals"]}
-    assert totals == {"items_base_amount": 5998, "subtotal": 5998, "fulfillment": 500,
-                      "tax": 0, "total": 6498}
+    assert totals == {
+        "items_base_amount": 5998,
+        "subtotal": 5998,
+        "fulfillment": 500,
+        "tax": 0,
+        "total": 6498,
+    }
     assert body["capabilities"]["payment"]["handlers"][0]["name"] == "dev.acp.tokenized.card"
-    assert [link["type"] for link in body["links"]] == ["terms_of_use", "privacy_policy",
-                                                        "return_policy"]
+    assert [link["type"] for link in body["links"]] == [
+        "terms_of_use",
+        "privacy_policy",
+        "return_policy",
+    ]
     assert body["expires_at"] > body["created_at"]
 
 
@@ -29,8 +37,9 @@ def test_shipping_options_have_delivery_windows(acp):
     options = {o["id"]: o for o in body["fulfillment_options"]}
     assert set(options) == {"standard", "express"}
     assert options["express"]["totals"][0]["amount"] == 1500
-    assert options["standard"]["earliest_delivery_time"] < options["standard"][
-        "latest_delivery_time"]
+    assert (
+        options["standard"]["earliest_delivery_time"] < options["standard"]["latest_delivery_time"]
+    )
     assert body["selected_fulfillment_options"][0]["option_id"] == "standard"
 
 
@@ -61,12 +70,16 @@ def test_tax_only_in_nexus_per_line_half_up(acp):
 
 def test_update_changes_address_option_and_items(acp):
     created = acp.create().get_json()
-    response = acp.post(f"/checkout_sessions/{created['id']}", {
-        "line_items": [{"id": "shirt-red", "quantity": 3}],
-        "fulfillment_details": {"address": ADDRESS_CA},
-        "selected_fulfillment_options": [{"type": "shipping", "option_id": "express",
-                                          "item_ids": ["li_1"]}],
-    })
+    response = acp.post(
+        f"/checkout_sessions/{created['id']}",
+        {
+            "line_items": [{"id": "shirt-red", "quantity": 3}],
+            "fulfillment_details": {"address": ADDRESS_CA},
+            "selected_fulfillment_options": [
+                {"type": "shipping", "option_id": "express", "item_ids": ["li_1"]}
+            ],
+        },
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert_acp(body, "CheckoutSession")
@@ -92,9 +105,12 @@ def test_complete_creates_order(acp, app):
     body = response.get_json()
     assert_acp(body, "CheckoutSessionWithOrder")
     assert body["status"] == "completed"
-    assert body["order"] == {"id": f"order_{created['id']}", "checkout_session_id": created["id"],
-                             "permalink_url": f"https://store.test/orders/order_{created['id']}",
-                             "status": "confirmed"}
+    assert body["order"] == {
+        "id": f"order_{created['id']}",
+        "checkout_session_id": created["id"],
+        "permalink_url": f"https://store.test/orders/order_{created['id']}",
+        "status": "confirmed",
+    }
 
 
 @pytest.mark.parametrize("token", ["tok_visa", "spt_123abc", "pm_card_visa"])
@@ -105,13 +121,16 @@ def test_success_tokens(acp, token):
 
 def test_older_payment_data_shape_is_accepted(acp):
     created = acp.create().get_json()
-    response = acp.post(f"/checkout_sessions/{created['id']}/complete",
-                        {"payment_data": {"token": "tok_visa", "provider": "stripe"}})
+    response = acp.post(
+        f"/checkout_sessions/{created['id']}/complete",
+        {"payment_data": {"token": "tok_visa", "provider": "stripe"}},
+    )
     assert response.get_json()["status"] == "completed"
 
 
-@pytest.mark.parametrize(("token", "text"), [("tok_chargeDeclined", "declined"),
-                                             ("tok_cvcCheckFail", "security code")])
+@pytest.mark.parametrize(
+    ("token", "text"), [("tok_chargeDeclined", "declined"), ("tok_cvcCheckFail", "security code")]
+)
 def test_decline_releases_stock_and_allows_retry(acp, app, token, text):
     from shop import stock
     from shop.state import get_state
@@ -181,9 +200,11 @@ def test_short_routes_share_handlers(acp):
     created = acp.post("/acp/checkout/create", cart())
     assert created.status_code == 201
     session_id = created.get_json()["id"]
-    updated = acp.client.patch(f"/acp/checkout/{session_id}/update",
-                               json={"fulfillment_details": {"address": ADDRESS_CA}},
-                               headers=acp.headers())
+    updated = acp.client.patch(
+        f"/acp/checkout/{session_id}/update",
+        json={"fulfillment_details": {"address": ADDRESS_CA}},
+        headers=acp.headers(),
+    )
     assert updated.status_code == 200
     assert_acp(updated.get_json(), "CheckoutSession")
     assert {t["type"]: t["amount"] for t in updated.get_json()["totals"]}["tax"] == 217

@@ -35,14 +35,18 @@ def signed_client(make_app):
 
 
 def _post(client, raw: bytes, signature: str | None, timestamp: str | None):
-    headers = {"Authorization": "Bearer demo", "API-Version": API_VERSION,
-               "Idempotency-Key": str(uuid.uuid4())}
+    headers = {
+        "Authorization": "Bearer demo",
+        "API-Version": API_VERSION,
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
     if signature is not None:
         headers["Signature"] = signature
     if timestamp is not None:
         headers["Timestamp"] = timestamp
-    return client.post("/checkout_sessions", data=raw, content_type="application/json",
-                       headers=headers)
+    return client.post(
+        "/checkout_sessions", data=raw, content_type="application/json", headers=headers
+    )
 
 
 def test_canonical_json_base64_signature_is_accepted(signed_client):
@@ -69,14 +73,17 @@ def test_other_documented_forms_are_accepted(signed_client, form):
     assert _post(signed_client, raw, signature, timestamp).status_code == 201
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing", "send a Signature header"),
-    ("no-timestamp", "needs a Timestamp header"),
-    ("stale", "away from the store's clock"),
-    ("not-a-date", "not an RFC 3339 date-time"),
-    ("tampered", "does not match the body"),
-    ("wrong-secret", "does not match the body"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing", "send a Signature header"),
+        ("no-timestamp", "needs a Timestamp header"),
+        ("stale", "away from the store's clock"),
+        ("not-a-date", "not an RFC 3339 date-time"),
+        ("tampered", "does not match the body"),
+        ("wrong-secret", "does not match the body"),
+    ],
+)
 def test_bad_signatures_are_refused_with_a_reason(signed_client, case, needle):
     body = cart(("widget", 1))
     raw = json.dumps(body).encode()
@@ -104,11 +111,17 @@ def test_bad_signatures_are_refused_with_a_reason(signed_client, case, needle):
 
 def test_unsigned_get_is_allowed_and_signing_is_off_without_secret(signed_client, acp):
     body = cart(("widget", 1))
-    created = _post(signed_client, json.dumps(body).encode(),
-                    base64.b64encode(_sign(_canonical(body))).decode(), _now_rfc3339())
+    created = _post(
+        signed_client,
+        json.dumps(body).encode(),
+        base64.b64encode(_sign(_canonical(body))).decode(),
+        _now_rfc3339(),
+    )
     session_id = created.get_json()["id"]
-    read = signed_client.get(f"/checkout_sessions/{session_id}",
-                             headers={"Authorization": "Bearer demo", "API-Version": API_VERSION})
+    read = signed_client.get(
+        f"/checkout_sessions/{session_id}",
+        headers={"Authorization": "Bearer demo", "API-Version": API_VERSION},
+    )
     assert read.status_code == 200
     # The default app (no ACP_SIGNING_SECRET) takes unsigned requests.
     assert acp.create(cart(("widget", 1))).status_code == 201

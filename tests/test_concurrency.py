@@ -14,32 +14,51 @@ from tests.gunicorn_server import gunicorn
 
 
 def _headers(key: str | None = None) -> dict[str, str]:
-    return {"Authorization": "Bearer demo", "API-Version": API_VERSION,
-            "Idempotency-Key": key or str(uuid.uuid4())}
+    return {
+        "Authorization": "Bearer demo",
+        "API-Version": API_VERSION,
+        "Idempotency-Key": key or str(uuid.uuid4()),
+    }
 
 
 @pytest.fixture
 def server(shop_files):
-    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": ""}
+    env = {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": "",
+    }
     with gunicorn(env, workers=3, threads=4) as url:
         yield url
 
 
 def _stock(url: str, session_id: str) -> int | None:
-    body = requests.get(f"{url}/checkout_sessions/{session_id}", headers=_headers(),
-                        timeout=10).json()
+    body = requests.get(
+        f"{url}/checkout_sessions/{session_id}", headers=_headers(), timeout=10
+    ).json()
     return body["line_items"][0].get("available_quantity")
 
 
 def test_forty_racing_completes_sell_exactly_five(server):
     with requests.Session() as http:
-        sessions = [http.post(f"{server}/checkout_sessions", json=cart(("scarce", 1)),
-                              headers=_headers(), timeout=10).json()["id"] for _ in range(40)]
+        sessions = [
+            http.post(
+                f"{server}/checkout_sessions",
+                json=cart(("scarce", 1)),
+                headers=_headers(),
+                timeout=10,
+            ).json()["id"]
+            for _ in range(40)
+        ]
 
     def complete(session_id: str) -> dict:
-        response = requests.post(f"{server}/checkout_sessions/{session_id}/complete",
-                                 json=payment(), headers=_headers(), timeout=30)
+        response = requests.post(
+            f"{server}/checkout_sessions/{session_id}/complete",
+            json=payment(),
+            headers=_headers(),
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -59,23 +78,31 @@ def stripe_server(shop_files, fake_psp):
     config = json.loads(shop_files["config"].read_text())
     config["paymentProvider"] = "stripe"
     shop_files["config"].write_text(json.dumps(config))
-    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": "agent:tok",
-           **fake_psp.env("stripe")}
+    env = {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": "agent:tok",
+        **fake_psp.env("stripe"),
+    }
     with gunicorn(env, workers=3, threads=4) as url:
         yield url
 
 
 def test_eight_identical_completes_charge_once(stripe_server, fake_psp):
     headers = {**_headers(), "Authorization": "Bearer tok"}
-    session_id = requests.post(f"{stripe_server}/checkout_sessions", json=cart(("scarce", 1)),
-                               headers=headers, timeout=10).json()["id"]
+    session_id = requests.post(
+        f"{stripe_server}/checkout_sessions", json=cart(("scarce", 1)), headers=headers, timeout=10
+    ).json()["id"]
     key = str(uuid.uuid4())
 
     def complete(_: int) -> requests.Response:
-        return requests.post(f"{stripe_server}/checkout_sessions/{session_id}/complete",
-                             json=payment(), headers={**headers, "Idempotency-Key": key},
-                             timeout=30)
+        return requests.post(
+            f"{stripe_server}/checkout_sessions/{session_id}/complete",
+            json=payment(),
+            headers={**headers, "Idempotency-Key": key},
+            timeout=30,
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(complete, range(8)))
@@ -91,6 +118,7 @@ def test_eight_identical_completes_charge_once(stripe_server, fake_psp):
     charges = fake_psp.sent("POST", "/v1/payment_intents")
     assert len(charges) == 1
     assert charges[0].body["metadata"]["checkout_session_id"] == session_id
-    got = requests.get(f"{stripe_server}/checkout_sessions/{session_id}", headers=headers,
-                       timeout=10).json()
+    got = requests.get(
+        f"{stripe_server}/checkout_sessions/{session_id}", headers=headers, timeout=10
+    ).json()
     assert got["line_items"][0].get("available_quantity") == 4  # one unit reserved, once

@@ -440,14 +440,20 @@ def test_shopify_csv_variants_are_option_rows(catalog: Catalog, settings: Settin
     assert first["Variant Barcode"] == "00012345600012"
 
 
-@pytest.mark.parametrize(("category", "product_category", "type_"), [
-    ("Media > Books", "Media > Books", "Books"),
-    ("Apparel & Accessories > Clothing > Shirts & Tops", "Apparel & Accessories > Clothing > "
-     "Shirts & Tops", "Shirts & Tops"),
-    ("Hardware", "", "Hardware"),  # free text: no taxonomy path, so Type only
-    ("Tools >", "", "Tools >"),  # not a path: an empty step
-    (None, "", ""),
-])
+@pytest.mark.parametrize(
+    ("category", "product_category", "type_"),
+    [
+        ("Media > Books", "Media > Books", "Books"),
+        (
+            "Apparel & Accessories > Clothing > Shirts & Tops",
+            "Apparel & Accessories > Clothing > Shirts & Tops",
+            "Shirts & Tops",
+        ),
+        ("Hardware", "", "Hardware"),  # free text: no taxonomy path, so Type only
+        ("Tools >", "", "Tools >"),  # not a path: an empty step
+        (None, "", ""),
+    ],
+)
 def test_shopify_csv_passes_a_taxonomy_category_through(
     settings: Settings, category: str | None, product_category: str, type_: str
 ) -> None:

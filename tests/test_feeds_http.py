@@ -247,8 +247,10 @@ def test_no_auth_configured_means_open_feeds(make_client: Any) -> None:
 
 # --- through the real create_app, on the shipped sample files ---------------------------------
 
-SAMPLE = {"SHOP_CONFIG": str(Path(__file__).resolve().parents[1] / "config.json"),
-          "SHOP_PRODUCTS": str(Path(__file__).resolve().parents[1] / "products.json")}
+SAMPLE = {
+    "SHOP_CONFIG": str(Path(__file__).resolve().parents[1] / "config.json"),
+    "SHOP_PRODUCTS": str(Path(__file__).resolve().parents[1] / "products.json"),
+}
 
 
 def _sample_client(make_app: Any) -> FlaskClient:

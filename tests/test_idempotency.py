@@ -38,8 +38,12 @@ def test_replay_ignores_key_order_and_whitespace(acp):
     body = cart()
     first = acp.create(body, key="canon")
     reordered = json.dumps(dict(reversed(list(body.items()))), indent=4)
-    second = acp.client.post("/checkout_sessions", data=reordered,
-                             content_type="application/json", headers=acp.headers("canon"))
+    second = acp.client.post(
+        "/checkout_sessions",
+        data=reordered,
+        content_type="application/json",
+        headers=acp.headers("canon"),
+    )
     assert second.headers.get("Idempotent-Replayed") == "true"
     assert second.get_json()["id"] == first.get_json()["id"]
 
@@ -77,9 +81,15 @@ def test_in_flight_is_409_with_retry_after(acp, app):
 
     body = cart()
     with app.app_context():
-        db.session.add(IdempotencyRecord(scope="demo:/checkout_sessions", key="busy",
-                                         request_hash=request_fingerprint(body),
-                                         state="in_flight", created_at=clock.epoch()))
+        db.session.add(
+            IdempotencyRecord(
+                scope="demo:/checkout_sessions",
+                key="busy",
+                request_hash=request_fingerprint(body),
+                state="in_flight",
+                created_at=clock.epoch(),
+            )
+        )
         db.session.commit()
     response = acp.create(body, key="busy")
     assert response.status_code == 409
@@ -151,10 +161,13 @@ def test_a_request_that_missed_anothers_claim_answers_as_a_retry(acp, monkeypatc
     assert second.get_json() == first.get_json()
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ({"b": 1, "a": [1, 2]}, {"a": [1, 2], "b": 1}),
-    ({"x": "é"}, {"x": "\u00e9"}),
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"b": 1, "a": [1, 2]}, {"a": [1, 2], "b": 1}),
+        ({"x": "é"}, {"x": "\u00e9"}),
+    ],
+)
 def test_canonical_json_equivalence(a, b):
     assert canonical_json(a) == canonical_json(b)
 
@@ -197,8 +210,7 @@ def test_stored_response_is_committed_with_the_update(acp, app):
     created = acp.create().get_json()
     updated = acp.post(f"/checkout_sessions/{created['id']}", {"coupons": ["TEN"]}, key="u1")
     with app.app_context():
-        record = db.session.execute(
-            db.select(IdempotencyRecord).filter_by(key="u1")).scalar_one()
+        record = db.session.execute(db.select(IdempotencyRecord).filter_by(key="u1")).scalar_one()
         assert (record.state, record.status_code) == ("done", 200)
         assert json.loads(record.response_body) == updated.get_json()
 
@@ -212,14 +224,26 @@ def test_racing_requests_with_one_key_make_one_session(shop_files):
     from tests.conftest import API_VERSION
     from tests.gunicorn_server import gunicorn
 
-    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": ""}
-    headers = {"Authorization": "Bearer demo", "API-Version": API_VERSION,
-               "Idempotency-Key": "same-key-everywhere"}
+    env = {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": "",
+    }
+    headers = {
+        "Authorization": "Bearer demo",
+        "API-Version": API_VERSION,
+        "Idempotency-Key": "same-key-everywhere",
+    }
     with gunicorn(env, workers=3, threads=4) as url, ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: requests.post(
-            f"{url}/checkout_sessions", json=cart(), headers=headers, timeout=20),
-            range(12)))
+        answers = list(
+            pool.map(
+                lambda _: requests.post(
+                    f"{url}/checkout_sessions", json=cart(), headers=headers, timeout=20
+                ),
+                range(12),
+            )
+        )
     statuses = {a.status_code for a in answers}
     assert statuses <= {201, 409}, [a.text for a in answers]
     created = [a.json() for a in answers if a.status_code == 201]

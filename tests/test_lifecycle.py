@@ -45,7 +45,8 @@ def test_session_alive_before_ttl(acp, later):
 
 
 def test_requests_and_the_purge_command_delete_expired_sessions_and_old_records(
-        acp, app, runner, later):
+    acp, app, runner, later
+):
     from shop.db import CheckoutSession, IdempotencyRecord, db
 
     old = acp.create().get_json()
@@ -117,8 +118,11 @@ def test_purge_keeps_a_dropped_order_for_the_grace_period_then_says_so(make_app,
     with caplog.at_level(logging.ERROR, logger="shop.retention"):
         purged = runner.invoke(args=["purge"])
     assert "deleted 1 expired session" in purged.output and "kept 0" in purged.output
-    [line] = [r.getMessage() for r in caplog.records
-              if r.name == "shop.retention" and r.levelno == logging.ERROR]
+    [line] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "shop.retention" and r.levelno == logging.ERROR
+    ]
     assert order_id in line and created["id"] in line and "dropped" in line
     with app.app_context():
         assert db.session.get(CheckoutSession, created["id"]) is None
@@ -136,7 +140,9 @@ def test_coupons_apply_and_bad_ones_answer_messages(acp):
     assert codes == ["coupon_expired", "coupon_invalid"]
     assert body["discounts"]["applied"][0]["amount"] == 600
     assert {r["reason"] for r in body["discounts"]["rejected"]} == {
-        "discount_code_invalid", "discount_code_expired"}
+        "discount_code_invalid",
+        "discount_code_expired",
+    }
 
 
 def test_amount_off_coupon_respects_minimum_and_allocates(acp):

@@ -47,15 +47,18 @@ def shop(make_app, order_receiver):
     """Return a factory for apps whose order sink is built from config, aimed at the receiver."""
 
     def build(env: dict[str, str] | None = None, config: dict[str, Any] | None = None):
-        return make_app(config={"orderWebhookUrl": order_receiver.url, **(config or {})},
-                        env={"ORDER_WEBHOOK_SECRET": order_receiver.secret, **(env or {})},
-                        sink=FROM_CONFIG)
+        return make_app(
+            config={"orderWebhookUrl": order_receiver.url, **(config or {})},
+            env={"ORDER_WEBHOOK_SECRET": order_receiver.secret, **(env or {})},
+            sink=FROM_CONFIG,
+        )
 
     return build
 
 
-def _checkout(app, body: dict[str, Any], token: str = "tok_visa",
-              update: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
+def _checkout(
+    app, body: dict[str, Any], token: str = "tok_visa", update: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], float]:
     """Create (and update) a session through the ACP API, complete it; return (body, seconds)."""
     acp = AcpClient(app.test_client())
     created = acp.create(body)
@@ -77,10 +80,21 @@ def _rows(app, session_id: str) -> list[dict[str, Any]]:
 
     join_deliveries()
     with app.app_context():
-        rows = db.session.execute(db.select(OrderDelivery).where(
-            OrderDelivery.session_id == session_id).order_by(OrderDelivery.id)).scalars()
-        return [{"to": r.destination, "event": r.event, "state": r.state,
-                 "attempts": r.attempts, "error": r.last_error or ""} for r in rows]
+        rows = db.session.execute(
+            db.select(OrderDelivery)
+            .where(OrderDelivery.session_id == session_id)
+            .order_by(OrderDelivery.id)
+        ).scalars()
+        return [
+            {
+                "to": r.destination,
+                "event": r.event,
+                "state": r.state,
+                "attempts": r.attempts,
+                "error": r.last_error or "",
+            }
+            for r in rows
+        ]
 
 
 def _sweep(app) -> int:
@@ -93,30 +107,50 @@ def _attempts(app, session_id: str) -> int:
 
 
 def _event(app, event_id: str, type_: str, session_id: str, **extra: Any) -> str:
-    body = {"id": event_id, "type": type_, "session_id": session_id, "reference": "pay_evt",
-            **extra}
-    response = app.test_client().post("/webhooks/test", data=json.dumps(body),
-                                      content_type="application/json")
+    body = {
+        "id": event_id,
+        "type": type_,
+        "session_id": session_id,
+        "reference": "pay_evt",
+        **extra,
+    }
+    response = app.test_client().post(
+        "/webhooks/test", data=json.dumps(body), content_type="application/json"
+    )
     assert response.status_code == 200, response.get_json()
     return response.get_json()["outcome"]
 
 
 def _failures(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "shop.delivery" and r.levelno == logging.ERROR]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "shop.delivery" and r.levelno == logging.ERROR
+    ]
 
 
 # --- what arrives ---------------------------------------------------------------------------
 
+
 def test_physical_order_with_tax_and_express_shipping(shop, order_receiver):
     app = shop()
-    express = {"selected_fulfillment_options": [
-        {"type": "shipping", "option_id": "express", "item_ids": ["li_1"]}]}
+    express = {
+        "selected_fulfillment_options": [
+            {"type": "shipping", "option_id": "express", "item_ids": ["li_1"]}
+        ]
+    }
     body, elapsed = _checkout(app, cart(("widget", 2), address=ADDRESS_CA), update=express)
     assert body["status"] == "completed" and elapsed < FAST
     order_id, session_id = body["order"]["id"], body["id"]
-    assert _rows(app, session_id) == [{"to": "merchant", "event": "order.created",
-                                       "state": "delivered", "attempts": 1, "error": ""}]
+    assert _rows(app, session_id) == [
+        {
+            "to": "merchant",
+            "event": "order.created",
+            "state": "delivered",
+            "attempts": 1,
+            "error": "",
+        }
+    ]
     [received] = order_receiver.requests
     assert received.verified and received.status == 200
     assert received.headers["Idempotency-Key"] == order_id
@@ -124,18 +158,31 @@ def test_physical_order_with_tax_and_express_shipping(shop, order_receiver):
     order = received.json()
     PAYLOAD_SCHEMA.validate(order)
     assert order["event"] == "order.created"
-    assert order["order"] == {"id": order_id, "checkout_session_id": session_id,
-                              "permalink_url": f"https://store.test/orders/{order_id}"}
+    assert order["order"] == {
+        "id": order_id,
+        "checkout_session_id": session_id,
+        "permalink_url": f"https://store.test/orders/{order_id}",
+    }
     tax = 435  # 7.25 % CA tax on 2 x 29.99, half up; shipping is not taxable here
-    assert order["line_items"] == [{"id": "li_1", "item_id": "widget", "title": "Premium Widget",
-                                    "quantity": 2, "unit_amount": 2999, "tax": tax,
-                                    "total": 5998 + tax}]
+    assert order["line_items"] == [
+        {
+            "id": "li_1",
+            "item_id": "widget",
+            "title": "Premium Widget",
+            "quantity": 2,
+            "unit_amount": 2999,
+            "tax": tax,
+            "total": 5998 + tax,
+        }
+    ]
     totals = {t["type"]: t["amount"] for t in order["totals"]}
     assert totals["tax"] == tax and totals["fulfillment"] == 1500
     assert totals["total"] == 5998 + 1500 + tax
     assert totals == {t["type"]: t["amount"] for t in body["totals"]}  # what the agent saw
-    assert order["fulfillment"] == {"option": {"id": "express", "title": "Express",
-                                               "amount": 1500}, "address": ADDRESS_CA}
+    assert order["fulfillment"] == {
+        "option": {"id": "express", "title": "Express", "amount": 1500},
+        "address": ADDRESS_CA,
+    }
     assert order["currency"] == "usd" and order["buyer"]["email"] == "jane@example.com"
     with app.app_context():
         from shop.db import CheckoutSession, db
@@ -153,15 +200,17 @@ def test_digital_variant_order_names_the_variant_and_ships_nothing(shop, order_r
     [order] = order_receiver.orders
     PAYLOAD_SCHEMA.validate(order)
     assert order_receiver.deliveries[0].verified
-    assert [(li["item_id"], li["unit_amount"], li["tax"], li["total"])
-            for li in order["line_items"]] == [("ebook-team", 6000, 0, 6000)]
+    assert [
+        (li["item_id"], li["unit_amount"], li["tax"], li["total"]) for li in order["line_items"]
+    ] == [("ebook-team", 6000, 0, 6000)]
     assert order["fulfillment"] is None
     assert {t["type"]: t["amount"] for t in order["totals"]}["total"] == 6000
     assert "tax" not in {t["type"] for t in order["totals"]}
 
 
-def test_without_a_secret_orders_go_unsigned_and_start_up_says_so(make_app,
-                                                                   make_order_receiver, caplog):
+def test_without_a_secret_orders_go_unsigned_and_start_up_says_so(
+    make_app, make_order_receiver, caplog
+):
     receiver = make_order_receiver(secret=None)
     with caplog.at_level(logging.WARNING, logger="shop"):
         app = make_app(config={"orderWebhookUrl": receiver.url}, sink=FROM_CONFIG)
@@ -176,8 +225,10 @@ def test_without_a_secret_orders_go_unsigned_and_start_up_says_so(make_app,
 def test_without_a_url_every_order_is_logged_loudly_and_start_up_warns(make_app, caplog):
     with caplog.at_level(logging.WARNING, logger="shop"):
         app = make_app(sink=FROM_CONFIG)  # tests/data/config.json has no orderWebhookUrl
-        assert any("NO ORDER DESTINATION" in r.getMessage() and "LOST" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            "NO ORDER DESTINATION" in r.getMessage() and "LOST" in r.getMessage()
+            for r in caplog.records
+        )
         caplog.clear()
         first, _ = _checkout(app, cart())
         second, _ = _checkout(app, cart(("ebook-single", 1), address=None))
@@ -213,27 +264,33 @@ def test_dropped_orders_are_listed_and_replayed_once_a_url_is_set(make_app, orde
     assert still.exit_code != 0 and "orderWebhookUrl" in still.output
     assert _rows(app, first["id"])[0]["state"] == "dropped"
 
-    restarted = make_app(config={"orderWebhookUrl": order_receiver.url},
-                         env={"ORDER_WEBHOOK_SECRET": order_receiver.secret}, sink=FROM_CONFIG)
+    restarted = make_app(
+        config={"orderWebhookUrl": order_receiver.url},
+        env={"ORDER_WEBHOOK_SECRET": order_receiver.secret},
+        sink=FROM_CONFIG,
+    )
     runner = restarted.test_cli_runner()
     one = runner.invoke(args=["orders", "replay", first["id"]])
     assert one.exit_code == 0, one.output
     assert [o["order"]["id"] for o in order_receiver.orders] == [first["order"]["id"]]
     rest = runner.invoke(args=["orders", "replay", "--dropped"])
     assert rest.exit_code == 0, rest.output
-    assert [o["order"]["id"] for o in order_receiver.orders] == [first["order"]["id"],
-                                                                  second["order"]["id"]]
+    assert [o["order"]["id"] for o in order_receiver.orders] == [
+        first["order"]["id"],
+        second["order"]["id"],
+    ]
     assert all(d.verified for d in order_receiver.deliveries)
     assert "every order has been delivered" in runner.invoke(args=["orders", "failed"]).output
     assert runner.invoke(args=["orders", "replay", "--dropped"]).output.strip() == (
-        "no dropped orders")
+        "no dropped orders"
+    )
     assert runner.invoke(args=["orders", "replay"]).exit_code == 2  # neither an id nor --dropped
 
 
 # --- when the receiver fails ----------------------------------------------------------------
 
-def test_receiver_500_is_logged_listed_retried_and_replayable(shop, order_receiver, later,
-                                                              caplog):
+
+def test_receiver_500_is_logged_listed_retried_and_replayable(shop, order_receiver, later, caplog):
     order_receiver.mode = "error"
     app = shop()
     with caplog.at_level(logging.ERROR, logger="shop.delivery"):
@@ -315,8 +372,10 @@ def test_slow_receiver_within_the_timeout_does_not_slow_checkouts(shop, order_re
     app = shop()  # the default 10 s timeout: the receiver answers 200 after 5 s
     first, elapsed = _checkout(app, cart())
     second, elapsed_while_first_waits = _checkout(app, cart())  # the first hand-off is waiting
-    print(f"/complete with a receiver taking 5 s to answer: {elapsed * 1000:.1f} ms, "
-          f"{elapsed_while_first_waits * 1000:.1f} ms")
+    print(
+        f"/complete with a receiver taking 5 s to answer: {elapsed * 1000:.1f} ms, "
+        f"{elapsed_while_first_waits * 1000:.1f} ms"
+    )
     assert first["status"] == second["status"] == "completed"
     assert elapsed < FAST and elapsed_while_first_waits < FAST
     order_receiver.mode = "error"
@@ -364,8 +423,10 @@ def test_receiver_down_then_back_up_gets_the_order(shop, order_receiver, later):
 
 # --- a paid session is never stranded ------------------------------------------------------
 
-def test_item_removed_while_payment_pending_still_completes_and_sends(shop, order_receiver,
-                                                                      shop_files, caplog):
+
+def test_item_removed_while_payment_pending_still_completes_and_sends(
+    shop, order_receiver, shop_files, caplog
+):
     app = shop()
     pending, _ = _checkout(app, cart(("scarce", 2)), token="tok_pending")
     assert pending["status"] == "in_progress"
@@ -373,10 +434,14 @@ def test_item_removed_while_payment_pending_still_completes_and_sends(shop, orde
     shop_files["products"].write_text(json.dumps([p for p in products if p["id"] != "scarce"]))
     restarted = shop()  # the merchant dropped the product and restarted before the PSP answered
     with caplog.at_level(logging.ERROR, logger="shop.checkout"):
-        assert _event(restarted, "evt_paid", "payment.succeeded", pending["id"],
-                      amount=2500) == "completed"
-    assert any("ORDER PAYLOAD FAILED" in r.getMessage() and pending["id"] in r.getMessage()
-               for r in caplog.records)
+        assert (
+            _event(restarted, "evt_paid", "payment.succeeded", pending["id"], amount=2500)
+            == "completed"
+        )
+    assert any(
+        "ORDER PAYLOAD FAILED" in r.getMessage() and pending["id"] in r.getMessage()
+        for r in caplog.records
+    )
     _rows(restarted, pending["id"])
     [order] = order_receiver.orders
     PAYLOAD_SCHEMA.validate(order)
@@ -388,13 +453,20 @@ def test_item_removed_while_payment_pending_still_completes_and_sends(shop, orde
 
 # --- the agent platform (ACP order events) --------------------------------------------------
 
+
 def test_acp_order_events_and_dispute_flag(shop, order_receiver):
-    app = shop(env={"ACP_WEBHOOK_URL": order_receiver.acp_url,
-                    "ACP_WEBHOOK_SECRET": order_receiver.acp_secret})
+    app = shop(
+        env={
+            "ACP_WEBHOOK_URL": order_receiver.acp_url,
+            "ACP_WEBHOOK_SECRET": order_receiver.acp_secret,
+        }
+    )
     body, _ = _checkout(app, cart(("widget", 1), address=ADDRESS_CA))
     order_id, session_id = body["order"]["id"], body["id"]
     assert {(r["to"], r["event"], r["state"]) for r in _rows(app, session_id)} == {
-        ("merchant", "order.created", "delivered"), ("agent", "order_create", "delivered")}
+        ("merchant", "order.created", "delivered"),
+        ("agent", "order_create", "delivered"),
+    }
     created = _by_path(order_receiver, "/agentic_checkout/webhooks/order_events")
     assert len(created) == 1 and created[0].verified
     assert MERCHANT_SIGNATURE.fullmatch(created[0].headers["Merchant-Signature"])
@@ -406,11 +478,14 @@ def test_acp_order_events_and_dispute_flag(shop, order_receiver):
 
     assert _event(app, "evt_dispute", "payment.disputed", session_id) == "flagged"
     assert {(r["to"], r["event"], r["state"]) for r in _rows(app, session_id)} == {
-        ("merchant", "order.created", "delivered"), ("agent", "order_create", "delivered"),
+        ("merchant", "order.created", "delivered"),
+        ("agent", "order_create", "delivered"),
         ("merchant", "order.flagged", "delivered"),
-        ("agent", "order_update:manual_review", "delivered")}
-    flagged = [r for r in _by_path(order_receiver, "/hooks/orders")
-               if r.json()["event"] == "order.flagged"]
+        ("agent", "order_update:manual_review", "delivered"),
+    }
+    flagged = [
+        r for r in _by_path(order_receiver, "/hooks/orders") if r.json()["event"] == "order.flagged"
+    ]
     assert len(flagged) == 1 and flagged[0].verified and not flagged[0].duplicate
     assert flagged[0].headers["Idempotency-Key"] == f"{order_id}:order.flagged"
     PAYLOAD_SCHEMA.validate(flagged[0].json())
@@ -427,19 +502,20 @@ def _by_path(receiver, path: str) -> list:
     return [r for r in receiver.requests if r.path == path]
 
 
-def test_agent_platform_failure_is_retried_apart_from_the_merchant(shop, order_receiver,
-                                                                   make_order_receiver, later,
-                                                                   caplog):
+def test_agent_platform_failure_is_retried_apart_from_the_merchant(
+    shop, order_receiver, make_order_receiver, later, caplog
+):
     platform = make_order_receiver()
     platform.mode = "error"
-    app = shop(env={"ACP_WEBHOOK_URL": platform.acp_url,
-                    "ACP_WEBHOOK_SECRET": platform.acp_secret})
+    app = shop(env={"ACP_WEBHOOK_URL": platform.acp_url, "ACP_WEBHOOK_SECRET": platform.acp_secret})
     with caplog.at_level(logging.ERROR, logger="shop.delivery"):
         body, elapsed = _checkout(app, cart(("widget", 1), address=ADDRESS_CA))
         rows = _rows(app, body["id"])
     assert body["status"] == "completed" and elapsed < FAST
     assert {(r["to"], r["event"], r["state"]) for r in rows} == {
-        ("merchant", "order.created", "delivered"), ("agent", "order_create", "failed")}
+        ("merchant", "order.created", "delivered"),
+        ("agent", "order_create", "failed"),
+    }
     [line] = _failures(caplog)
     assert "to=agent" in line and body["order"]["id"] in line and "HTTP 500" in line
     [refused] = platform.requests
@@ -451,7 +527,9 @@ def test_agent_platform_failure_is_retried_apart_from_the_merchant(shop, order_r
     later(retry_schedule.backoff(1) + 1)
     assert _sweep(app) == 1
     assert {(r["event"], r["state"], r["attempts"]) for r in _rows(app, body["id"])} == {
-        ("order.created", "delivered", 1), ("order_create", "delivered", 2)}
+        ("order.created", "delivered", 1),
+        ("order_create", "delivered", 2),
+    }
     [event] = platform.deliveries
     assert event.verified and MERCHANT_SIGNATURE.fullmatch(event.headers["Merchant-Signature"])
     assert event.json()["type"] == "order_create"
@@ -461,8 +539,10 @@ def test_agent_platform_failure_is_retried_apart_from_the_merchant(shop, order_r
 
 # --- the retry schedule, giving up, and how long an undelivered order is kept ----------------
 
-def test_retries_follow_the_schedule_then_give_up_logging_the_whole_order(shop, order_receiver,
-                                                                          later, caplog):
+
+def test_retries_follow_the_schedule_then_give_up_logging_the_whole_order(
+    shop, order_receiver, later, caplog
+):
     order_receiver.mode = "error"
     app = shop()
     with caplog.at_level(logging.ERROR, logger="shop"):

@@ -27,8 +27,11 @@ WORKERS = 3
 
 
 def _headers(key: str | None = None) -> dict[str, str]:
-    return {"Authorization": "Bearer demo", "API-Version": API_VERSION,
-            "Idempotency-Key": key or str(uuid.uuid4())}
+    return {
+        "Authorization": "Bearer demo",
+        "API-Version": API_VERSION,
+        "Idempotency-Key": key or str(uuid.uuid4()),
+    }
 
 
 @pytest.fixture
@@ -41,13 +44,20 @@ def server(shop_files, order_receiver, access_log):
     config = json.loads(shop_files["config"].read_text())
     config["orderWebhookUrl"] = order_receiver.url
     shop_files["config"].write_text(json.dumps(config))
-    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", "SHOP_API_KEYS": "",
-           "ORDER_WEBHOOK_SECRET": order_receiver.secret, "ORDER_WEBHOOK_TIMEOUT": "",
-           "ACP_WEBHOOK_URL": "", "ACP_WEBHOOK_SECRET": "", "ORDER_SWEEP_SECONDS": "0.1",
-           # %(p)s is the worker's pid: which process answered each request.
-           "GUNICORN_CMD_ARGS": f"--access-logfile {access_log} "
-                                "--access-logformat '%(p)s %(m)s %(U)s %(s)s'"}
+    env = {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": "",
+        "ORDER_WEBHOOK_SECRET": order_receiver.secret,
+        "ORDER_WEBHOOK_TIMEOUT": "",
+        "ACP_WEBHOOK_URL": "",
+        "ACP_WEBHOOK_SECRET": "",
+        "ORDER_SWEEP_SECONDS": "0.1",
+        # %(p)s is the worker's pid: which process answered each request.
+        "GUNICORN_CMD_ARGS": f"--access-logfile {access_log} "
+        "--access-logformat '%(p)s %(m)s %(U)s %(s)s'",
+    }
     # threads=1: gunicorn's default sync worker, one request at a time per process, so
     # concurrent requests spread over the processes (a gthread worker may accept them all).
     with gunicorn(env, workers=WORKERS, threads=1) as url:
@@ -59,8 +69,14 @@ def _reach_every_worker(url: str, access_log: Path) -> None:
     """Wait until every worker has booted and answered (and so started its sweeper)."""
     for _ in range(50):
         with ThreadPoolExecutor(max_workers=12) as pool:
-            list(pool.map(lambda _: requests.get(f"{url}/healthz", timeout=10,
-                                                 headers={"Connection": "close"}), range(12)))
+            list(
+                pool.map(
+                    lambda _: requests.get(
+                        f"{url}/healthz", timeout=10, headers={"Connection": "close"}
+                    ),
+                    range(12),
+                )
+            )
         if len(_workers(access_log, "/healthz")) == WORKERS:
             return
         time.sleep(0.1)
@@ -79,8 +95,9 @@ def _workers(access_log: Path, path: str) -> set[str]:
 
 def _deliveries(db_path: Path) -> list[tuple[str, str, str, int]]:
     with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT session_id, event, state, attempts FROM order_deliveries "
-                            "ORDER BY id").fetchall()
+        rows = conn.execute(
+            "SELECT session_id, event, state, attempts FROM order_deliveries ORDER BY id"
+        ).fetchall()
     conn.close()
     return rows
 
@@ -93,31 +110,41 @@ def _wait(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-
 
 
 def test_racing_confirmations_send_one_order(server, order_receiver, shop_files, access_log):
-    created = requests.post(f"{server}/checkout_sessions", json=cart(("widget", 1)),
-                            headers=_headers(), timeout=10).json()
+    created = requests.post(
+        f"{server}/checkout_sessions", json=cart(("widget", 1)), headers=_headers(), timeout=10
+    ).json()
     session_id, key = created["id"], str(uuid.uuid4())
     complete_url = f"{server}/checkout_sessions/{session_id}/complete"
-    pending = requests.post(complete_url, json=payment("tok_pending"), headers=_headers(key),
-                            timeout=10).json()
+    pending = requests.post(
+        complete_url, json=payment("tok_pending"), headers=_headers(key), timeout=10
+    ).json()
     assert pending["status"] == "in_progress"
 
     start = threading.Barrier(len(WEBHOOKS) + 2)
 
     def webhook(event_id: str) -> str:
-        body = {"id": event_id, "type": "payment.succeeded", "session_id": session_id,
-                "reference": "pay_race"}
+        body = {
+            "id": event_id,
+            "type": "payment.succeeded",
+            "session_id": session_id,
+            "reference": "pay_race",
+        }
         start.wait()
         # A new connection each time, so the kernel spreads them over the workers.
-        response = requests.post(f"{server}/webhooks/test", json=body, timeout=30,
-                                 headers={"Connection": "close"})
+        response = requests.post(
+            f"{server}/webhooks/test", json=body, timeout=30, headers={"Connection": "close"}
+        )
         assert response.status_code == 200, response.text
         return response.json()["outcome"]
 
     def retried_complete(same_key: bool) -> str:
         start.wait()
-        response = requests.post(complete_url, json=payment("tok_pending"), timeout=30,
-                                 headers={**_headers(key if same_key else None),
-                                          "Connection": "close"})
+        response = requests.post(
+            complete_url,
+            json=payment("tok_pending"),
+            timeout=30,
+            headers={**_headers(key if same_key else None), "Connection": "close"},
+        )
         assert response.status_code in (200, 409), response.text
         return response.json().get("status", "conflict")
 
@@ -131,37 +158,54 @@ def test_racing_confirmations_send_one_order(server, order_receiver, shop_files,
     assert set(statuses) <= {"in_progress", "completed", "conflict"}, statuses
     assert outcomes.count("completed") <= 1, outcomes
 
-    got = requests.get(f"{server}/checkout_sessions/{session_id}", headers=_headers(),
-                       timeout=10).json()
+    got = requests.get(
+        f"{server}/checkout_sessions/{session_id}", headers=_headers(), timeout=10
+    ).json()
     assert got["status"] == "completed"
     assert [o["order"]["id"] for o in order_receiver.wait_for(1, timeout=10)] == [
-        got["order"]["id"]]
+        got["order"]["id"]
+    ]
     time.sleep(QUIET_SECONDS)  # a second hand-off, if any, would land by now
     orders = [r for r in order_receiver.requests if r.path == "/hooks/orders"]
     assert len(orders) == 1, [r.json()["event"] for r in orders]
     assert orders[0].verified and orders[0].json()["event"] == "order.created"
     with sqlite3.connect(shop_files["db"]) as conn:
-        rows = conn.execute("SELECT event, state, attempts FROM order_deliveries "
-                            "WHERE session_id = ?", (session_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT event, state, attempts FROM order_deliveries WHERE session_id = ?",
+            (session_id,),
+        ).fetchall()
     conn.close()
     assert rows == [("order.created", "delivered", 1)]
     # The racing requests were really spread over the worker processes.
-    assert len(_workers(access_log, "/webhooks/test")
-               | _workers(access_log, complete_url.removeprefix(server))) >= 2
+    assert (
+        len(
+            _workers(access_log, "/webhooks/test")
+            | _workers(access_log, complete_url.removeprefix(server))
+        )
+        >= 2
+    )
 
 
 def _paid_session(server: str) -> str:
-    created = requests.post(f"{server}/checkout_sessions", json=cart(("widget", 1)),
-                            headers={**_headers(), "Connection": "close"}, timeout=10)
-    done = requests.post(f"{server}/checkout_sessions/{created.json()['id']}/complete",
-                         json=payment("tok_visa"), timeout=10,
-                         headers={**_headers(), "Connection": "close"})
+    created = requests.post(
+        f"{server}/checkout_sessions",
+        json=cart(("widget", 1)),
+        headers={**_headers(), "Connection": "close"},
+        timeout=10,
+    )
+    done = requests.post(
+        f"{server}/checkout_sessions/{created.json()['id']}/complete",
+        json=payment("tok_visa"),
+        timeout=10,
+        headers={**_headers(), "Connection": "close"},
+    )
     assert done.json()["status"] == "completed", done.text
     return created.json()["id"]
 
 
-def test_workers_racing_for_due_retries_send_each_order_once(server, order_receiver,
-                                                            shop_files, access_log):
+def test_workers_racing_for_due_retries_send_each_order_once(
+    server, order_receiver, shop_files, access_log
+):
     order_receiver.mode = "error"
     with ThreadPoolExecutor(max_workers=6) as pool:
         sessions = list(pool.map(lambda _: _paid_session(server), range(6)))
@@ -180,5 +224,6 @@ def test_workers_racing_for_due_retries_send_each_order_once(server, order_recei
     assert [r[3] for r in _deliveries(shop_files["db"])] == [2] * 6
     assert len(order_receiver.requests) == 12
     assert sorted(o["order"]["checkout_session_id"] for o in order_receiver.orders) == sorted(
-        sessions)
+        sessions
+    )
     assert all(d.verified for d in order_receiver.deliveries)

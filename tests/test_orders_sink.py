@@ -20,25 +20,46 @@ from tests.order_schemas import BUNDLE_ORDER, MERCHANT_SIGNATURE, PAYLOAD_SCHEMA
 # The receiver module is a plugin (not imported here) so pytest can rewrite its asserts.
 
 ROOT = Path(__file__).resolve().parents[1]
-ADDRESS = {"name": "Jane Doe", "line_one": "1 Market St", "city": "San Francisco",
-           "state": "CA", "country": "US", "postal_code": "94105"}
+ADDRESS = {
+    "name": "Jane Doe",
+    "line_one": "1 Market St",
+    "city": "San Francisco",
+    "state": "CA",
+    "country": "US",
+    "postal_code": "94105",
+}
 
 
 def physical_order() -> dict[str, Any]:
     """Two widgets shipped to California: tax on the goods, flat-rate shipping."""
     return build_order_payload(
-        order_id="order_cs_phys", session_id="cs_phys",
+        order_id="order_cs_phys",
+        session_id="cs_phys",
         permalink_url="https://store.test/orders/order_cs_phys",
-        buyer={"first_name": "Jane", "email": "jane@example.com"}, currency="usd",
-        line_items=[{"id": "li_1", "item_id": "widget", "title": "Premium Widget — Café",
-                     "quantity": 2, "unit_amount": 2999, "tax": 435, "total": 6433}],
-        totals=[{"type": "items_base_amount", "display_text": "Item(s) total", "amount": 5998},
-                {"type": "subtotal", "display_text": "Subtotal", "amount": 5998},
-                {"type": "fulfillment", "display_text": "Standard", "amount": 500},
-                {"type": "tax", "display_text": "Tax", "amount": 435},
-                {"type": "total", "display_text": "Total", "amount": 6933}],
-        fulfillment={"option": {"id": "standard", "title": "Standard", "amount": 500},
-                     "address": ADDRESS},
+        buyer={"first_name": "Jane", "email": "jane@example.com"},
+        currency="usd",
+        line_items=[
+            {
+                "id": "li_1",
+                "item_id": "widget",
+                "title": "Premium Widget — Café",
+                "quantity": 2,
+                "unit_amount": 2999,
+                "tax": 435,
+                "total": 6433,
+            }
+        ],
+        totals=[
+            {"type": "items_base_amount", "display_text": "Item(s) total", "amount": 5998},
+            {"type": "subtotal", "display_text": "Subtotal", "amount": 5998},
+            {"type": "fulfillment", "display_text": "Standard", "amount": 500},
+            {"type": "tax", "display_text": "Tax", "amount": 435},
+            {"type": "total", "display_text": "Total", "amount": 6933},
+        ],
+        fulfillment={
+            "option": {"id": "standard", "title": "Standard", "amount": 500},
+            "address": ADDRESS,
+        },
         payment={"provider": "stripe", "reference": "pi_3Phys"},
     )
 
@@ -46,22 +67,38 @@ def physical_order() -> dict[str, Any]:
 def digital_variant_order() -> dict[str, Any]:
     """A team licence of the e-book (a variant of a digital product): no tax, no shipping."""
     return build_order_payload(
-        order_id="order_cs_dig", session_id="cs_dig",
+        order_id="order_cs_dig",
+        session_id="cs_dig",
         permalink_url="https://store.test/orders/order_cs_dig",
-        buyer={"email": "sam@example.com"}, currency="USD",
-        line_items=[{"id": "li_1", "item_id": "ebook-team", "title": "E-Book (team)",
-                     "quantity": 1, "unit_amount": 6000, "tax": 0, "total": 6000}],
-        totals=[{"type": "subtotal", "display_text": "Subtotal", "amount": 6000},
-                {"type": "total", "display_text": "Total", "amount": 6000}],
-        fulfillment=None, payment={"provider": "razorpay", "reference": "pay_Dig"},
+        buyer={"email": "sam@example.com"},
+        currency="USD",
+        line_items=[
+            {
+                "id": "li_1",
+                "item_id": "ebook-team",
+                "title": "E-Book (team)",
+                "quantity": 1,
+                "unit_amount": 6000,
+                "tax": 0,
+                "total": 6000,
+            }
+        ],
+        totals=[
+            {"type": "subtotal", "display_text": "Subtotal", "amount": 6000},
+            {"type": "total", "display_text": "Total", "amount": 6000},
+        ],
+        fulfillment=None,
+        payment={"provider": "razorpay", "reference": "pay_Dig"},
     )
 
 
-ORDERS = pytest.mark.parametrize("make_order", [physical_order, digital_variant_order],
-                                 ids=["physical", "digital-variant"])
+ORDERS = pytest.mark.parametrize(
+    "make_order", [physical_order, digital_variant_order], ids=["physical", "digital-variant"]
+)
 
 
 # --- payload shapes ---------------------------------------------------------------------------
+
 
 @ORDERS
 def test_payload_validates_against_the_published_schema(make_order):
@@ -74,8 +111,10 @@ def test_payload_validates_against_the_published_schema(make_order):
 def test_physical_payload_has_tax_shipping_and_address():
     order = physical_order()
     assert {t["type"]: t["amount"] for t in order["totals"]}["tax"] == 435
-    assert order["fulfillment"] == {"option": {"id": "standard", "title": "Standard",
-                                               "amount": 500}, "address": ADDRESS}
+    assert order["fulfillment"] == {
+        "option": {"id": "standard", "title": "Standard", "amount": 500},
+        "address": ADDRESS,
+    }
 
 
 def test_digital_variant_payload_names_the_variant_and_ships_nothing():
@@ -85,10 +124,17 @@ def test_digital_variant_payload_names_the_variant_and_ships_nothing():
     assert "tax" not in {t["type"] for t in order["totals"]}
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    (("line_items", 0, "unit_amount"), 29.99), (("totals", -1, "amount"), "69.33"),
-    (("order", "id"), "cs_phys"), (("currency",), "USD"), (("fulfillment", "address"), {}),
-], ids=["float-amount", "text-amount", "order-id-prefix", "upper-currency", "empty-address"])
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("line_items", 0, "unit_amount"), 29.99),
+        (("totals", -1, "amount"), "69.33"),
+        (("order", "id"), "cs_phys"),
+        (("currency",), "USD"),
+        (("fulfillment", "address"), {}),
+    ],
+    ids=["float-amount", "text-amount", "order-id-prefix", "upper-currency", "empty-address"],
+)
 def test_schema_rejects_what_a_merchant_could_not_trust(path, value):
     order = physical_order()
     target = order
@@ -100,8 +146,11 @@ def test_schema_rejects_what_a_merchant_could_not_trust(path, value):
 
 def test_acp_event_leaves_out_a_partial_destination():
     partial = physical_order()
-    partial["fulfillment"]["address"] = {"line_one": "1 Market St", "city": "San Francisco",
-                                         "country": "US"}  # e.g. from Forter, no name
+    partial["fulfillment"]["address"] = {
+        "line_one": "1 Market St",
+        "city": "San Francisco",
+        "country": "US",
+    }  # e.g. from Forter, no name
     PAYLOAD_SCHEMA.validate(partial)
     event = build_acp_order_event("order_create", partial, "confirmed")
     WEBHOOK_EVENT.validate(event)
@@ -111,8 +160,9 @@ def test_acp_event_leaves_out_a_partial_destination():
 
 
 @ORDERS
-@pytest.mark.parametrize(("event_type", "status"), [("order_create", "confirmed"),
-                                                     ("order_update", "manual_review")])
+@pytest.mark.parametrize(
+    ("event_type", "status"), [("order_create", "confirmed"), ("order_update", "manual_review")]
+)
 def test_acp_event_validates_against_the_webhook_openapi(make_order, event_type, status):
     event = build_acp_order_event(event_type, make_order(), status)
     WEBHOOK_EVENT.validate(event)
@@ -124,28 +174,47 @@ def test_acp_event_validates_against_the_webhook_openapi(make_order, event_type,
 def test_canceled_acp_event_carries_the_refund_and_validates(make_order):
     order = make_order()
     paid = order["totals"][-1]["amount"]
-    refund = {"id": "adj_refund_1", "amount": paid, "occurred_at": "2026-05-01T10:00:00Z",
-              "reason": "refunded"}
+    refund = {
+        "id": "adj_refund_1",
+        "amount": paid,
+        "occurred_at": "2026-05-01T10:00:00Z",
+        "reason": "refunded",
+    }
     event = build_acp_order_event("order_update", order, "canceled", refund=refund)
     WEBHOOK_EVENT.validate(event)
     BUNDLE_ORDER.validate(event["data"])
     data = event["data"]
     assert data["status"] == "canceled" and data["fulfillments"][0]["status"] == "canceled"
     assert [(li["quantity"]["current"], li["status"]) for li in data["line_items"]] == [
-        (0, "removed")]
-    assert data["adjustments"] == [{"id": "adj_refund_1", "type": "refund",
-                                    "occurred_at": "2026-05-01T10:00:00Z", "status": "completed",
-                                    "amount": paid, "currency": "usd", "reason": "refunded"}]
-    assert data["totals"][-1] == {"type": "amount_refunded", "display_text": "Refunded",
-                                  "amount": paid}
+        (0, "removed")
+    ]
+    assert data["adjustments"] == [
+        {
+            "id": "adj_refund_1",
+            "type": "refund",
+            "occurred_at": "2026-05-01T10:00:00Z",
+            "status": "completed",
+            "amount": paid,
+            "currency": "usd",
+            "reason": "refunded",
+        }
+    ]
+    assert data["totals"][-1] == {
+        "type": "amount_refunded",
+        "display_text": "Refunded",
+        "amount": paid,
+    }
     assert order["totals"][-1]["type"] == "total"  # the merchant payload is left as it was
 
 
 def test_canceled_payload_needs_its_cancel_object():
     canceled = {**physical_order(), "event": "order.canceled"}
     assert not PAYLOAD_SCHEMA.is_valid(canceled)
-    canceled["cancel"] = {"reason": "refunded", "payment_reference": "pi_3Phys",
-                          "amount_refunded": 6933}
+    canceled["cancel"] = {
+        "reason": "refunded",
+        "payment_reference": "pi_3Phys",
+        "amount_refunded": 6933,
+    }
     PAYLOAD_SCHEMA.validate(canceled)
     canceled["cancel"]["amount_refunded"] = 69.33
     assert not PAYLOAD_SCHEMA.is_valid(canceled)
@@ -157,6 +226,7 @@ def test_acp_event_type_is_checked():
 
 
 # --- WebhookSink against the real receiver ----------------------------------------------------
+
 
 @ORDERS
 def test_signed_delivery_verifies_like_a_merchant_would(order_receiver, make_order):
@@ -238,6 +308,7 @@ def test_empty_secret_or_bad_url_is_refused():
 
 # --- LogSink and build_sink -------------------------------------------------------------------
 
+
 def test_log_sink_warns_loudly_per_order(caplog):
     with caplog.at_level(logging.WARNING, logger="shop.test"):
         LogSink(logging.getLogger("shop.test")).deliver(physical_order())
@@ -251,21 +322,25 @@ def test_log_sink_warns_loudly_per_order(caplog):
 
 
 def _settings(config: dict[str, Any], **env: str):
-    return load_settings({"SHOP_CONFIG": str(ROOT / "tests" / "data" / "config.json"), **env},
-                         {"orderWebhookUrl": None, **config})
+    return load_settings(
+        {"SHOP_CONFIG": str(ROOT / "tests" / "data" / "config.json"), **env},
+        {"orderWebhookUrl": None, **config},
+    )
 
 
 def test_build_sink_without_url_is_a_log_sink_and_warns_at_start(caplog):
     with caplog.at_level(logging.WARNING, logger="shop.test"):
         sink = build_sink(_settings({}), logging.getLogger("shop.test"))
     assert isinstance(sink, LogSink)
-    assert any("orderWebhookUrl" in r.getMessage() and "LOST" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "orderWebhookUrl" in r.getMessage() and "LOST" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_build_sink_with_url_signs_with_the_environment_secret(order_receiver, caplog):
-    settings = _settings({"orderWebhookUrl": order_receiver.url},
-                         ORDER_WEBHOOK_SECRET=order_receiver.secret)
+    settings = _settings(
+        {"orderWebhookUrl": order_receiver.url}, ORDER_WEBHOOK_SECRET=order_receiver.secret
+    )
     with caplog.at_level(logging.WARNING, logger="shop.test"):
         sink = build_sink(settings, logging.getLogger("shop.test"))
     assert isinstance(sink, WebhookSink)
@@ -275,40 +350,54 @@ def test_build_sink_with_url_signs_with_the_environment_secret(order_receiver, c
     assert order_receiver.deliveries[0].verified
 
 
-@pytest.mark.parametrize(("value", "seconds"), [(None, 10.0), ("", 10.0), ("2.5", 2.5),
-                                                ("30", 30.0)])
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(None, 10.0), ("", 10.0), ("2.5", 2.5), ("30", 30.0)]
+)
 def test_webhook_timeout_comes_from_the_environment(order_receiver, value, seconds):
     env = {} if value is None else {"ORDER_WEBHOOK_TIMEOUT": value}
-    sink = build_sink(_settings({"orderWebhookUrl": order_receiver.url}, **env),
-                      logging.getLogger("shop.test"))
+    sink = build_sink(
+        _settings({"orderWebhookUrl": order_receiver.url}, **env), logging.getLogger("shop.test")
+    )
     assert sink.timeout == seconds
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "31", "ten", "nan", "inf"])
 def test_webhook_timeout_out_of_range_is_a_config_error(value):
     with pytest.raises(ConfigError, match="ORDER_WEBHOOK_TIMEOUT"):
-        build_sink(_settings({"orderWebhookUrl": "https://merchant.test/orders"},
-                             ORDER_WEBHOOK_TIMEOUT=value), logging.getLogger("shop.test"))
+        build_sink(
+            _settings(
+                {"orderWebhookUrl": "https://merchant.test/orders"}, ORDER_WEBHOOK_TIMEOUT=value
+            ),
+            logging.getLogger("shop.test"),
+        )
 
 
 def test_idempotency_key_is_unique_per_order_and_event(order_receiver):
     order = physical_order()
-    flagged = {**order, "event": "order.flagged",
-               "flag": {"reason": "dispute", "payment_reference": "pi_3Phys"}}
+    flagged = {
+        **order,
+        "event": "order.flagged",
+        "flag": {"reason": "dispute", "payment_reference": "pi_3Phys"},
+    }
     sink = WebhookSink(order_receiver.url, order_receiver.secret)
     sink.deliver(order)
     sink.deliver(flagged)
     assert [r.headers["Idempotency-Key"] for r in order_receiver.deliveries] == [
-        "order_cs_phys", "order_cs_phys:order.flagged"]
+        "order_cs_phys",
+        "order_cs_phys:order.flagged",
+    ]
 
 
 def test_build_sink_rejects_a_url_that_is_not_http():
     with pytest.raises(ConfigError, match="orderWebhookUrl"):
-        build_sink(_settings({"orderWebhookUrl": "ftp://merchant.test/orders"}),
-                   logging.getLogger("shop.test"))
+        build_sink(
+            _settings({"orderWebhookUrl": "ftp://merchant.test/orders"}),
+            logging.getLogger("shop.test"),
+        )
 
 
 # --- AcpEventSink -----------------------------------------------------------------------------
+
 
 @ORDERS
 def test_acp_event_is_signed_and_valid(order_receiver, make_order):
@@ -333,7 +422,8 @@ def test_stale_merchant_signature_is_rejected(order_receiver, monkeypatch):
     monkeypatch.setattr(clock, "epoch", lambda: int(time.time()) - 3600)
     with pytest.raises(DeliveryError) as caught:
         AcpEventSink(order_receiver.acp_url, order_receiver.acp_secret).deliver(
-            build_acp_order_event("order_create", physical_order(), "confirmed"))
+            build_acp_order_event("order_create", physical_order(), "confirmed")
+        )
     assert caught.value.status == 401
     assert order_receiver.acp_secret not in str(caught.value)
 
@@ -343,6 +433,7 @@ def test_receiver_fixture_is_isolated(order_receiver):
 
 
 # --- the receiver in docs/receiving-orders.md works as printed ---------------------------------
+
 
 @pytest.fixture
 def docs_receiver(tmp_path, monkeypatch):

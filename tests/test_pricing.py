@@ -9,8 +9,14 @@ from decimal import Decimal
 from shop.pricing import tax_rate
 from tests.conftest import ADDRESS_CA, assert_acp, cart
 
-TORONTO = {"name": "Jo Tremblay", "line_one": "100 Queen St W", "city": "Toronto",
-           "state": "ON", "country": "CA", "postal_code": "M5H 2N2"}
+TORONTO = {
+    "name": "Jo Tremblay",
+    "line_one": "100 Queen St W",
+    "city": "Toronto",
+    "state": "ON",
+    "country": "CA",
+    "postal_code": "M5H 2N2",
+}
 VANCOUVER = {**TORONTO, "city": "Vancouver", "state": "BC", "postal_code": "V6B 1A1"}
 BERLIN = {**TORONTO, "city": "Berlin", "state": "BE", "country": "DE", "postal_code": "10117"}
 
@@ -57,9 +63,14 @@ def test_home_country_changes_what_a_bare_key_means(make_app):
 
 def test_unknown_option_id_is_a_message_not_another_price(acp):
     created = acp.create().get_json()
-    response = acp.post(f"/checkout_sessions/{created['id']}", {
-        "selected_fulfillment_options": [{"type": "shipping", "option_id": "overnight",
-                                          "item_ids": ["li_1"]}]})
+    response = acp.post(
+        f"/checkout_sessions/{created['id']}",
+        {
+            "selected_fulfillment_options": [
+                {"type": "shipping", "option_id": "overnight", "item_ids": ["li_1"]}
+            ]
+        },
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert_acp(body, "CheckoutSession")
@@ -72,9 +83,14 @@ def test_unknown_option_id_is_a_message_not_another_price(acp):
     paid = acp.complete(created["id"]).get_json()
     assert paid["status"] == "not_ready_for_payment" and "order" not in paid
 
-    fixed = acp.post(f"/checkout_sessions/{created['id']}", {
-        "selected_fulfillment_options": [{"type": "shipping", "option_id": "express",
-                                          "item_ids": ["li_1"]}]}).get_json()
+    fixed = acp.post(
+        f"/checkout_sessions/{created['id']}",
+        {
+            "selected_fulfillment_options": [
+                {"type": "shipping", "option_id": "express", "item_ids": ["li_1"]}
+            ]
+        },
+    ).get_json()
     assert fixed["status"] == "ready_for_payment"
     assert fixed["selected_fulfillment_options"][0]["option_id"] == "express"
     assert all(m["code"] != "invalid" for m in fixed["messages"])
@@ -83,11 +99,13 @@ def test_unknown_option_id_is_a_message_not_another_price(acp):
 def test_an_option_of_another_cart_kind_is_a_stale_choice_not_an_error(acp):
     # "digital" is this store's option for digital-only carts: once the cart holds a physical
     # item it is no longer offered, and the first shipping option applies.
-    created = acp.create(cart(("ebook-team", 1), address=ADDRESS_CA,
-                              fulfillment_option_id="digital")).get_json()
+    created = acp.create(
+        cart(("ebook-team", 1), address=ADDRESS_CA, fulfillment_option_id="digital")
+    ).get_json()
     assert created["selected_fulfillment_options"][0]["option_id"] == "digital"
-    body = acp.post(f"/checkout_sessions/{created['id']}", {
-        "line_items": [{"id": "widget", "quantity": 1}]}).get_json()
+    body = acp.post(
+        f"/checkout_sessions/{created['id']}", {"line_items": [{"id": "widget", "quantity": 1}]}
+    ).get_json()
     assert all(m["code"] != "invalid" for m in body["messages"])
     assert body["status"] == "ready_for_payment"
     assert body["selected_fulfillment_options"][0]["option_id"] == "standard"

@@ -10,28 +10,58 @@ from shop.errors import ConfigError
 
 STRIPE = {"SHOP_API_KEYS": "agent:secret-token", "STRIPE_WEBHOOK_SECRET": "whsec_x"}
 ACCOUNT = {"STRIPE_ACCOUNT_ID": "acct_1A2b3C4d5E6f7G8h"}
-RAZORPAY = {"SHOP_API_KEYS": "agent:secret-token", "RAZORPAY_KEY_SECRET": "rzp_secret_x",
-            "RAZORPAY_WEBHOOK_SECRET": "rzp_whsec_x"}
+RAZORPAY = {
+    "SHOP_API_KEYS": "agent:secret-token",
+    "RAZORPAY_KEY_SECRET": "rzp_secret_x",
+    "RAZORPAY_WEBHOOK_SECRET": "rzp_whsec_x",
+}
 
 
 def _mode_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "shop" and "money" in r.getMessage()]
 
 
-@pytest.mark.parametrize(("provider", "env", "level", "line"), [
-    ("stripe", {**STRIPE, "STRIPE_SECRET_KEY": "sk_test_51abcdef"}, logging.WARNING,
-     "Stripe is in test mode (STRIPE_SECRET_KEY is a sk_test_ key): no real money moves"),
-    ("stripe", {**STRIPE, "STRIPE_SECRET_KEY": "rk_test_51abcdef"}, logging.WARNING,
-     "Stripe is in test mode (STRIPE_SECRET_KEY is a rk_test_ key): no real money moves"),
-    ("stripe", {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "sk_live_51abcdef"}, logging.INFO,
-     "Stripe is LIVE (STRIPE_SECRET_KEY is a sk_live_ key): payments move real money"),
-    ("stripe", {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "51abcdef"}, logging.INFO,
-     "Stripe is LIVE (STRIPE_SECRET_KEY is not a test key): payments move real money"),
-    ("razorpay", {**RAZORPAY, "RAZORPAY_KEY_ID": "rzp_test_abcdef"}, logging.WARNING,
-     "Razorpay is in test mode (RAZORPAY_KEY_ID is a rzp_test_ key): no real money moves"),
-    ("razorpay", {**RAZORPAY, "RAZORPAY_KEY_ID": "rzp_live_abcdef"}, logging.INFO,
-     "Razorpay is LIVE (RAZORPAY_KEY_ID is a rzp_live_ key): payments move real money"),
-])
+@pytest.mark.parametrize(
+    ("provider", "env", "level", "line"),
+    [
+        (
+            "stripe",
+            {**STRIPE, "STRIPE_SECRET_KEY": "sk_test_51abcdef"},
+            logging.WARNING,
+            "Stripe is in test mode (STRIPE_SECRET_KEY is a sk_test_ key): no real money moves",
+        ),
+        (
+            "stripe",
+            {**STRIPE, "STRIPE_SECRET_KEY": "rk_test_51abcdef"},
+            logging.WARNING,
+            "Stripe is in test mode (STRIPE_SECRET_KEY is a rk_test_ key): no real money moves",
+        ),
+        (
+            "stripe",
+            {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "sk_live_51abcdef"},
+            logging.INFO,
+            "Stripe is LIVE (STRIPE_SECRET_KEY is a sk_live_ key): payments move real money",
+        ),
+        (
+            "stripe",
+            {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "51abcdef"},
+            logging.INFO,
+            "Stripe is LIVE (STRIPE_SECRET_KEY is not a test key): payments move real money",
+        ),
+        (
+            "razorpay",
+            {**RAZORPAY, "RAZORPAY_KEY_ID": "rzp_test_abcdef"},
+            logging.WARNING,
+            "Razorpay is in test mode (RAZORPAY_KEY_ID is a rzp_test_ key): no real money moves",
+        ),
+        (
+            "razorpay",
+            {**RAZORPAY, "RAZORPAY_KEY_ID": "rzp_live_abcdef"},
+            logging.INFO,
+            "Razorpay is LIVE (RAZORPAY_KEY_ID is a rzp_live_ key): payments move real money",
+        ),
+    ],
+)
 def test_one_line_says_test_or_live(make_app, caplog, provider, env, level, line):
     with caplog.at_level(logging.INFO, logger="shop"):
         make_app(config={"paymentProvider": provider}, env=env)
@@ -61,18 +91,22 @@ def test_razorpay_without_key_secret_names_the_variable(make_app, monkeypatch):
     monkeypatch.delenv("RAZORPAY_KEY_SECRET", raising=False)
     env = {k: v for k, v in RAZORPAY.items() if k != "RAZORPAY_KEY_SECRET"}
     with pytest.raises(ConfigError) as exc:
-        make_app(config={"paymentProvider": "razorpay"},
-                 env={**env, "RAZORPAY_KEY_ID": "rzp_test_abcdef"})
+        make_app(
+            config={"paymentProvider": "razorpay"},
+            env={**env, "RAZORPAY_KEY_ID": "rzp_test_abcdef"},
+        )
     assert "RAZORPAY_KEY_SECRET" in str(exc.value)
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize(("key", "account"), [
-    ("sk_live_51abcdef", None),  # live: agents' delegated tokens are bound to merchant_id
-    ("sk_test_51abcdef", "1A2b3C4d"),  # set, but not an acct_ id
-])
-def test_stripe_account_id_is_required_live_and_checked_always(make_app, monkeypatch, key,
-                                                               account):
+@pytest.mark.parametrize(
+    ("key", "account"),
+    [
+        ("sk_live_51abcdef", None),  # live: agents' delegated tokens are bound to merchant_id
+        ("sk_test_51abcdef", "1A2b3C4d"),  # set, but not an acct_ id
+    ],
+)
+def test_stripe_account_id_is_required_live_and_checked_always(make_app, monkeypatch, key, account):
     monkeypatch.delenv("STRIPE_ACCOUNT_ID", raising=False)
     env = {**STRIPE, "STRIPE_SECRET_KEY": key}
     if account:
@@ -84,7 +118,8 @@ def test_stripe_account_id_is_required_live_and_checked_always(make_app, monkeyp
 
 
 def test_stripe_account_id_fills_merchant_id_and_test_mode_warns_without_it(
-        make_app, monkeypatch, caplog):
+    make_app, monkeypatch, caplog
+):
     from shop.state import get_state
 
     monkeypatch.delenv("STRIPE_ACCOUNT_ID", raising=False)
@@ -92,8 +127,10 @@ def test_stripe_account_id_fills_merchant_id_and_test_mode_warns_without_it(
     with caplog.at_level(logging.WARNING):
         app = make_app(config={"paymentProvider": "stripe"}, env=test_env)
     assert any("STRIPE_ACCOUNT_ID is not set" in r.getMessage() for r in caplog.records)
-    live = make_app(config={"paymentProvider": "stripe"},
-                    env={**test_env, **ACCOUNT, "STRIPE_SECRET_KEY": "sk_live_51abcdef"})
+    live = make_app(
+        config={"paymentProvider": "stripe"},
+        env={**test_env, **ACCOUNT, "STRIPE_SECRET_KEY": "sk_live_51abcdef"},
+    )
     for store, merchant_id in ((app, "acct_unknown"), (live, ACCOUNT["STRIPE_ACCOUNT_ID"])):
         with store.app_context():
             [handler] = get_state().provider.handlers(None)

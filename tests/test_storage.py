@@ -27,13 +27,18 @@ def test_writers_in_other_processes_queue_on_the_lock_file(app, shop_files):
     """A worker process holding the queue makes this process's transaction wait its turn."""
     lock = f"{shop_files['db']}.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time\n"
-         f"fd = os.open({lock!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "print('held', flush=True)\n"
-         "time.sleep(0.5)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({lock!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(0.5)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
@@ -83,13 +88,15 @@ def test_an_update_racing_another_is_applied_on_top_not_lost(acp, app, monkeypat
         if not raced:
             raced.append("coupon")
             with app.app_context():  # another request's own session and transaction
-                checkout.update_session(get_state(), created["id"],
-                                        checkout.SessionInput(coupon_codes=("TEN",)))
+                checkout.update_session(
+                    get_state(), created["id"], checkout.SessionInput(coupon_codes=("TEN",))
+                )
         return real_assess(state, details)
 
     monkeypatch.setattr(checkout, "_assess", assess_while_another_update_commits)
-    response = acp.post(f"/checkout_sessions/{created['id']}",
-                        {"line_items": [{"id": "widget", "quantity": 3}]})
+    response = acp.post(
+        f"/checkout_sessions/{created['id']}", {"line_items": [{"id": "widget", "quantity": 3}]}
+    )
     assert response.status_code == 200
     body = acp.get(f"/checkout_sessions/{created['id']}").get_json()
     assert body["line_items"][0]["quantity"] == 3

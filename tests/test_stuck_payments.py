@@ -24,8 +24,7 @@ TOKEN = "agent-token"
 
 
 def _headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKEN}", "API-Version": API_VERSION,
-            "Idempotency-Key": key}
+    return {"Authorization": f"Bearer {TOKEN}", "API-Version": API_VERSION, "Idempotency-Key": key}
 
 
 def _children(pid: int) -> list[int]:
@@ -62,24 +61,40 @@ def later(monkeypatch):
 
 def _scarce_left(acp: AcpClient, session_id: str) -> int:
     return acp.get(f"/checkout_sessions/{session_id}").get_json()["line_items"][0][
-        "available_quantity"]
+        "available_quantity"
+    ]
 
 
-def test_a_worker_killed_mid_charge_is_recovered(shop_files, stripe_store, fake_psp,
-                                                 make_app, later):
-    env = {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-           "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}", **stripe_store}
+def test_a_worker_killed_mid_charge_is_recovered(
+    shop_files, stripe_store, fake_psp, make_app, later
+):
+    env = {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        **stripe_store,
+    }
     key = str(uuid.uuid4())
     fake_psp.hold = "POST /v1/payment_intents"
     with gunicorn_process(env, workers=2) as (url, proc):
-        session_id = requests.post(f"{url}/checkout_sessions", json=cart(("scarce", 1)),
-                                   headers=_headers(str(uuid.uuid4())), timeout=10).json()["id"]
+        session_id = requests.post(
+            f"{url}/checkout_sessions",
+            json=cart(("scarce", 1)),
+            headers=_headers(str(uuid.uuid4())),
+            timeout=10,
+        ).json()["id"]
         answers: list[object] = []
 
         def pay() -> None:
             try:
-                answers.append(requests.post(f"{url}/checkout_sessions/{session_id}/complete",
-                                             json=payment(), headers=_headers(key), timeout=30))
+                answers.append(
+                    requests.post(
+                        f"{url}/checkout_sessions/{session_id}/complete",
+                        json=payment(),
+                        headers=_headers(key),
+                        timeout=30,
+                    )
+                )
             except requests.ConnectionError as exc:
                 answers.append(exc)
 
@@ -113,14 +128,17 @@ def test_a_worker_killed_mid_charge_is_recovered(shop_files, stripe_store, fake_
     # The agent retries with the same card: Stripe replays the charge it did make.
     done = acp.complete(session_id).get_json()
     assert done["status"] == "completed"
-    assert len({r.headers["Idempotency-Key"] for r in fake_psp.sent("POST", "/v1/payment_intents")
-                }) == 1
+    assert (
+        len({r.headers["Idempotency-Key"] for r in fake_psp.sent("POST", "/v1/payment_intents")})
+        == 1
+    )
     assert len(fake_psp.payment_intents) == 1  # charged once
     assert _scarce_left(acp, session_id) == 4
 
 
 def test_a_payment_never_settled_gives_its_stock_back_after_seven_days(
-        make_app, stripe_store, fake_psp, later):
+    make_app, stripe_store, fake_psp, later
+):
     app = make_app(env=stripe_store)
     acp = AcpClient(app.test_client(), TOKEN)
     session_id = acp.create(cart(("scarce", 1))).get_json()["id"]

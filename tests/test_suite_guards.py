@@ -26,8 +26,9 @@ def test_guard_records_a_session_that_breaks_the_schema() -> None:
 
 
 def test_guard_checks_error_bodies_and_formats() -> None:
-    app = _app_answering({"type": "invalid_request", "code": "x", "message": "m",
-                          "param": "$.a"}, 400)
+    app = _app_answering(
+        {"type": "invalid_request", "code": "x", "message": "m", "param": "$.a"}, 400
+    )
     violations: list[str] = []
     _validate_acp_responses(app, violations)
     app.test_client().post("/checkout_sessions/cs_1/complete")

@@ -46,9 +46,13 @@ def _store_env(shop_files: dict[str, Path], fake_psp: FakePSP, provider: str) ->
     if provider == "razorpay":
         config["currency"] = "inr"
     shop_files["config"].write_text(json.dumps(config))
-    return {"SHOP_CONFIG": str(shop_files["config"]), "SHOP_PRODUCTS": str(shop_files["products"]),
-            "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
-            "SHOP_API_KEYS": f"agent:{TOKEN}", **fake_psp.env(provider)}
+    return {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": f"agent:{TOKEN}",
+        **fake_psp.env(provider),
+    }
 
 
 class Store:
@@ -58,8 +62,11 @@ class Store:
         self.url, self.env, self._make_app = url, env, make_app
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {TOKEN}", "API-Version": API_VERSION,
-                "Idempotency-Key": str(uuid.uuid4())}
+        return {
+            "Authorization": f"Bearer {TOKEN}",
+            "API-Version": API_VERSION,
+            "Idempotency-Key": str(uuid.uuid4()),
+        }
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = requests.post(self.url + path, json=body, headers=self._headers(), timeout=30)
@@ -67,18 +74,21 @@ class Store:
         return response.json()
 
     def session(self, session_id: str) -> dict[str, Any]:
-        return requests.get(f"{self.url}/checkout_sessions/{session_id}",
-                            headers=self._headers(), timeout=10).json()
+        return requests.get(
+            f"{self.url}/checkout_sessions/{session_id}", headers=self._headers(), timeout=10
+        ).json()
 
     def simulate(self, *args: str, url: str | None = None, **env: str) -> Any:
         app = self._make_app(env={**self.env, **env})
         return app.test_cli_runner().invoke(
-            args=["webhooks", "simulate", *args, "--url", url or self.url])
+            args=["webhooks", "simulate", *args, "--url", url or self.url]
+        )
 
 
 @pytest.fixture
 def start_store(shop_files, fake_psp, make_app):
     """Return a context manager: `with start_store(provider) as store:` runs gunicorn."""
+
     @contextmanager
     def start(provider: str) -> Iterator[Store]:
         env = _store_env(shop_files, fake_psp, provider)
@@ -93,18 +103,28 @@ def test_stripe_events_drive_a_running_store(start_store):
         created = store.post("/checkout_sessions", cart(("widget", 1)))
         assert created["status"] == "ready_for_payment"
         session_id = created["id"]
-        pending = store.post(f"/checkout_sessions/{session_id}/complete",
-                             payment("tok_processing"))
+        pending = store.post(f"/checkout_sessions/{session_id}/complete", payment("tok_processing"))
         assert pending["status"] == "in_progress"
 
-        wrong = store.simulate("stripe", "payment_intent.succeeded", "--session", session_id,
-                               STRIPE_WEBHOOK_SECRET="whsec_not_the_stores")
+        wrong = store.simulate(
+            "stripe",
+            "payment_intent.succeeded",
+            "--session",
+            session_id,
+            STRIPE_WEBHOOK_SECRET="whsec_not_the_stores",
+        )
         assert wrong.exit_code == 1
         assert " -> 400 " in wrong.output and "signature verification failed" in wrong.output
         assert store.session(session_id)["status"] == "in_progress"
 
-        paid = store.simulate("stripe", "payment_intent.succeeded", "--session", session_id,
-                              "--event-id", "evt_staging_1")
+        paid = store.simulate(
+            "stripe",
+            "payment_intent.succeeded",
+            "--session",
+            session_id,
+            "--event-id",
+            "evt_staging_1",
+        )
         assert paid.exit_code == 0, paid.output
         assert paid.output.count("\n") == 1
         assert " -> 200 " in paid.output and '"outcome":"completed"' in paid.output
@@ -112,8 +132,14 @@ def test_stripe_events_drive_a_running_store(start_store):
         assert done["status"] == "completed"
         assert done["order"]["id"] == f"order_{session_id}"
 
-        again = store.simulate("stripe", "payment_intent.succeeded", "--session", session_id,
-                               "--event-id", "evt_staging_1")
+        again = store.simulate(
+            "stripe",
+            "payment_intent.succeeded",
+            "--session",
+            session_id,
+            "--event-id",
+            "evt_staging_1",
+        )
         assert '"outcome":"duplicate"' in again.output
 
         other = store.post("/checkout_sessions", cart(("widget", 1)))["id"]
@@ -140,8 +166,13 @@ def test_razorpay_events_drive_a_running_store(start_store):
         paid = store.simulate("razorpay", "order.paid", "--session", second)
         assert '"outcome":"completed"' in paid.output, paid.output
 
-        wrong = store.simulate("razorpay", "payment.captured", "--session", second,
-                               RAZORPAY_WEBHOOK_SECRET="not_the_stores")
+        wrong = store.simulate(
+            "razorpay",
+            "payment.captured",
+            "--session",
+            second,
+            RAZORPAY_WEBHOOK_SECRET="not_the_stores",
+        )
         assert wrong.exit_code == 1 and " -> 400 " in wrong.output
 
 
@@ -151,9 +182,12 @@ def test_razorpay_events_drive_a_running_store(start_store):
 @pytest.fixture
 def stripe_cli(make_app, fake_psp):
     """Invoke `webhooks simulate` on a Stripe-configured app (nothing listens on --url)."""
+
     def invoke(*args: str, config: dict[str, Any] | None = None, **env: str) -> Any:
-        app = make_app(config=config or {"paymentProvider": "stripe"},
-                       env={"SHOP_API_KEYS": f"agent:{TOKEN}", **fake_psp.env("stripe"), **env})
+        app = make_app(
+            config=config or {"paymentProvider": "stripe"},
+            env={"SHOP_API_KEYS": f"agent:{TOKEN}", **fake_psp.env("stripe"), **env},
+        )
         return app.test_cli_runner().invoke(args=["webhooks", "simulate", *args])
 
     return invoke
@@ -161,21 +195,28 @@ def stripe_cli(make_app, fake_psp):
 
 @pytest.fixture
 def in_progress_session(make_app, fake_psp) -> str:
-    app = make_app(config={"paymentProvider": "stripe"},
-                   env={"SHOP_API_KEYS": f"agent:{TOKEN}", **fake_psp.env("stripe")})
+    app = make_app(
+        config={"paymentProvider": "stripe"},
+        env={"SHOP_API_KEYS": f"agent:{TOKEN}", **fake_psp.env("stripe")},
+    )
     client = app.test_client()
     headers = {"Authorization": f"Bearer {TOKEN}", "API-Version": API_VERSION}
-    session_id = client.post("/checkout_sessions", json=cart(),
-                             headers={**headers, "Idempotency-Key": "k1"}).get_json()["id"]
-    client.post(f"/checkout_sessions/{session_id}/complete", json=payment("tok_processing"),
-                headers={**headers, "Idempotency-Key": "k2"})
+    session_id = client.post(
+        "/checkout_sessions", json=cart(), headers={**headers, "Idempotency-Key": "k1"}
+    ).get_json()["id"]
+    client.post(
+        f"/checkout_sessions/{session_id}/complete",
+        json=payment("tok_processing"),
+        headers={**headers, "Idempotency-Key": "k2"},
+    )
     return session_id
 
 
 def test_nothing_listening_is_one_sentence(stripe_cli, in_progress_session):
     url = f"http://127.0.0.1:{free_port()}"
-    result = stripe_cli("stripe", "payment_intent.succeeded", "--session", in_progress_session,
-                        "--url", url)
+    result = stripe_cli(
+        "stripe", "payment_intent.succeeded", "--session", in_progress_session, "--url", url
+    )
     assert result.exit_code == 1
     assert f"nothing is listening on {url}" in result.output
     assert "gunicorn app:app" in result.output
@@ -203,8 +244,14 @@ def test_missing_secret_names_the_variable(stripe_cli, monkeypatch):
 
 
 def test_live_keys_are_refused(stripe_cli):
-    result = stripe_cli("stripe", "payment_intent.succeeded", "--session", "cs_x",
-                        STRIPE_SECRET_KEY="sk_live_abc", STRIPE_ACCOUNT_ID="acct_live")
+    result = stripe_cli(
+        "stripe",
+        "payment_intent.succeeded",
+        "--session",
+        "cs_x",
+        STRIPE_SECRET_KEY="sk_live_abc",
+        STRIPE_ACCOUNT_ID="acct_live",
+    )
     assert result.exit_code == 1
     assert "live" in result.output
 
@@ -235,17 +282,29 @@ def capture() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-def test_amount_and_event_id_options_reach_the_signed_event(stripe_cli, in_progress_session,
-                                                            capture, fake_psp, tmp_path):
+def test_amount_and_event_id_options_reach_the_signed_event(
+    stripe_cli, in_progress_session, capture, fake_psp, tmp_path
+):
     url = f"http://127.0.0.1:{capture.server_address[1]}"
-    result = stripe_cli("stripe", "payment_intent.succeeded", "--session", in_progress_session,
-                        "--url", url, "--amount", "1", "--event-id", "evt_mismatch")
+    result = stripe_cli(
+        "stripe",
+        "payment_intent.succeeded",
+        "--session",
+        in_progress_session,
+        "--url",
+        url,
+        "--amount",
+        "1",
+        "--event-id",
+        "evt_mismatch",
+    )
     assert result.exit_code == 0, result.output
     assert " -> 202 " in result.output
-    (path, headers, raw), = capture.seen
+    ((path, headers, raw),) = capture.seen
     assert path == "/webhooks/stripe"
     event = StripeProvider(provider_settings(fake_psp, "stripe", tmp_path)).parse_webhook(
-        raw, headers)
+        raw, headers
+    )
     assert (event.id, event.amount, event.session_id) == ("evt_mismatch", 1, in_progress_session)
     assert event.reference.startswith("pi_")
 
@@ -253,10 +312,12 @@ def test_amount_and_event_id_options_reach_the_signed_event(stripe_cli, in_progr
 # ------------------------------------------------------------ every event parses for real
 
 
-@pytest.mark.parametrize(("provider", "event_type"),
-                         [(p, e) for p, events in EVENTS.items() for e in events])
-def test_every_simulated_event_parses_through_the_provider(provider, event_type, fake_psp,
-                                                           tmp_path):
+@pytest.mark.parametrize(
+    ("provider", "event_type"), [(p, e) for p, events in EVENTS.items() for e in events]
+)
+def test_every_simulated_event_parses_through_the_provider(
+    provider, event_type, fake_psp, tmp_path
+):
     settings = provider_settings(fake_psp, provider, tmp_path)
     if provider == "stripe":
         real = StripeProvider(settings)

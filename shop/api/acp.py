@@ -21,25 +21,34 @@ bp = Blueprint("acp", __name__)
 
 def json_response(body: Any, status: int = 200) -> Response:
     """Serialize a body as compact JSON."""
-    return Response(json.dumps(body, separators=(",", ":")), status=status,
-                    mimetype="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
+    )
 
 
 def _authenticate() -> str:
     """Return the API key's name, or raise 401."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
-        raise ShopError(401, "invalid_request", "unauthorized",
-                        "Send 'Authorization: Bearer <api key>'; keys are configured in "
-                        "SHOP_API_KEYS.", headers={"WWW-Authenticate": "Bearer"})
+        raise ShopError(
+            401,
+            "invalid_request",
+            "unauthorized",
+            "Send 'Authorization: Bearer <api key>'; keys are configured in SHOP_API_KEYS.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     settings = get_state().settings
     for known, name in settings.api_keys.items():
         if constant_time_equals(known, token):
             return name
-    raise ShopError(401, "invalid_request", "unauthorized",
-                    "The bearer token is not one of this store's API keys (SHOP_API_KEYS)."
-                    + (" In demo mode the key is 'demo'." if settings.demo_mode else ""),
-                    headers={"WWW-Authenticate": "Bearer"})
+    raise ShopError(
+        401,
+        "invalid_request",
+        "unauthorized",
+        "The bearer token is not one of this store's API keys (SHOP_API_KEYS)."
+        + (" In demo mode the key is 'demo'." if settings.demo_mode else ""),
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _check_version() -> None:
@@ -52,7 +61,8 @@ def _check_version() -> None:
     raise InvalidRequestError(
         "unsupported_api_version" if version else "api_version_required",
         f"{said[0].upper()}{said[1:]}; send API-Version: {newest_first[0]}.",
-        extra={"supported_versions": newest_first})
+        extra={"supported_versions": newest_first},
+    )
 
 
 @bp.before_request
@@ -85,8 +95,9 @@ acp_idempotent = idempotent(render_acp_error, _scope, _body)
 @acp_idempotent
 def create_session() -> Response:
     state = get_state()
-    view = checkout.create_session(state, acp_parse.session_input(_body(), creating=True),
-                                   commit=False)  # committed with the stored response
+    view = checkout.create_session(
+        state, acp_parse.session_input(_body(), creating=True), commit=False
+    )  # committed with the stored response
     return json_response(render_session(state, view), 201)
 
 
@@ -96,9 +107,9 @@ def create_session() -> Response:
 @acp_idempotent
 def update_session(checkout_session_id: str) -> Response:
     state = get_state()
-    view = checkout.update_session(state, checkout_session_id,
-                                   acp_parse.session_input(_body(), creating=False),
-                                   commit=False)  # committed with the stored response
+    view = checkout.update_session(
+        state, checkout_session_id, acp_parse.session_input(_body(), creating=False), commit=False
+    )  # committed with the stored response
     return json_response(render_session(state, view))
 
 
@@ -106,8 +117,7 @@ def update_session(checkout_session_id: str) -> Response:
 @bp.get("/acp/checkout/<checkout_session_id>")
 def get_session(checkout_session_id: str) -> Response:
     state = get_state()
-    return json_response(render_session(state, checkout.get_session(state,
-                                                                    checkout_session_id)))
+    return json_response(render_session(state, checkout.get_session(state, checkout_session_id)))
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>/complete")
@@ -117,8 +127,9 @@ def complete_session(checkout_session_id: str) -> Response:
     state = get_state()
     body = _body()
     credential = acp_parse.payment_credential(body)
-    view = checkout.complete_session(state, checkout_session_id, credential,
-                                     acp_parse.buyer(body.get("buyer")))
+    view = checkout.complete_session(
+        state, checkout_session_id, credential, acp_parse.buyer(body.get("buyer"))
+    )
     return json_response(render_session(state, view))
 
 
@@ -128,24 +139,25 @@ def complete_session(checkout_session_id: str) -> Response:
 def cancel_session(checkout_session_id: str) -> Response:
     state = get_state()
     _body()  # a malformed body is still a 400, even though cancel reads nothing from it
-    return json_response(render_session(state, checkout.cancel_session(state,
-                                                                       checkout_session_id)))
+    return json_response(render_session(state, checkout.cancel_session(state, checkout_session_id)))
 
 
 @bp.get("/.well-known/acp.json")
 def discovery() -> Response:
     settings = get_state().settings
     versions = sorted(settings.acp_versions)
-    return json_response({
-        "protocol": {"name": "acp", "version": versions[-1], "supported_versions": versions},
-        "api_base_url": request.host_url.rstrip("/"),
-        "transports": ["rest"],
-        "capabilities": {
-            "services": ["checkout"],
-            "extensions": [{"name": "discount"}],
-            "supported_currencies": [settings.currency],
-        },
-    })
+    return json_response(
+        {
+            "protocol": {"name": "acp", "version": versions[-1], "supported_versions": versions},
+            "api_base_url": request.host_url.rstrip("/"),
+            "transports": ["rest"],
+            "capabilities": {
+                "services": ["checkout"],
+                "extensions": [{"name": "discount"}],
+                "supported_currencies": [settings.currency],
+            },
+        }
+    )
 
 
 __all__ = ["PROTOCOL_VERSION", "bp", "json_response"]

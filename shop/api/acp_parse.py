@@ -32,8 +32,11 @@ def json_object(raw: bytes) -> dict[str, Any]:
     except json_body.BodyError as exc:
         raise _bad("invalid_json", str(exc), "$") from None
     if not isinstance(value, dict):
-        raise _bad("invalid_json", "The request body must be a JSON object ({...}), not "
-                   f"{type(value).__name__}.", "$")
+        raise _bad(
+            "invalid_json",
+            f"The request body must be a JSON object ({{...}}), not {type(value).__name__}.",
+            "$",
+        )
     return value
 
 
@@ -50,8 +53,14 @@ def _text(value: Any, param: str, *, required: bool = False) -> str | None:
 
 
 def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", list: "an array",
-            dict: "an object", str: "a string"}.get(type(value), "null")
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+        str: "a string",
+    }.get(type(value), "null")
 
 
 def _object(value: Any, param: str) -> Mapping[str, Any] | None:
@@ -74,8 +83,12 @@ def address(value: Any, param: str) -> dict[str, str] | None:
     parsed = _strings(value, param, _ADDRESS_FIELDS)
     missing = [f for f in _ADDRESS_REQUIRED if not parsed.get(f, "").strip()]
     if missing:
-        raise _bad("invalid_address", f"{param} is missing {', '.join(missing)}; an address "
-                   f"needs {', '.join(_ADDRESS_REQUIRED)}.", f"{param}.{missing[0]}")
+        raise _bad(
+            "invalid_address",
+            f"{param} is missing {', '.join(missing)}; an address "
+            f"needs {', '.join(_ADDRESS_REQUIRED)}.",
+            f"{param}.{missing[0]}",
+        )
     parsed["country"] = parsed["country"].upper()
     return parsed
 
@@ -86,8 +99,11 @@ def buyer(value: Any) -> dict[str, str] | None:
         return None
     parsed = _strings(value, "$.buyer", _BUYER_FIELDS)
     if not parsed.get("email") or "@" not in parsed["email"]:
-        raise _bad("invalid_email", "$.buyer.email must be an email address like "
-                   "jane@example.com.", "$.buyer.email")
+        raise _bad(
+            "invalid_email",
+            "$.buyer.email must be an email address like jane@example.com.",
+            "$.buyer.email",
+        )
     return parsed
 
 
@@ -95,8 +111,10 @@ def _fulfillment_details(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     parsed: dict[str, Any] = _strings(value, "$.fulfillment_details", _CONTACT_FIELDS)
-    addr = address((_object(value, "$.fulfillment_details") or {}).get("address"),
-                   "$.fulfillment_details.address")
+    addr = address(
+        (_object(value, "$.fulfillment_details") or {}).get("address"),
+        "$.fulfillment_details.address",
+    )
     if addr:
         parsed["address"] = addr
     return parsed
@@ -106,8 +124,9 @@ def _quantity(value: Any, param: str) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise _bad("invalid_quantity", f"{param} must be a whole number, got "
-                   f"{json.dumps(value)}.", param)
+        raise _bad(
+            "invalid_quantity", f"{param} must be a whole number, got {json.dumps(value)}.", param
+        )
     return int(value)
 
 
@@ -115,11 +134,13 @@ def _lines(value: Any) -> tuple[CartLine, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        raise _bad("invalid_type", f"$.line_items must be an array, got {_kind(value)}.",
-                   "$.line_items")
+        raise _bad(
+            "invalid_type", f"$.line_items must be an array, got {_kind(value)}.", "$.line_items"
+        )
     if len(value) > MAX_LINES:
-        raise _bad("too_many_line_items", f"$.line_items holds at most {MAX_LINES} items.",
-                   "$.line_items")
+        raise _bad(
+            "too_many_line_items", f"$.line_items holds at most {MAX_LINES} items.", "$.line_items"
+        )
     lines = []
     for index, raw in enumerate(value):
         param = f"$.line_items[{index}]"
@@ -148,19 +169,28 @@ def _option_id(body: Mapping[str, Any]) -> str | None:
     if selected is None:
         return _text(body.get("fulfillment_option_id"), "$.fulfillment_option_id")
     if not isinstance(selected, list) or not selected:
-        raise _bad("invalid_type", "$.selected_fulfillment_options must be a non-empty array "
-                   "of {type, option_id, item_ids}.", "$.selected_fulfillment_options")
+        raise _bad(
+            "invalid_type",
+            "$.selected_fulfillment_options must be a non-empty array "
+            "of {type, option_id, item_ids}.",
+            "$.selected_fulfillment_options",
+        )
     first = _object(selected[0], "$.selected_fulfillment_options[0]") or {}
-    return _text(first.get("option_id"), "$.selected_fulfillment_options[0].option_id",
-                 required=True)
+    return _text(
+        first.get("option_id"), "$.selected_fulfillment_options[0].option_id", required=True
+    )
 
 
 def session_input(body: Mapping[str, Any], *, creating: bool) -> SessionInput:
     """Turn a create or update body into a SessionInput."""
     lines = _lines(body.get("line_items"))
     if creating and lines is None:
-        raise _bad("missing_line_items", "$.line_items is required: list the items to buy, "
-                   'e.g. [{"id": "widget", "quantity": 1}].', "$.line_items")
+        raise _bad(
+            "missing_line_items",
+            "$.line_items is required: list the items to buy, "
+            'e.g. [{"id": "widget", "quantity": 1}].',
+            "$.line_items",
+        )
     return SessionInput(
         lines=lines,
         buyer=buyer(body.get("buyer")),
@@ -177,14 +207,19 @@ def payment_credential(body: Mapping[str, Any]) -> PaymentCredential:
     shape."""
     data = _object(body.get("payment_data"), "$.payment_data")
     if data is None:
-        raise _bad("missing_payment_data", "$.payment_data is required to complete: send "
-                   '{"handler_id": "...", "instrument": {"type": "card", "credential": '
-                   '{"type": "spt", "token": "..."}}}.', "$.payment_data")
+        raise _bad(
+            "missing_payment_data",
+            "$.payment_data is required to complete: send "
+            '{"handler_id": "...", "instrument": {"type": "card", "credential": '
+            '{"type": "spt", "token": "..."}}}.',
+            "$.payment_data",
+        )
     billing = address(data.get("billing_address"), "$.payment_data.billing_address")
     instrument = _object(data.get("instrument"), "$.payment_data.instrument")
     if instrument is not None:
-        credential = _object(instrument.get("credential"),
-                             "$.payment_data.instrument.credential") or {}
+        credential = (
+            _object(instrument.get("credential"), "$.payment_data.instrument.credential") or {}
+        )
         fields = dict(credential)
         token = credential.get("token")
         if token is None and "razorpay_payment_id" in credential:
@@ -193,14 +228,19 @@ def payment_credential(body: Mapping[str, Any]) -> PaymentCredential:
             token=_token(token, "$.payment_data.instrument.credential.token"),
             handler_id=_text(data.get("handler_id"), "$.payment_data.handler_id"),
             instrument_type=_text(instrument.get("type"), "$.payment_data.instrument.type"),
-            credential_type=_text(credential.get("type"),
-                                  "$.payment_data.instrument.credential.type"),
-            billing_address=billing, fields=fields,
+            credential_type=_text(
+                credential.get("type"), "$.payment_data.instrument.credential.type"
+            ),
+            billing_address=billing,
+            fields=fields,
         )
     token = _token(data.get("token"), "$.payment_data.token")
-    return PaymentCredential(token=token, provider=_text(data.get("provider"),
-                                                         "$.payment_data.provider"),
-                             billing_address=billing, fields=dict(data))
+    return PaymentCredential(
+        token=token,
+        provider=_text(data.get("provider"), "$.payment_data.provider"),
+        billing_address=billing,
+        fields=dict(data),
+    )
 
 
 def _token(value: Any, param: str) -> str:

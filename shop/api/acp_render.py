@@ -34,7 +34,8 @@ def _line(line: QuoteLine, available: int | None) -> dict[str, Any]:
         "name": item.title,
         "unit_amount": line.unit_amount,
         "product_id": item.product.id,
-        "availability_status": "in_stock" if available is None or available >= line.quantity
+        "availability_status": "in_stock"
+        if available is None or available >= line.quantity
         else "out_of_stock",
         "totals": [
             _total("items_base_amount", "Base amount", line.base_amount),
@@ -53,8 +54,9 @@ def _line(line: QuoteLine, available: int | None) -> dict[str, Any]:
         if item.variant.sku:
             body["sku"] = item.variant.sku
         if item.variant.options:
-            body["variant_options"] = [{"name": k, "value": v}
-                                       for k, v in item.variant.options.items()]
+            body["variant_options"] = [
+                {"name": k, "value": v} for k, v in item.variant.options.items()
+            ]
     if available is not None:
         body["available_quantity"] = max(available, 0)
     return body
@@ -64,7 +66,9 @@ def _options(quote: Quote) -> list[dict[str, Any]]:
     rendered = []
     for option in quote.options:
         body: dict[str, Any] = {
-            "type": option.type, "id": option.id, "title": option.title,
+            "type": option.type,
+            "id": option.id,
+            "title": option.title,
             "totals": [_total("total", option.title, option.amount)],
         }
         if option.description:
@@ -93,8 +97,11 @@ def _totals(quote: Quote) -> list[dict[str, Any]]:
 
 def render_message(message: Message) -> dict[str, Any]:
     """Render a domain Message as an ACP MessageError / MessageWarning / MessageInfo."""
-    body: dict[str, Any] = {"type": message.type, "content_type": "plain",
-                            "content": message.content}
+    body: dict[str, Any] = {
+        "type": message.type,
+        "content_type": "plain",
+        "content": message.content,
+    }
     if message.type != "info" and message.code:
         body["code"] = message.code
     if message.param:
@@ -113,12 +120,20 @@ def _discounts(quote: Quote, codes: list[str]) -> dict[str, Any]:
             else:
                 coupon["amount_off"] = outcome.coupon.amount_off
                 coupon["currency"] = quote.currency
-            applied.append({"id": f"disc_{outcome.coupon.code.lower()}", "code": outcome.code,
-                            "coupon": coupon, "amount": outcome.amount})
+            applied.append(
+                {
+                    "id": f"disc_{outcome.coupon.code.lower()}",
+                    "code": outcome.code,
+                    "coupon": coupon,
+                    "amount": outcome.amount,
+                }
+            )
         elif outcome.reason:
-            reason = {"coupon_invalid": "discount_code_invalid",
-                      "coupon_expired": "discount_code_expired",
-                      "minimum_not_met": "discount_code_minimum_not_met"}[outcome.reason]
+            reason = {
+                "coupon_invalid": "discount_code_invalid",
+                "coupon_expired": "discount_code_expired",
+                "minimum_not_met": "discount_code_minimum_not_met",
+            }[outcome.reason]
             rejected.append({"code": outcome.code, "reason": reason})
     return {"codes": codes, "applied": applied, "rejected": rejected}
 
@@ -126,8 +141,11 @@ def _discounts(quote: Quote, codes: list[str]) -> dict[str, Any]:
 def links(state: ShopState) -> list[dict[str, Any]]:
     """Return ACP links[] from config.json policies."""
     policies = state.settings.policies
-    return [{"type": type_, "title": title, "url": policies[key]}
-            for key, type_, title in _LINK_TYPES if policies.get(key)]
+    return [
+        {"type": type_, "title": title, "url": policies[key]}
+        for key, type_, title in _LINK_TYPES
+        if policies.get(key)
+    ]
 
 
 def render_session(state: ShopState, view: SessionView) -> dict[str, Any]:
@@ -155,13 +173,21 @@ def render_session(state: ShopState, view: SessionView) -> dict[str, Any]:
     if details.get("fulfillment_details"):
         body["fulfillment_details"] = details["fulfillment_details"]
     if quote.selected:
-        body["selected_fulfillment_options"] = [{
-            "type": quote.selected.type, "option_id": quote.selected.id,
-            "item_ids": [line.id for line in quote.lines]}]
+        body["selected_fulfillment_options"] = [
+            {
+                "type": quote.selected.type,
+                "option_id": quote.selected.id,
+                "item_ids": [line.id for line in quote.lines],
+            }
+        ]
     if details.get("coupons"):
         body["discounts"] = _discounts(quote, list(details["coupons"]))
     if view.status == Status.COMPLETED and view.order_id:
-        order: dict[str, Any] = {"id": view.order_id, "checkout_session_id": view.id,
-                                 "permalink_url": view.permalink_url, "status": "confirmed"}
+        order: dict[str, Any] = {
+            "id": view.order_id,
+            "checkout_session_id": view.id,
+            "permalink_url": view.permalink_url,
+            "status": "confirmed",
+        }
         body["order"] = order
     return body

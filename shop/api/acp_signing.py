@@ -41,8 +41,10 @@ def _timestamp_seconds(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise _unauthorized(f"The Timestamp header '{text[:40]}' is not an RFC 3339 date-time; "
-                            "send e.g. Timestamp: 2026-04-17T12:00:00Z.") from None
+        raise _unauthorized(
+            f"The Timestamp header '{text[:40]}' is not an RFC 3339 date-time; "
+            "send e.g. Timestamp: 2026-04-17T12:00:00Z."
+        ) from None
     if moment.tzinfo is None:
         raise _unauthorized("The Timestamp header has no time zone; end it with Z or +00:00.")
     return int(moment.timestamp())
@@ -60,8 +62,12 @@ def _messages(raw: bytes, timestamp: str) -> list[bytes]:
 
 
 def _encodings(digest: bytes) -> list[str]:
-    return [base64.b64encode(digest).decode(), base64.urlsafe_b64encode(digest).decode(),
-            base64.urlsafe_b64encode(digest).decode().rstrip("="), digest.hex()]
+    return [
+        base64.b64encode(digest).decode(),
+        base64.urlsafe_b64encode(digest).decode(),
+        base64.urlsafe_b64encode(digest).decode().rstrip("="),
+        digest.hex(),
+    ]
 
 
 def verify_request(request: Request, secret: str) -> None:
@@ -72,15 +78,19 @@ def verify_request(request: Request, secret: str) -> None:
     if not signature:
         if request.method == "GET":
             return
-        raise _unauthorized("This store verifies request signatures (ACP_SIGNING_SECRET is "
-                            "set): send a Signature header with the HMAC-SHA256 of the body "
-                            "and a Timestamp header.")
+        raise _unauthorized(
+            "This store verifies request signatures (ACP_SIGNING_SECRET is "
+            "set): send a Signature header with the HMAC-SHA256 of the body "
+            "and a Timestamp header."
+        )
     if not timestamp:
         raise _unauthorized("The Signature header needs a Timestamp header (RFC 3339) beside it.")
     skew = abs(clock.epoch() - _timestamp_seconds(timestamp))
     if skew > TOLERANCE_SECONDS:
-        raise _unauthorized(f"The Timestamp header is {skew} s away from the store's clock; "
-                            f"sign with the current time (tolerance {TOLERANCE_SECONDS} s).")
+        raise _unauthorized(
+            f"The Timestamp header is {skew} s away from the store's clock; "
+            f"sign with the current time (tolerance {TOLERANCE_SECONDS} s)."
+        )
     given = signature.removeprefix("sha256=").removeprefix("v1=").strip()
     matched = False
     for message in _messages(raw, timestamp):
@@ -88,6 +98,8 @@ def verify_request(request: Request, secret: str) -> None:
         for candidate in _encodings(digest):
             matched |= hmac.compare_digest(candidate.encode(), given.encode())
     if not matched:
-        raise _unauthorized("The Signature header does not match the body: sign the exact "
-                            "body with ACP_SIGNING_SECRET (base64 HMAC-SHA256 of its canonical "
-                            "JSON).")
+        raise _unauthorized(
+            "The Signature header does not match the body: sign the exact "
+            "body with ACP_SIGNING_SECRET (base64 HMAC-SHA256 of its canonical "
+            "JSON)."
+        )

@@ -32,9 +32,17 @@ DEMO_SECRET = "demo"
 CART_EVENTS = ("cart.created", "cart.updated")
 ORDER_EVENTS = ("order.created",)
 # Codes the orchestrator acts on; every other client mistake is invalid_request.
-_KEPT_CODES = {"unauthorized", "totals_mismatch", "inventory_unavailable", "payment_declined",
-               "payment_pending", "payment_provider_unavailable", "not_configured",
-               "internal_error", "reference_contention"}
+_KEPT_CODES = {
+    "unauthorized",
+    "totals_mismatch",
+    "inventory_unavailable",
+    "payment_declined",
+    "payment_pending",
+    "payment_provider_unavailable",
+    "not_configured",
+    "internal_error",
+    "reference_contention",
+}
 
 
 # ---------------------------------------------------------------- auth
@@ -51,23 +59,29 @@ def forter_secret(settings: Settings) -> str | None:
 
 
 def _unauthorized(message: str) -> ShopError:
-    return ShopError(401, "invalid_request", "unauthorized", message,
-                     headers={"WWW-Authenticate": "Bearer"})
+    return ShopError(
+        401, "invalid_request", "unauthorized", message, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 @bp.before_request
 def _authenticate() -> None:
     settings = get_state().settings
     if not (settings.forter_bearer or settings.forter_hmac):
-        log.warning("Forter endpoints are open: config.json forter.bearer and forter.hmac are "
-                    "both false")
+        log.warning(
+            "Forter endpoints are open: config.json forter.bearer and forter.hmac are both false"
+        )
         return
     secret = forter_secret(settings)
     if secret is None:
         log.error("%s is not set; every Forter request is refused", SECRET_ENV)
-        raise ShopError(503, "processing_error", "not_configured",
-                        f"The store has not set {SECRET_ENV}, so it cannot verify Forter "
-                        "requests; the merchant must export it and restart.")
+        raise ShopError(
+            503,
+            "processing_error",
+            "not_configured",
+            f"The store has not set {SECRET_ENV}, so it cannot verify Forter "
+            "requests; the merchant must export it and restart.",
+        )
     if settings.forter_bearer:
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
@@ -78,15 +92,19 @@ def _authenticate() -> None:
         name = signature_header(settings.store_name)
         given = request.headers.get(name, "").strip()
         if not given:
-            raise _unauthorized(f"Send the header '{name}: hmac-sha256=<hex HMAC-SHA256 of the "
-                                f"raw body keyed with {SECRET_ENV}>'.")
+            raise _unauthorized(
+                f"Send the header '{name}: hmac-sha256=<hex HMAC-SHA256 of the "
+                f"raw body keyed with {SECRET_ENV}>'."
+            )
         scheme, sep, digest = given.partition("=")
         if not sep or scheme.strip().lower() != "hmac-sha256":
             raise _unauthorized(f"The {name} header must look like 'hmac-sha256=<hex>'.")
         expected = hmac_sha256_hex(secret, request.get_data(cache=True))
         if not constant_time_equals(digest.strip().lower(), expected):
-            raise _unauthorized(f"The {name} header does not match the body: sign the exact "
-                                f"raw bytes with {SECRET_ENV}.")
+            raise _unauthorized(
+                f"The {name} header does not match the body: sign the exact "
+                f"raw bytes with {SECRET_ENV}."
+            )
 
 
 @bp.errorhandler(ShopError)
@@ -97,8 +115,7 @@ def _forter_error(exc: ShopError) -> Response:
     elif exc.code not in _KEPT_CODES:
         status = 409 if exc.status == 405 else exc.status  # a closed cart: a conflict here
         if status < 500:
-            exc = ShopError(status, exc.type, "invalid_request", exc.message,
-                            headers=exc.headers)
+            exc = ShopError(status, exc.type, "invalid_request", exc.message, headers=exc.headers)
     return render_forter_error(exc)
 
 
@@ -139,21 +156,41 @@ def render_cart(reference_id: str, view: SessionView, event: str) -> dict[str, A
     """Return the cart answer: items, shipping_options and totals in decimal major units."""
     quote, currency = view.quote, view.currency
     left = view.availability
-    items = [{
-        "product_id": line.item.id,
-        "title": line.item.title,
-        "quantity": line.quantity,
-        "price": _money(line.unit_amount, currency),
-        "effective_price": _unit_after_discount(line.subtotal, line.quantity, currency),
-        "subtotal": _money(line.base_amount, currency),
-        "available": left.get(line.item.id) is None or left[line.item.id] >= line.quantity,
-    } for line in quote.lines]
-    options = [{"id": o.id, "title": o.title, "description": o.description,
-                "price": _money(o.amount, currency)} for o in quote.options]
-    coupons = [{"code": c.code, "applied": c.applied, "amount": _money(c.amount, currency),
-                **({"reason": c.reason} if c.reason else {})} for c in quote.coupons]
-    messages = [{"code": m.code, "message": _SAY_ON_FORTER.get(m.code or "", m.content)}
-                for m in view.messages if m.type == "error"]
+    items = [
+        {
+            "product_id": line.item.id,
+            "title": line.item.title,
+            "quantity": line.quantity,
+            "price": _money(line.unit_amount, currency),
+            "effective_price": _unit_after_discount(line.subtotal, line.quantity, currency),
+            "subtotal": _money(line.base_amount, currency),
+            "available": left.get(line.item.id) is None or left[line.item.id] >= line.quantity,
+        }
+        for line in quote.lines
+    ]
+    options = [
+        {
+            "id": o.id,
+            "title": o.title,
+            "description": o.description,
+            "price": _money(o.amount, currency),
+        }
+        for o in quote.options
+    ]
+    coupons = [
+        {
+            "code": c.code,
+            "applied": c.applied,
+            "amount": _money(c.amount, currency),
+            **({"reason": c.reason} if c.reason else {}),
+        }
+        for c in quote.coupons
+    ]
+    messages = [
+        {"code": m.code, "message": _SAY_ON_FORTER.get(m.code or "", m.content)}
+        for m in view.messages
+        if m.type == "error"
+    ]
     if quote.shippable and not _street(view) and all(m["code"] != "missing" for m in messages):
         messages.append({"code": "missing", "message": _SAY_ON_FORTER["missing"]})
     return {
@@ -165,10 +202,11 @@ def render_cart(reference_id: str, view: SessionView, event: str) -> dict[str, A
         "shipping_options": options,
         "selected_shipping_id": quote.selected.id if quote.selected else None,
         "coupons": coupons,
-        "totals": {name: _money(value, currency)
-                   for name, value in forter.totals_of(quote).items()},
-        "ready_for_checkout": view.status == Status.READY and (
-            not quote.shippable or bool(_street(view))),
+        "totals": {
+            name: _money(value, currency) for name, value in forter.totals_of(quote).items()
+        },
+        "ready_for_checkout": view.status == Status.READY
+        and (not quote.shippable or bool(_street(view))),
         "messages": messages,
     }
 
@@ -176,23 +214,41 @@ def render_cart(reference_id: str, view: SessionView, event: str) -> dict[str, A
 def _order_answer(reference_id: str, view: SessionView) -> Response:
     """Turn the session after order.created into {success, order_id} or a Forter error."""
     if view.status == Status.COMPLETED:
-        return json_response({"success": True, "order_id": view.order_id,
-                              "reference_id": reference_id, "status": "completed"})
+        return json_response(
+            {
+                "success": True,
+                "order_id": view.order_id,
+                "reference_id": reference_id,
+                "status": "completed",
+            }
+        )
     if view.status == Status.IN_PROGRESS:
-        raise ShopError(409, "processing_error", "payment_pending",
-                        f"The payment for reference_id '{reference_id}' is still being "
-                        "confirmed by the provider; retry order.created shortly (it will not "
-                        "charge again).", headers={"Retry-After": "5"})
+        raise ShopError(
+            409,
+            "processing_error",
+            "payment_pending",
+            f"The payment for reference_id '{reference_id}' is still being "
+            "confirmed by the provider; retry order.created shortly (it will not "
+            "charge again).",
+            headers={"Retry-After": "5"},
+        )
     codes = {m.code: m for m in view.messages if m.type == "error"}
-    for code, (status, ours) in {"payment_declined": (402, "payment_declined"),
-                                 "requires_3ds": (402, "payment_declined"),
-                                 "out_of_stock": (409, "inventory_unavailable")}.items():
+    for code, (status, ours) in {
+        "payment_declined": (402, "payment_declined"),
+        "requires_3ds": (402, "payment_declined"),
+        "out_of_stock": (409, "inventory_unavailable"),
+    }.items():
         if code in codes:
             raise ShopError(status, "invalid_request", ours, codes[code].content)
     first = next(iter(codes.values()), None)
-    raise ShopError(409 if view.status == Status.EXPIRED else 400, "invalid_request",
-                    "invalid_request", first.content if first else
-                    f"The cart for reference_id '{reference_id}' is not ready for checkout.")
+    raise ShopError(
+        409 if view.status == Status.EXPIRED else 400,
+        "invalid_request",
+        "invalid_request",
+        first.content
+        if first
+        else f"The cart for reference_id '{reference_id}' is not ready for checkout.",
+    )
 
 
 # ---------------------------------------------------------------- routes
@@ -214,8 +270,9 @@ def account() -> Response:
         log.info("account lookup answered not_found: %s", exc.message)
         return json_response({"success": True, "status": "not_found"})
     key = forter_secret(state.settings) or f"shop-account-id:{state.settings.store_url}"
-    status, account_id = forter.account_status(state, buyer.get("email"),
-                                               buyer.get("phone_number"), key)
+    status, account_id = forter.account_status(
+        state, buyer.get("email"), buyer.get("phone_number"), key
+    )
     answer: dict[str, Any] = {"success": True, "status": status}
     if account_id is not None:
         answer["account_id"] = account_id
@@ -246,8 +303,12 @@ def place_order() -> Response:
     if existing is not None and existing.status == Status.COMPLETED:
         return _order_answer(ref, existing)  # a retry: same order id, nothing charged
     view = forter.place_order(
-        state, ref, parse.session_input(state.catalog, body),
-        parse.expected_totals(body, state.settings.currency), parse.credential(body))
+        state,
+        ref,
+        parse.session_input(state.catalog, body),
+        parse.expected_totals(body, state.settings.currency),
+        parse.credential(body),
+    )
     return _order_answer(ref, view)
 
 

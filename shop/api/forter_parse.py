@@ -57,8 +57,10 @@ def require_event(body: Mapping[str, Any], allowed: tuple[str, ...]) -> str:
     """Return the event type; a missing one means the endpoint's own event."""
     event = event_type(body) or allowed[0]
     if event not in allowed:
-        raise _bad(f"This endpoint takes the event{'s' if len(allowed) > 1 else ''} "
-                   f"{' or '.join(allowed)}, not '{event}'.")
+        raise _bad(
+            f"This endpoint takes the event{'s' if len(allowed) > 1 else ''} "
+            f"{' or '.join(allowed)}, not '{event}'."
+        )
     return event
 
 
@@ -86,8 +88,7 @@ def reference_id(body: Mapping[str, Any], *, required: bool = True) -> str | Non
     """Return the sticky reference_id that names one cart across all three endpoints."""
     ref = text(body, "reference_id", "referenceId", "cart_id")
     if ref is None and required:
-        raise _bad("reference_id is required: it names the cart across cart and checkout "
-                   "events.")
+        raise _bad("reference_id is required: it names the cart across cart and checkout events.")
     if ref is not None and len(ref) > 255:
         raise _bad("reference_id must be at most 255 characters.")
     return ref
@@ -98,8 +99,14 @@ def _item_id(catalog: Catalog, raw: Mapping[str, Any], index: int) -> str:
     for candidate in filter(None, wanted):
         if catalog.item(candidate) is not None:
             return candidate
-        by_sku = next((i for i in catalog.items.values()
-                       if i.variant is not None and i.variant.sku == candidate), None)
+        by_sku = next(
+            (
+                i
+                for i in catalog.items.values()
+                if i.variant is not None and i.variant.sku == candidate
+            ),
+            None,
+        )
         if by_sku is not None:
             return by_sku.id
     named = next(filter(None, wanted), None)
@@ -107,10 +114,13 @@ def _item_id(catalog: Catalog, raw: Mapping[str, Any], index: int) -> str:
         raise _bad(f"items[{index}] needs a product_id.")
     product = next((p for p in catalog.products if p.id == named), None)
     if product is not None and product.variants:
-        raise _bad(f"items[{index}].product_id '{named}' has variants; send one of "
-                   f"{', '.join(v.id for v in product.variants)} as product_id or variant_id.")
-    raise _bad(f"items[{index}].product_id '{named}' is not sold here; use an id from the "
-               "product feed.")
+        raise _bad(
+            f"items[{index}].product_id '{named}' has variants; send one of "
+            f"{', '.join(v.id for v in product.variants)} as product_id or variant_id."
+        )
+    raise _bad(
+        f"items[{index}].product_id '{named}' is not sold here; use an id from the product feed."
+    )
 
 
 def _quantity(value: Any, index: int) -> int:
@@ -138,8 +148,9 @@ def lines(catalog: Catalog, body: Mapping[str, Any]) -> tuple[CartLine, ...] | N
     for index, item in enumerate(raw):
         if not isinstance(item, dict):
             raise _bad(f"items[{index}] must be an object with product_id and quantity.")
-        parsed.append(CartLine(_item_id(catalog, item, index),
-                               _quantity(item.get("quantity"), index)))
+        parsed.append(
+            CartLine(_item_id(catalog, item, index), _quantity(item.get("quantity"), index))
+        )
     return tuple(parsed)
 
 
@@ -156,17 +167,44 @@ def _region(value: str | None, country: str | None) -> str | None:
 def address(body: Mapping[str, Any]) -> dict[str, str] | None:
     """Build the domain's address from recipient/address fields, or from region_id/country_id."""
     recipient = _object(body, "recipient")
-    sources = [_object(recipient, "address"), recipient, _object(body, "shipping_address"),
-               _object(body, "address")]
-    source = next((s for s in sources if text(s, "address1", "address_1", "line1", "line_one",
-                                              "street", "city", "postal_code", "zip")), {})
-    country = (text(source, "country_id", "country_code", "country")
-               or text(body, "country_id", "country_code"))
+    sources = [
+        _object(recipient, "address"),
+        recipient,
+        _object(body, "shipping_address"),
+        _object(body, "address"),
+    ]
+    source = next(
+        (
+            s
+            for s in sources
+            if text(
+                s,
+                "address1",
+                "address_1",
+                "line1",
+                "line_one",
+                "street",
+                "city",
+                "postal_code",
+                "zip",
+            )
+        ),
+        {},
+    )
+    country = text(source, "country_id", "country_code", "country") or text(
+        body, "country_id", "country_code"
+    )
     country = country.upper() if country else None
-    region = _region(text(source, "region_id", "region_code", "state_code", "state", "region",
-                          "province") or text(body, "region_id", "region_code"), country)
-    name = text(source, "name", "full_name") or " ".join(filter(None, (
-        text(source, "first_name", "firstName"), text(source, "last_name", "lastName"))))
+    region = _region(
+        text(source, "region_id", "region_code", "state_code", "state", "region", "province")
+        or text(body, "region_id", "region_code"),
+        country,
+    )
+    name = text(source, "name", "full_name") or " ".join(
+        filter(
+            None, (text(source, "first_name", "firstName"), text(source, "last_name", "lastName"))
+        )
+    )
     fields = {
         "name": name or None,
         "line_one": text(source, "address1", "address_1", "line1", "line_one", "street"),
@@ -183,11 +221,18 @@ def address(body: Mapping[str, Any]) -> dict[str, str] | None:
 def buyer(body: Mapping[str, Any]) -> dict[str, str] | None:
     """Read the buyer from customer/account/recipient fields (email, phone, names)."""
     parsed: dict[str, str] = {}
-    for source in (body, _object(body, "recipient"), _object(body, "account"),
-                   _object(body, "customer")):
-        for ours, keys in (("email", ("email",)), ("phone_number", ("phone", "phone_number")),
-                           ("first_name", ("first_name", "firstName")),
-                           ("last_name", ("last_name", "lastName"))):
+    for source in (
+        body,
+        _object(body, "recipient"),
+        _object(body, "account"),
+        _object(body, "customer"),
+    ):
+        for ours, keys in (
+            ("email", ("email",)),
+            ("phone_number", ("phone", "phone_number")),
+            ("first_name", ("first_name", "firstName")),
+            ("last_name", ("last_name", "lastName")),
+        ):
             value = text(source, *keys)
             if value:
                 parsed[ours] = value
@@ -204,7 +249,7 @@ def coupon_codes(body: Mapping[str, Any]) -> tuple[str, ...] | None:
     for value in raws:
         code = text(value, "code", "coupon_code") if isinstance(value, dict) else value
         if not isinstance(code, str):
-            raise _bad("coupon must be a code like \"TEN\" (or {\"code\": \"TEN\"}).")
+            raise _bad('coupon must be a code like "TEN" (or {"code": "TEN"}).')
         codes.append(code)
     return tuple(c for c in codes if c.strip())
 
@@ -216,8 +261,9 @@ def session_input(catalog: Catalog, body: Mapping[str, Any]) -> SessionInput:
     return SessionInput(
         lines=lines(catalog, body),
         buyer=buyer(body),
-        fulfillment_details={"address": addr, **({"name": addr["name"]} if "name" in addr
-                                                 else {})} if addr else None,
+        fulfillment_details={"address": addr, **({"name": addr["name"]} if "name" in addr else {})}
+        if addr
+        else None,
         option_id=text(recipient, "shipping_id", "shipping_option_id")
         or text(body, "shipping_id", "shipping_option_id"),
         coupon_codes=coupon_codes(body),
@@ -228,8 +274,11 @@ def session_input(catalog: Catalog, body: Mapping[str, Any]) -> SessionInput:
 def amount(value: Any, name: str, currency: str) -> int:
     """Turn a decimal amount (29.99) into minor units, refusing sub-unit digits."""
     try:
-        number = Decimal(str(value)) if isinstance(value, str | int | Decimal) \
-            and not isinstance(value, bool) else None
+        number = (
+            Decimal(str(value))
+            if isinstance(value, str | int | Decimal) and not isinstance(value, bool)
+            else None
+        )
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite():
@@ -242,13 +291,18 @@ def amount(value: Any, name: str, currency: str) -> int:
 def expected_totals(body: Mapping[str, Any], currency: str) -> dict[str, int]:
     """Read the totals the orchestrator shows the buyer; `total` is required."""
     totals = _object(body, "totals")
-    found = {name: totals[name] for name in ("subtotal", "discount", "shipping", "tax", "total")
-             if totals.get(name) is not None}
+    found = {
+        name: totals[name]
+        for name in ("subtotal", "discount", "shipping", "tax", "total")
+        if totals.get(name) is not None
+    }
     if "total" not in found:
         loose = body.get("total", body.get("total_amount", body.get("amount")))
         if loose is None:
-            raise _bad("totals.total is required on order.created: send the totals the cart "
-                       "endpoint returned, e.g. {\"totals\": {\"total\": 64.98}}.")
+            raise _bad(
+                "totals.total is required on order.created: send the totals the cart "
+                'endpoint returned, e.g. {"totals": {"total": 64.98}}.'
+            )
         found["total"] = loose
     return {name: amount(value, f"totals.{name}", currency) for name, value in found.items()}
 
@@ -260,11 +314,18 @@ def credential(body: Mapping[str, Any]) -> PaymentCredential:
     token = text(payment, "token", "payment_token") or text(card, "token")
     if token is None:
         raise _bad("payment.token is required on order.created: the tokenized card to charge.")
-    billing = address({"address": _object(payment, "billing_address")}) if \
-        payment.get("billing_address") else None
+    billing = (
+        address({"address": _object(payment, "billing_address")})
+        if payment.get("billing_address")
+        else None
+    )
     return PaymentCredential(
-        token=token, instrument_type="card" if card or payment.get("type") in (None, "card")
-        else str(payment.get("type")), credential_type="token",
-        provider=text(payment, "provider", "gateway"), billing_address=billing,
+        token=token,
+        instrument_type="card"
+        if card or payment.get("type") in (None, "card")
+        else str(payment.get("type")),
+        credential_type="token",
+        provider=text(payment, "provider", "gateway"),
+        billing_address=billing,
         fields={k: v for k, v in payment.items() if isinstance(v, str)},
     )

@@ -97,8 +97,9 @@ class PaymentProvider(Protocol):
 
     name: str
 
-    def prepare(self, session_id: str, amount: int, currency: str,
-                current_reference: str | None) -> str | None:
+    def prepare(
+        self, session_id: str, amount: int, currency: str, current_reference: str | None
+    ) -> str | None:
         """Return a provider-side order for this amount (Razorpay), or None when none is needed."""
         ...
 

@@ -43,33 +43,36 @@ class TestProvider:
     __test__ = False  # not a pytest test class
     name = "test"
 
-    def prepare(self, session_id: str, amount: int, currency: str,
-                current_reference: str | None) -> str | None:
+    def prepare(
+        self, session_id: str, amount: int, currency: str, current_reference: str | None
+    ) -> str | None:
         """Return None: the test provider needs no provider-side order."""
         return None
 
     def handlers(self, provider_order_id: str | None) -> list[dict[str, Any]]:
         """Advertise a tokenized-card handler that accepts the documented test tokens."""
-        return [{
-            "id": "card_tokenized",
-            "name": "dev.acp.tokenized.card",
-            "display_name": "Card (test mode)",
-            "version": "2026-01-22",
-            "spec": "https://acp.dev/handlers/tokenized.card",
-            "requires_delegate_payment": True,
-            "requires_pci_compliance": False,
-            "psp": "test",
-            "config_schema": "https://acp.dev/schemas/handlers/tokenized.card/config.json",
-            "instrument_schemas": [
-                "https://acp.dev/schemas/handlers/tokenized.card/instrument.json"
-            ],
-            "config": {
-                "merchant_id": "test",
+        return [
+            {
+                "id": "card_tokenized",
+                "name": "dev.acp.tokenized.card",
+                "display_name": "Card (test mode)",
+                "version": "2026-01-22",
+                "spec": "https://acp.dev/handlers/tokenized.card",
+                "requires_delegate_payment": True,
+                "requires_pci_compliance": False,
                 "psp": "test",
-                "accepted_brands": ["visa", "mastercard", "amex", "discover"],
-                "environment": "test",
-            },
-        }]
+                "config_schema": "https://acp.dev/schemas/handlers/tokenized.card/config.json",
+                "instrument_schemas": [
+                    "https://acp.dev/schemas/handlers/tokenized.card/instrument.json"
+                ],
+                "config": {
+                    "merchant_id": "test",
+                    "psp": "test",
+                    "accepted_brands": ["visa", "mastercard", "amex", "discover"],
+                    "environment": "test",
+                },
+            }
+        ]
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Decide the outcome from the token; never touches the network."""
@@ -95,8 +98,11 @@ class TestProvider:
             if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
                 raise TypeError("amount must be an integer in minor units")
             return PaymentEvent(
-                id=str(event["id"]), type=str(event["type"]), kind=kind,
-                session_id=event.get("session_id"), reference=event.get("reference"),
+                id=str(event["id"]),
+                type=str(event["type"]),
+                kind=kind,
+                session_id=event.get("session_id"),
+                reference=event.get("reference"),
                 amount=amount,
             )
         except (ValueError, KeyError, TypeError) as exc:
