@@ -81,7 +81,7 @@ def test_reads_do_not_wait_for_a_writer(app):
 def test_an_update_racing_another_is_applied_on_top_not_lost(acp, app, monkeypatch):
     """Two updates of one session: the one that read first rereads and keeps both changes."""
     created = acp.create(cart(("widget", 1))).get_json()
-    real_assess = checkout._assess
+    real_assess = checkout.sessions._assess
     raced: list[str] = []
 
     def assess_while_another_update_commits(state, details):  # type: ignore[no-untyped-def]
@@ -93,7 +93,7 @@ def test_an_update_racing_another_is_applied_on_top_not_lost(acp, app, monkeypat
                 )
         return real_assess(state, details)
 
-    monkeypatch.setattr(checkout, "_assess", assess_while_another_update_commits)
+    monkeypatch.setattr(checkout.sessions, "_assess", assess_while_another_update_commits)
     response = acp.post(
         f"/checkout_sessions/{created['id']}", {"line_items": [{"id": "widget", "quantity": 3}]}
     )

@@ -1,0 +1,291 @@
+"""Payment outcomes, from complete and from provider webhooks: paid, failed, flagged."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+
+from shop import clock, stock
+from shop.checkout.model import Status, order_id_for
+from shop.checkout.reading import _cart_lines, _declined, _load, _read
+from shop.db import CheckoutSession, db
+from shop.state import ShopState
+
+log = logging.getLogger("shop.checkout")
+
+
+def _finish(session_id: str, status: Status, **values: Any) -> None:
+    db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id)
+        .values(status=status, updated_at=clock.epoch(), **values)
+    )
+    db.session.commit()
+
+
+def _release(
+    state: ShopState, session_id: str, lines: list[tuple[str, int]], notices: str, *conditions: Any
+) -> bool:
+    """Give the reservation back and reopen the session, in one transaction (the caller's).
+
+    Only a paying session holding stock (and matching `conditions`) is released; return
+    whether this call released it.
+    """
+    released = (
+        db.session.execute(
+            update(CheckoutSession)
+            .where(
+                CheckoutSession.id == session_id,
+                CheckoutSession.stock_reserved == 1,
+                CheckoutSession.status == Status.IN_PROGRESS,
+                *conditions,
+            )
+            .values(
+                status=Status.READY, stock_reserved=0, updated_at=clock.epoch(), notices=notices
+            )
+        ).rowcount
+        == 1
+    )
+    if released:
+        stock.release_stock(state.catalog, lines)
+    db.session.commit()
+    return released
+
+
+# ------------------------------------------- payment outcomes (complete and provider webhooks)
+
+
+class Settlement(StrEnum):
+    """What a provider's "paid" did to a session."""
+
+    COMPLETED = "completed"
+    COMPLETED_AMOUNT_MISMATCH = "completed_amount_mismatch"
+    ALREADY_COMPLETED = "already_completed"
+
+
+def fail_payment(
+    state: ShopState, session_id: str, reference: str | None, message: str | None
+) -> bool:
+    """Reopen a paying session whose current attempt failed; give its stock back.
+
+    Only the attempt whose reference the session stores counts: a late failure of an earlier
+    attempt, or any failure while a charge is still in flight (no reference stored yet),
+    changes nothing. Return whether the session was reopened.
+    """
+    if not reference:
+        return False
+    lines = _cart_lines(_load(session_id))
+    return _release(
+        state, session_id, lines, _declined(message), CheckoutSession.payment_reference == reference
+    )
+
+
+def settle_payment(
+    state: ShopState,
+    session_id: str,
+    reference: str | None,
+    amount: int | None,
+    currency: str | None,
+) -> Settlement:
+    """Complete a session its provider reports paid, in one transaction (the caller's).
+
+    A paid order is never lost: a session that gave its stock back takes it again when it is
+    there, and completes either way. A payment of another amount or currency completes
+    flagged for review. `amount` None (the provider does not say) is taken as the total.
+    """
+    from shop import delivery
+
+    row = _load(session_id)
+    currency_now = row.currency
+    _retake_stock(state, session_id, _cart_lines(row), reference)
+    payload = _payload(state, row, reference, amount)
+    total = next((t["amount"] for t in payload["totals"] if t["type"] == "total"), None)
+    paid = amount if amount is not None else total
+    if not _record_paid(
+        state, session_id, reference, paid or 0, payload, CheckoutSession.status != Status.COMPLETED
+    ):
+        db.session.commit()
+        return Settlement.ALREADY_COMPLETED
+    paid_currency = (currency or currency_now).lower()
+    settled = Settlement.COMPLETED
+    if paid != total or paid_currency != currency_now.lower():
+        # The money was taken, so the order still goes out, but flagged: the merchant decides
+        # between shipping, charging the difference and refunding (docs/decisions.md).
+        log.error(
+            "AMOUNT MISMATCH: %s payment %s paid %s %s but session %s totals %s %s; the "
+            "order is handed over FLAGGED for review — refund or collect the difference "
+            "before shipping",
+            state.provider.name,
+            reference,
+            paid,
+            paid_currency,
+            session_id,
+            total,
+            currency_now,
+        )
+        _flag(
+            state,
+            session_id,
+            reference,
+            {"reason": "amount_mismatch", "amount_paid": paid, "currency_paid": paid_currency},
+        )
+        settled = Settlement.COMPLETED_AMOUNT_MISMATCH
+    db.session.commit()
+    delivery.schedule(state, session_id)
+    return settled
+
+
+def _retake_stock(
+    state: ShopState, session_id: str, lines: list[tuple[str, int]], reference: str | None
+) -> None:
+    """Reserve stock again for a paid session that had given it back (a decline, an expiry).
+
+    The flag flip decides who reserves (one conditional UPDATE); a shortfall undoes both
+    through a savepoint and is logged, since the payment still completes.
+    """
+    savepoint = db.session.begin_nested()
+    taken = (
+        db.session.execute(
+            update(CheckoutSession)
+            .where(
+                CheckoutSession.id == session_id,
+                CheckoutSession.stock_reserved == 0,
+                CheckoutSession.status != Status.COMPLETED,
+            )
+            .values(stock_reserved=1)
+        ).rowcount
+        == 1
+    )
+    short = stock.reserve_stock(state.catalog, lines) if taken else None
+    if short is None:
+        savepoint.commit()
+        return
+    savepoint.rollback()
+    log.error(
+        "OVERSOLD: session %s was paid (%s) but '%s' is out of stock; the order is still "
+        "handed over — contact the buyer",
+        session_id,
+        reference,
+        short,
+    )
+
+
+def flag_for_review(state: ShopState, session_id: str, reason: str, reference: str | None) -> bool:
+    """Flag a session for review and queue order.flagged once; False when already flagged."""
+    from shop import delivery
+
+    flagged = _flag(state, session_id, reference, {"reason": reason})
+    db.session.commit()
+    if flagged:
+        delivery.schedule(state, session_id)
+    return flagged
+
+
+def _flag(
+    state: ShopState, session_id: str, reference: str | None, flag: Mapping[str, Any]
+) -> bool:
+    from shop import delivery
+
+    flagged = (
+        db.session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.id == session_id, CheckoutSession.flagged == 0)
+            .values(flagged=1, updated_at=clock.epoch())
+        ).rowcount
+        == 1
+    )
+    payload = (
+        db.session.execute(
+            select(CheckoutSession.order_payload).where(CheckoutSession.id == session_id)
+        ).scalar_one_or_none()
+        if flagged
+        else None
+    )
+    if payload:  # a session flagged before it was paid has no order to tell anyone about yet
+        delivery.enqueue_order_flagged(state, session_id, json.loads(payload), reference, flag)
+    return flagged
+
+
+def mark_paid(
+    state: ShopState,
+    session_id: str,
+    reference: str | None,
+    amount: int,
+    from_status: Status | None = None,
+) -> bool:
+    """Record a final payment and queue the order hand-off; False when it was already recorded."""
+    from shop import delivery
+
+    row = _read(session_id)  # committed; _record_paid's condition re-checks the status
+    payload = _payload(state, row, reference, amount)
+    condition = (
+        CheckoutSession.status == from_status
+        if from_status
+        else CheckoutSession.status != Status.COMPLETED
+    )
+    paid = _record_paid(state, session_id, reference, amount, payload, condition)
+    db.session.commit()
+    if paid:
+        delivery.schedule(state, session_id)
+    return paid
+
+
+def _record_paid(
+    state: ShopState,
+    session_id: str,
+    reference: str | None,
+    amount: int,
+    payload: Mapping[str, Any],
+    condition: Any,
+) -> bool:
+    """In the current transaction: complete the session and queue order.created, if `condition`."""
+    from shop import delivery
+
+    paid = (
+        db.session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.id == session_id, condition)
+            .values(
+                status=Status.COMPLETED,
+                order_id=order_id_for(session_id),
+                payment_reference=reference,
+                payment_provider=state.provider.name,
+                amount_paid=amount,
+                updated_at=clock.epoch(),
+                notices="[]",
+                order_payload=json.dumps(payload),
+            )
+        ).rowcount
+        == 1
+    )
+    if paid:
+        delivery.enqueue_order_created(state, session_id, payload)
+    return paid
+
+
+def _payload(
+    state: ShopState, row: CheckoutSession, reference: str | None, amount: int | None
+) -> dict[str, Any]:
+    """Build the order payload; a failure must never keep a paid session from completing."""
+    from shop.order_payload import minimal_order_payload, order_payload
+
+    try:
+        return order_payload(state, row, reference=reference, provider=state.provider.name)
+    except Exception:
+        # e.g. the item was removed from products.json while the payment was pending.
+        log.exception(
+            "ORDER PAYLOAD FAILED for session %s (payment %s): the cart could not be "
+            "priced again, so order_%s goes out with items, quantities and the amount "
+            "paid only; check it by hand before shipping",
+            row.id,
+            reference,
+            row.id,
+        )
+        return minimal_order_payload(
+            state, row, reference=reference, provider=state.provider.name, amount=amount or 0
+        )

@@ -1,0 +1,142 @@
+"""Complete: claim the session, reserve stock, charge once, and record the outcome.
+
+Each step is safe to retry: the session row is claimed with a conditional UPDATE, stock is
+reserved in the same transaction, the provider is called outside any transaction with an
+idempotency key, and the outcome is written with another conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import update
+
+from shop import clock, metrics, session_rows, stock
+from shop.checkout.model import OPEN, Message, SessionView, Status
+from shop.checkout.outcomes import _finish, _release, mark_paid
+from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
+from shop.checkout.sessions import _provider_unavailable, _require_open
+from shop.db import CheckoutSession, db
+from shop.errors import ProviderError
+from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
+from shop.state import ShopState
+
+log = logging.getLogger("shop.checkout")
+
+
+def complete_session(
+    state: ShopState,
+    session_id: str,
+    credential: PaymentCredential,
+    buyer: Mapping[str, Any] | None = None,
+) -> SessionView:
+    """Reserve stock, charge once, and complete the session (or say why not)."""
+    # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
+    # so the write lock is held only from the claim to the commit.
+    row = _current(session_id)
+    if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
+        return _view(state, row)  # already paid / paying / over: never charge again
+    if row.status == Status.CANCELED:
+        _require_open(row, "completed")
+    details = json.loads(row.cart)
+    if buyer is not None:
+        details["buyer"] = dict(buyer)
+    quote, _messages, _availability, ready = _assess(state, details)
+    if not ready:
+        new = replace(
+            row, cart=json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
+        )
+        written = session_rows.update_open(row, new, details)
+        db.session.commit()
+        return _view(state, new if written else _read(session_id))
+    lines = [(line.item.id, line.quantity) for line in quote.lines]
+    now = clock.epoch()
+    # payment_reference is cleared: until this attempt's answer stores its own, no provider
+    # event (a late failure of an earlier attempt) can match the session's current attempt.
+    claimed = (
+        db.session.execute(
+            update(CheckoutSession)
+            .where(
+                CheckoutSession.id == session_id,
+                CheckoutSession.status.in_(list(OPEN)),
+                CheckoutSession.cart == row.cart,
+            )
+            .values(
+                status=Status.IN_PROGRESS,
+                cart=json.dumps(details),
+                updated_at=now,
+                notices="[]",
+                stock_reserved=1,
+                payment_reference=None,
+            )
+        ).rowcount
+        == 1
+    )
+    short = stock.reserve_stock(state.catalog, lines) if claimed else None
+    if not claimed or short is not None:
+        db.session.rollback()
+        if short is not None:
+            item = state.catalog.items[short]
+            index = next(i for i, (item_id, _q) in enumerate(lines) if item_id == short)
+            _finish(
+                session_id,
+                Status.NOT_READY,
+                stock_reserved=0,
+                notices=_notice(
+                    Message(
+                        "error",
+                        f"'{item.title}' sold out before payment; nothing was charged.",
+                        "out_of_stock",
+                        f"$.line_items[{index}]",
+                    )
+                ),
+            )
+        return _view(state, _read(session_id))  # committed: read it as it is now
+    # Read before the commit: touching `row` after it would reload it in a new transaction,
+    # and on SQLite a transaction holds the write lock for the whole provider call.
+    provider_order_id = row.provider_order_id
+    db.session.commit()
+    request = ChargeRequest(
+        session_id=session_id,
+        amount=quote.total,
+        currency=quote.currency,
+        credential=credential,
+        description=f"{state.settings.store_name} checkout {session_id}",
+        provider_order_id=provider_order_id,
+    )
+    try:
+        result = state.provider.charge(request)
+    except ProviderError as exc:
+        _release(state, session_id, lines, "[]")
+        raise _provider_unavailable(exc, paying=True) from exc
+    except Exception:
+        # An unexpected bug must not strand reserved stock: give it back, then let it surface.
+        _release(state, session_id, lines, "[]")
+        raise
+    if result.status == ChargeStatus.DECLINED:
+        metrics.inc("shop_payment_declines_total", via="complete")
+        _release(
+            state,
+            session_id,
+            lines,
+            _declined(
+                result.message,
+                "requires_3ds" if result.decline_code == "requires_3ds" else "payment_declined",
+            ),
+        )
+    elif result.status == ChargeStatus.PENDING:
+        _finish(
+            session_id,
+            Status.IN_PROGRESS,
+            payment_reference=result.reference,
+            payment_provider=state.provider.name,
+        )
+    elif mark_paid(
+        state, session_id, result.reference, quote.total, from_status=Status.IN_PROGRESS
+    ):
+        metrics.inc("shop_checkouts_completed_total", via="complete")
+    return _view(state, _read(session_id))  # committed: read it as it is now

@@ -1,0 +1,229 @@
+"""Reading sessions: load, expire when due, price and assess, and render a SessionView."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import update
+
+from shop import clock, session_rows, stock
+from shop.checkout.model import OPEN, Message, SessionView, Status
+from shop.db import CheckoutSession, db
+from shop.errors import NotFoundError
+from shop.pricing import Cart, CartLine, Quote, price_cart
+from shop.session_rows import SessionRecord
+from shop.state import ShopState
+
+log = logging.getLogger("shop.checkout")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _not_found(session_id: str) -> NotFoundError:
+    return NotFoundError(
+        "session_not_found",
+        f"No checkout session has the id '{session_id}'; create one with POST /checkout_sessions.",
+        "$.checkout_session_id",
+    )
+
+
+def _load(session_id: str) -> CheckoutSession:
+    row = db.session.get(CheckoutSession, session_id)
+    if row is None:
+        raise _not_found(session_id)
+    return row
+
+
+def _read(session_id: str) -> SessionRecord:
+    """Return the committed state of a session, read outside the transaction."""
+    record = session_rows.find(session_id)
+    if record is None:
+        raise _not_found(session_id)
+    return record
+
+
+def _current(session_id: str) -> SessionRecord:
+    """Read a session, expiring it first when its TTL has passed."""
+    record = _read(session_id)
+    now = clock.epoch()
+    if record.status in OPEN and record.expires_at <= now:
+        session_rows.expire(session_id, OPEN, Status.EXPIRED, now)
+        db.session.commit()
+        record = _read(session_id)
+    return record
+
+
+def _expire_if_due(row: CheckoutSession) -> None:
+    if row.status in OPEN and row.expires_at <= clock.epoch():
+        db.session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.id == row.id, CheckoutSession.status.in_(list(OPEN)))
+            .values(status=Status.EXPIRED, updated_at=clock.epoch())
+        )
+        db.session.commit()
+        db.session.refresh(row)
+
+
+def _cart(details: Mapping[str, Any]) -> Cart:
+    address = (details.get("fulfillment_details") or {}).get("address")
+    return Cart(
+        lines=tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
+        address=address,
+        option_id=details.get("option_id"),
+        coupon_codes=tuple(details.get("coupons") or ()),
+    )
+
+
+Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
+
+
+def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
+    """Price the cart and list what stands between it and payment."""
+    quote = price_cart(state.settings, state.catalog, _cart(details), clock.now())
+    availability = stock.available_quantities(state.catalog)
+    messages: list[Message] = []
+    ready = True
+    wanted: dict[str, int] = {}
+    for line in quote.lines:
+        wanted[line.item.id] = wanted.get(line.item.id, 0) + line.quantity
+    for index, line in enumerate(quote.lines):
+        left = availability.get(line.item.id)
+        if left is not None and wanted[line.item.id] > left:
+            ready = False
+            messages.append(
+                Message(
+                    "error",
+                    f"Only {left} of '{line.item.title}' left in stock; lower the quantity "
+                    "or remove the item."
+                    if left
+                    else f"'{line.item.title}' is out of stock.",
+                    "out_of_stock",
+                    f"$.line_items[{index}]",
+                )
+            )
+    if quote.shippable and not _address(details):
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                "A shipping address is needed for physical items; send "
+                "fulfillment_details.address.",
+                "missing",
+                "$.fulfillment_details.address",
+            )
+        )
+    if quote.unknown_option_id is not None:
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                f"'{quote.unknown_option_id}' is not a fulfillment option of this session; "
+                f"choose one of {', '.join(o.id for o in quote.options)}.",
+                "invalid",
+                "$.selected_fulfillment_options[0].option_id",
+            )
+        )
+    elif quote.shippable and quote.selected is None:
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                "This store has no shipping option for this cart.",
+                "unsupported",
+                "$.selected_fulfillment_options",
+            )
+        )
+    for outcome in quote.coupons:
+        if outcome.reason:
+            messages.append(
+                Message(
+                    "error", _coupon_text(outcome.code, outcome.reason), outcome.reason, "$.coupons"
+                )
+            )
+    return quote, messages, availability, ready
+
+
+def _address(details: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return (details.get("fulfillment_details") or {}).get("address")
+
+
+def _coupon_text(code: str, reason: str) -> str:
+    return {
+        "coupon_invalid": f"The code '{code}' is not a valid coupon for this store.",
+        "coupon_expired": f"The coupon '{code}' has expired.",
+        "minimum_not_met": f"The coupon '{code}' needs a larger order subtotal.",
+    }[reason]
+
+
+def _view(
+    state: ShopState, row: CheckoutSession | SessionRecord, assessed: Assessment | None = None
+) -> SessionView:
+    """Describe a session; `assessed` is the cart's assessment when the caller just made it."""
+    details = json.loads(row.cart)
+    quote, messages, availability, _ready = assessed or _assess(state, details)
+    notices = [Message(**n) for n in json.loads(row.notices or "[]")]
+    status = Status(row.status)
+    if status in (Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.IN_PROGRESS):
+        messages = [m for m in messages if m.code not in ("out_of_stock",)]
+    if status == Status.EXPIRED:
+        notices.append(
+            Message("error", "This checkout session has expired; start a new one.", "expired")
+        )
+    order_id = row.order_id
+    return SessionView(
+        id=row.id,
+        status=status,
+        currency=row.currency,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        details=details,
+        quote=quote,
+        messages=tuple(notices + messages),
+        availability=availability,
+        order_id=order_id,
+        permalink_url=state.settings.permalink_base + order_id if order_id else None,
+        payment_reference=row.payment_reference,
+        provider_order_id=row.provider_order_id,
+    )
+
+
+def get_session(state: ShopState, session_id: str) -> SessionView:
+    """Return a session as it stands now (expiring it when its TTL has passed)."""
+    return _view(state, _current(session_id))
+
+
+def _notice(message: Message) -> str:
+    return json.dumps(
+        [
+            {
+                k: v
+                for k, v in (
+                    ("type", message.type),
+                    ("content", message.content),
+                    ("code", message.code),
+                    ("param", message.param),
+                )
+                if v is not None
+            }
+        ]
+    )
+
+
+def _declined(content: str | None, code: str = "payment_declined") -> str:
+    return _notice(
+        Message(
+            "error",
+            content or "Your payment was declined. Please try a different payment method.",
+            code,
+            "$.payment_data",
+        )
+    )
+
+
+def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
+    return [(line.item_id, line.quantity) for line in _cart(json.loads(row.cart)).lines]

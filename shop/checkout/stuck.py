@@ -1,0 +1,80 @@
+"""Payments that never finish: a worker that died mid-charge, a payment never settled."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from shop import clock
+from shop.checkout.model import Status
+from shop.checkout.outcomes import _release
+from shop.checkout.reading import _cart_lines, _declined
+from shop.db import CheckoutSession, db
+from shop.state import ShopState
+
+log = logging.getLogger("shop.checkout")
+
+
+# ------------------------------------------------------------- payments that never finished
+
+# A worker that dies between claiming a session and storing the provider's answer leaves it
+# paying with no payment reference. Providers answer within 30 s (TIMEOUT in shop/payments),
+# so a claim quiet for this long is stalled, not slow.
+STALLED_CLAIM_SECONDS = 15 * 60
+# A payment the provider called pending (processing, 3DS) that no webhook settled in this long
+# gives its stock back; the provider's dashboard is where it is resolved by hand.
+UNSETTLED_PAYMENT_SECONDS = 7 * 86400
+
+
+def release_stuck_payments(state: ShopState) -> list[str]:
+    """Reopen paying sessions that will never hear from their provider, giving stock back.
+
+    Safe if the provider did charge after all: its paid webhook still completes the session
+    (settle_payment takes the stock again), and a retry with the same token replays the
+    provider's stored answer. Return the ids of the sessions reopened.
+    """
+    now = clock.epoch()
+    stuck = (
+        (
+            CheckoutSession.payment_reference.is_(None),
+            CheckoutSession.updated_at < now - STALLED_CLAIM_SECONDS,
+            "STALLED PAYMENT: the worker paying session %s stopped before the provider "
+            "answered; its stock is given back and the buyer may pay again — if the provider "
+            "did charge, its webhook completes the order",
+        ),
+        (
+            CheckoutSession.payment_reference.is_not(None),
+            CheckoutSession.updated_at < now - UNSETTLED_PAYMENT_SECONDS,
+            "PAYMENT NEVER SETTLED: session %s (payment %s) waited 7 days for its provider's "
+            "webhook; its stock is given back — look the payment up in the provider's dashboard",
+        ),
+    )
+    reopened = []
+    for has_reference, quiet, warning in stuck:
+        rows = (
+            db.session.execute(
+                select(CheckoutSession).where(
+                    CheckoutSession.status == Status.IN_PROGRESS, has_reference, quiet
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for row in rows:
+            session_id, reference, lines = row.id, row.payment_reference, _cart_lines(row)
+            if _release(
+                state,
+                session_id,
+                lines,
+                _declined(
+                    "The last payment attempt did not finish; nothing is known to have been "
+                    "charged. Please complete the checkout again."
+                ),
+                has_reference,
+                quiet,
+            ):
+                log.error(warning, session_id, *([reference] if reference else []))
+                reopened.append(session_id)
+    db.session.commit()
+    return reopened
