@@ -2,16 +2,16 @@
 
 Messages are rows in `order_deliveries`, inserted in the same transaction that marks the
 session paid (or flagged, or canceled), unique per (session, destination, event). Sending
-happens after the commit on a background thread, so the agent's /complete answer never waits
-for the merchant's endpoint. A worker takes a row with one conditional UPDATE (a lease); a
-worker that dies mid-send lets the lease run out, and the per-worker sweeper picks the row up
-again.
+happens after the commit on the process's one hand-off thread (a bounded queue), so the
+agent's /complete answer never waits for the merchant's endpoint. A worker takes a row with
+one conditional UPDATE (a lease); a worker that dies mid-send lets the lease run out, and the
+per-worker sweeper picks the row up again.
 
 Failures are retried on the schedule stated in shop.retry_schedule (about a day); after the
 last try the row is `gave_up`: logged once with its whole payload, listed by `orders failed`,
 and kept for `orders replay` (shop.retention decides how long). A row whose sink drops orders
-(LogSink: no orderWebhookUrl) is `dropped`, never retried by itself, and waits for
-`orders replay` once a URL is set.
+(LogSink: no orderWebhookUrl) is inserted `dropped` and logged when its transaction commits,
+never retried by itself, and waits for `orders replay` once a URL is set.
 
 States: pending -> delivering (leased) -> delivered | failed (retried) | gave_up | dropped.
 For gave_up and dropped rows `next_at` holds when they got there (no try is due any more).
@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import and_, not_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, not_, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
 
 from shop import clock, metrics
-from shop.db import OrderDelivery, db, read
+from shop.db import OrderDelivery, db, one_of, read, write
 from shop.order_payload import build_acp_order_event
 from shop.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff, sweep_seconds
 from shop.state import ShopState
@@ -51,39 +54,90 @@ def agent_event_key(event: Mapping[str, Any]) -> str:
     return str(event["type"])
 
 
+# One statement, no savepoint: the unique (session, destination, event) decides (portable:
+# SQLite >= 3.24 and PostgreSQL both take ON CONFLICT … DO NOTHING).
+_ADD = text(
+    "INSERT INTO order_deliveries (session_id, order_id, destination, event, payload, state, "
+    "attempts, next_at, last_error, created_at) VALUES (:session_id, :order_id, :destination, "
+    ":event, :payload, :state, :attempts, :now, :error, :now) "
+    "ON CONFLICT (session_id, destination, event) DO NOTHING"
+)
+_DROPPED_LOG = "shop.dropped_orders"  # Session.info: (sink, destination, JSON) to log at commit
+_SCHEDULED = "shop.scheduled_hand_offs"  # Session.info: (app, state, session id) to send at commit
+
+
+def _dropped_error(session_id: str) -> str:
+    return (
+        "dropped: no orderWebhookUrl was set; set it, restart, and run "
+        f"`flask --app app orders replay {session_id}`"
+    )
+
+
 def _add(
-    session_id: str, order_id: str, destination: str, event: str, payload: Mapping[str, Any]
+    sink: Any,
+    session_id: str,
+    order_id: str,
+    destination: str,
+    event: str,
+    payload: Mapping[str, Any],
 ) -> bool:
-    """Insert one message row in the caller's transaction; False when it was already queued."""
+    """Insert one message row in the caller's transaction; False when it was already queued.
+
+    A message to a sink that drops orders (LogSink) is stored `dropped` at once (one try,
+    nobody to retry to) and the sink logs it when the transaction commits: no hand-off
+    thread, lease or second transaction for an order that goes nowhere.
+    """
     if destination == AGENT:
         event = agent_event_key(payload)  # a later status is a new message, not a repeat
-    now = clock.epoch()
-    try:
-        with db.session.begin_nested():
-            db.session.add(
-                OrderDelivery(
-                    session_id=session_id,
-                    order_id=order_id,
-                    destination=destination,
-                    event=event,
-                    payload=json.dumps(payload),
-                    state="pending",
-                    attempts=0,
-                    next_at=now,
-                    created_at=now,
-                )
-            )
-    except IntegrityError:
-        return False  # already queued by another path: exactly once
+    drops = bool(getattr(sink, "drops_orders", False))
+    params = {
+        "session_id": session_id,
+        "order_id": order_id,
+        "destination": destination,
+        "event": event,
+        "payload": (text_payload := json.dumps(payload)),
+        "state": "dropped" if drops else "pending",
+        "attempts": 1 if drops else 0,
+        "error": _dropped_error(session_id) if drops else None,
+        "now": clock.epoch(),
+    }
+    if write(_ADD, params) != 1:
+        return False  # already queued by another path (exactly once)
+    if drops:
+        db.session.info.setdefault(_DROPPED_LOG, []).append((sink, destination, text_payload))
     return True
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _log_dropped(session: Session) -> None:
+    """Let the sink log the orders it drops, once their rows are committed."""
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: the rows are not committed yet
+    for sink, destination, payload in session.info.pop(_DROPPED_LOG, ()):
+        metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
+        try:
+            sink.deliver(json.loads(payload))  # a copy of what the row holds
+        except Exception:  # the row is kept as dropped for `orders replay` either way
+            log.exception("logging a dropped order failed; `orders failed` lists it")
+    for app, state, session_id in session.info.pop(_SCHEDULED, ()):
+        _COURIER.put(app, state, session_id)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_dropped(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT rolled back: _add never runs inside one
+    session.info.pop(_DROPPED_LOG, None)
+    session.info.pop(_SCHEDULED, None)
 
 
 def enqueue_order_created(state: ShopState, session_id: str, payload: Mapping[str, Any]) -> None:
     """Queue the merchant's order (and the agent platform's order_create) for a paid session."""
     order_id = payload["order"]["id"]
-    _add(session_id, order_id, MERCHANT, "order.created", payload)
+    _add(state.sink, session_id, order_id, MERCHANT, "order.created", payload)
     if state.agent_sink is not None:
         _add(
+            state.agent_sink,
             session_id,
             order_id,
             AGENT,
@@ -109,9 +163,10 @@ def enqueue_order_flagged(
         "event": "order.flagged",
         "flag": {"reason": "dispute", "payment_reference": reference, **(flag or {})},
     }
-    _add(session_id, order_id, MERCHANT, "order.flagged", flagged)
+    _add(state.sink, session_id, order_id, MERCHANT, "order.flagged", flagged)
     if state.agent_sink is not None:
         _add(
+            state.agent_sink,
             session_id,
             order_id,
             AGENT,
@@ -143,7 +198,7 @@ def enqueue_order_canceled(
             "amount_refunded": amount_refunded,
         },
     }
-    if not _add(session_id, order_id, MERCHANT, "order.canceled", canceled):
+    if not _add(state.sink, session_id, order_id, MERCHANT, "order.canceled", canceled):
         return False
     if state.agent_sink is not None:
         refund = {
@@ -153,6 +208,7 @@ def enqueue_order_canceled(
             "reason": reason,
         }
         _add(
+            state.agent_sink,
             session_id,
             order_id,
             AGENT,
@@ -225,8 +281,7 @@ def send_claimed(state: ShopState, delivery_id: int) -> bool:
             delivery_id,
             state="dropped",
             next_at=clock.epoch(),
-            last_error="dropped: no orderWebhookUrl was set; set it, restart, and run "
-            f"`flask --app app orders replay {session_id}`",
+            last_error=_dropped_error(session_id),
         )
         return False
     _record(delivery_id, state="delivered", last_error=None)
@@ -292,33 +347,133 @@ def _failed(
     )
 
 
+_DUE = (
+    select(
+        OrderDelivery.id,
+        OrderDelivery.destination,
+        OrderDelivery.payload,
+    )
+    .where(
+        OrderDelivery.session_id == bindparam("session_id"),
+        one_of(OrderDelivery.state, OPEN_STATES),
+    )
+    .order_by(OrderDelivery.id)
+)
+# A sink that drops orders (LogSink) is never retried: the lease and the outcome collapse
+# into this one conditional statement, and whoever it moved logs the order once.
+_DROP = (
+    update(OrderDelivery)
+    .where(
+        OrderDelivery.id == bindparam("d_id"),
+        one_of(OrderDelivery.state, OPEN_STATES),
+        OrderDelivery.next_at <= bindparam("d_now"),
+    )
+    .values(
+        state="dropped",
+        next_at=bindparam("d_now"),
+        attempts=OrderDelivery.attempts + 1,
+        last_error=bindparam("d_error"),
+    )
+)
+
+
 def deliver_session(state: ShopState, session_id: str) -> int:
     """Claim and send every due message of one session in this thread; return how many went."""
-    ids = [
-        row.id
-        for row in read(
-            select(OrderDelivery.id)
-            .where(OrderDelivery.session_id == session_id, OrderDelivery.state.in_(OPEN_STATES))
-            .order_by(OrderDelivery.id)
-        )
-    ]
-    return sum(claim(i) and send_claimed(state, i) for i in ids)
+    sent = 0
+    for delivery_id, destination, payload in read(_DUE, {"session_id": session_id}):
+        sink = _sink(state, destination)
+        if getattr(sink, "drops_orders", False):
+            _drop(sink, delivery_id, destination, session_id, payload)
+        elif claim(delivery_id):
+            sent += send_claimed(state, delivery_id)
+    return sent
+
+
+def _drop(sink: Any, delivery_id: int, destination: str, session_id: str, payload: str) -> None:
+    """Record a message to a sink that drops orders as `dropped`, then let the sink log it."""
+    now = clock.epoch()
+    dropped = write(
+        _DROP,
+        {
+            "d_id": delivery_id,
+            "d_now": now,
+            "d_error": _dropped_error(session_id),
+        },
+    )
+    db.session.commit()
+    if dropped != 1:
+        return  # another worker (or the sweeper) had it
+    metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
+    try:
+        sink.deliver(json.loads(payload))
+    except Exception:  # the row is kept as dropped for `orders replay` either way
+        log.exception("logging dropped order for session %s failed", session_id)
+
+
+class _Courier:
+    """One hand-off thread per process, fed by a bounded queue of session ids.
+
+    `schedule` never starts more than one thread, however many orders arrive or however slow
+    the receiver is; a full queue leaves the (durable) rows to the sweeper. The thread exits
+    when the queue is empty and the next `schedule` starts it again.
+    """
+
+    MAX_QUEUED = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Flask, ShopState, str]] = deque()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def put(self, app: Flask, state: ShopState, session_id: str) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread is not running here
+                self._queue.clear()
+                self._thread, self._pid = None, os.getpid()
+            if len(self._queue) >= self.MAX_QUEUED:
+                log.warning("order hand-off queue full; the sweeper will send %s", session_id)
+                return
+            self._queue.append((app, state, session_id))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="deliver-orders", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                app, state, session_id = self._queue.popleft()
+            with app.app_context():
+                try:
+                    deliver_session(state, session_id)
+                except Exception:
+                    log.exception(
+                        "order hand-off for %s failed; the sweeper will retry", session_id
+                    )
+                finally:
+                    db.session.remove()
+
+
+_COURIER = _Courier()
 
 
 def schedule(state: ShopState, session_id: str) -> None:
-    """Send a session's queued messages on a background thread (the caller does not wait)."""
+    """Send a session's queued messages on the hand-off thread (the caller does not wait).
+
+    Inside a transaction (its rows not committed yet) the hand-off waits for the commit.
+    """
+    if getattr(state.sink, "drops_orders", False) and state.agent_sink is None:
+        return  # its rows were stored dropped and logged at commit; the sweeper has the rest
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def run() -> None:
-        with app.app_context():
-            try:
-                deliver_session(state, session_id)
-            except Exception:
-                log.exception("order hand-off for %s failed; the sweeper will retry", session_id)
-            finally:
-                db.session.remove()
-
-    threading.Thread(target=run, name=f"deliver-{session_id}", daemon=True).start()
+    if db.session().in_transaction():
+        db.session.info.setdefault(_SCHEDULED, []).append((app, state, session_id))
+    else:
+        _COURIER.put(app, state, session_id)
 
 
 def sweep(state: ShopState, limit: int = 50) -> int:

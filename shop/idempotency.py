@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shop import clock
-from shop.db import IdempotencyRecord, db, read
+from shop.db import KEEP_ON_ERROR, IdempotencyRecord, db, read, write, write_on
 from shop.errors import InvalidRequestError, ShopError
 
 MAX_KEY_LENGTH = 255
@@ -48,7 +48,8 @@ _SAME = (_T.c.scope == bindparam("k_scope"), _T.c.key == bindparam("k_key"))
 _FIND = select(
     _T.c.request_hash, _T.c.state, _T.c.status_code, _T.c.response_body, _T.c.created_at
 ).where(*_SAME)
-_INSERT = insert(_T)
+_COLUMNS = ("scope", "key", "request_hash", "state", "status_code", "response_body", "created_at")
+_INSERT = insert(_T).values({name: bindparam(name) for name in _COLUMNS})
 _FINISH = (
     update(_T)
     .where(*_SAME, _T.c.request_hash == bindparam("k_hash"))
@@ -132,10 +133,10 @@ def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
     age = now - existing.created_at
     if age >= STALE_CLAIM_SECONDS:
         taken = (
-            db.session.execute(
+            write(
                 _TAKE_OVER,
                 {**_keys(scope, key, fingerprint), "k_seen": existing.created_at, "k_now": now},
-            ).rowcount
+            )
             == 1
         )
         db.session.commit()
@@ -163,14 +164,22 @@ def _insert_pending_claim(session: Session, _transaction: Any, connection: Any) 
     if values is None:
         return
     try:
-        connection.execute(_INSERT, values)
+        write_on(connection, _INSERT, values)
     except IntegrityError:
         raise ClaimTakenError(values["key"]) from None
 
 
-def _store(scope: str, key: str, fingerprint: str, response: Response, failed: bool) -> Response:
+def _store(
+    scope: str,
+    key: str,
+    fingerprint: str,
+    response: Response,
+    failed: bool,
+    deferred: dict[str, Any] | None = None,
+) -> Response:
     """Record the response, with the handler's open transaction when it left one.
 
+    `deferred` is the claim of a one-transaction handler, never inserted as in-flight.
     Return what to answer: the response, or, when another request holds the key after all
     (our claim never reached the database, and theirs did), what a retry would get.
     """
@@ -178,9 +187,9 @@ def _store(scope: str, key: str, fingerprint: str, response: Response, failed: b
         _forget(scope, key, fingerprint)
         return response
     # Still pending: no transaction began, so our claim was never inserted.
-    pending = db.session.info.pop(_PENDING, None)
+    pending = db.session.info.pop(_PENDING, None) or deferred
     if failed:
-        db.session.rollback()  # an error answer keeps no half-made change (nor our claim)
+        _abandon()  # an error answer keeps no half-made change (nor our claim)
     params = {
         **_keys(scope, key, fingerprint),
         "k_status": response.status_code,
@@ -188,10 +197,12 @@ def _store(scope: str, key: str, fingerprint: str, response: Response, failed: b
     }
     # A claim never inserted is not ours to finish: the in-flight row with this key, if any,
     # is another request's (it claimed between our look-up and now).
-    if pending is not None or db.session.execute(_FINISH, params).rowcount == 0:
+    if pending is not None or write(_FINISH, params) == 0:
+        if db.session.info.pop(KEEP_ON_ERROR, False):
+            db.session.commit()  # a taken payment never waits on the insert below
         values = pending or _claim_values(scope, key, fingerprint)
         try:
-            db.session.execute(
+            write(
                 _INSERT,
                 {
                     **values,
@@ -202,19 +213,28 @@ def _store(scope: str, key: str, fingerprint: str, response: Response, failed: b
             )
         except IntegrityError:
             return _after_lost_race(scope, key, fingerprint)
+    db.session.info.pop(KEEP_ON_ERROR, None)
     db.session.commit()
     return response
 
 
+def _abandon() -> None:
+    """End the handler's transaction after a failure: roll back, unless it holds a payment."""
+    if db.session.info.pop(KEEP_ON_ERROR, False):
+        db.session.commit()  # the money was taken: its record stays (a paid order is never lost)
+    else:
+        db.session.rollback()
+
+
 def _forget(scope: str, key: str, fingerprint: str) -> None:
     db.session.info.pop(_PENDING, None)
-    db.session.rollback()
-    db.session.execute(_FORGET, _keys(scope, key, fingerprint))
+    _abandon()
+    write(_FORGET, _keys(scope, key, fingerprint))
     db.session.commit()
 
 
 def _after_lost_race(scope: str, key: str, fingerprint: str) -> Response:
-    db.session.rollback()
+    _abandon()
     known = _known(scope, key, fingerprint)
     if isinstance(known, Response):
         return known
@@ -225,11 +245,16 @@ def idempotent(
     render_error: Callable[[ShopError], Response],
     scope_name: Callable[[], str],
     parse_body: Callable[[], Any],
+    one_transaction: bool = False,
 ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Wrap a view so a repeated Idempotency-Key replays, conflicts or waits, per ACP §6.
 
     `parse_body` decodes the request body strictly (raising the surface's 400) and should
-    cache it, since the view reads it again.
+    cache it, since the view reads it again. `one_transaction` is for views that commit
+    nothing themselves (create, update): their claim is inserted already `done`, with the
+    response, in their one transaction, instead of in-flight first and finished after (one
+    statement fewer; the unique key still lets one of two racing requests win, and the
+    loser's whole transaction rolls back).
     """
 
     def decorator(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -254,9 +279,12 @@ def idempotent(
             if isinstance(known, Response):
                 return known
             failed = False
+            deferred = None
             try:
                 try:
-                    if not known:  # a new key: claim it in the handler's first transaction
+                    if not known and one_transaction:
+                        deferred = _claim_values(scope, key, fingerprint)
+                    elif not known:  # a new key: claim it in the handler's first transaction
                         db.session.info[_PENDING] = _claim_values(scope, key, fingerprint)
                         if db.session().in_transaction():  # already begun: claim right now
                             _insert_pending_claim(db.session(), None, db.session.connection())
@@ -268,7 +296,7 @@ def idempotent(
             except BaseException:
                 _forget(scope, key, fingerprint)
                 raise
-            response = _store(scope, key, fingerprint, response, failed)
+            response = _store(scope, key, fingerprint, response, failed, deferred)
             response.headers.pop("X-Not-Replayable", None)
             return response
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 
 from shop.buyers import normal_email, normal_phone
-from shop.db import CheckoutSession, db, read
+from shop.db import CheckoutSession, read, write
 
 _T = CheckoutSession.__table__
 _FIND = select(
@@ -35,7 +35,23 @@ _FIND = select(
     _T.c.payment_provider,
     _T.c.order_payload,
 ).where(_T.c.id == bindparam("s_id"))
-_INSERT = insert(_T)
+_INSERTED = (
+    "id",
+    "status",
+    "currency",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "cart",
+    "notices",
+    "stock_reserved",
+    "flagged",
+    "provider_order_id",
+    "provider_order_amount",
+    "buyer_email",
+    "buyer_phone",
+)
+_INSERT = insert(_T).values({name: bindparam(name) for name in _INSERTED})
 _UPDATE = (
     update(_T)
     .where(
@@ -91,7 +107,7 @@ def find(session_id: str) -> SessionRecord | None:
     return SessionRecord(*rows[0]) if rows else None
 
 
-def _contacts(details: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def buyer_columns(details: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The indexed buyer columns shop/buyers.py keeps in step with the cart."""
     buyer = details.get("buyer")
     if not isinstance(buyer, Mapping):
@@ -101,8 +117,8 @@ def _contacts(details: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 def insert_row(record: SessionRecord, details: Mapping[str, Any]) -> None:
     """Insert a new session in the current transaction."""
-    email, phone = _contacts(details)
-    db.session.connection().execute(
+    email, phone = buyer_columns(details)
+    write(
         _INSERT,
         {
             "id": record.id,
@@ -125,10 +141,9 @@ def insert_row(record: SessionRecord, details: Mapping[str, Any]) -> None:
 
 def update_open(seen: SessionRecord, new: SessionRecord, details: Mapping[str, Any]) -> bool:
     """Write `new` if the session is still as `seen` read it; True when it was written."""
-    email, phone = _contacts(details)
+    email, phone = buyer_columns(details)
     return (
-        db.session.connection()
-        .execute(
+        write(
             _UPDATE,
             {
                 "s_id": seen.id,
@@ -144,7 +159,6 @@ def update_open(seen: SessionRecord, new: SessionRecord, details: Mapping[str, A
                 "s_phone": phone,
             },
         )
-        .rowcount
         == 1
     )
 
@@ -152,8 +166,7 @@ def update_open(seen: SessionRecord, new: SessionRecord, details: Mapping[str, A
 def expire(session_id: str, open_statuses: tuple[str, ...], expired: str, now: int) -> bool:
     """Mark an open session past its TTL expired, in the current transaction."""
     return (
-        db.session.connection()
-        .execute(
+        write(
             _EXPIRE,
             {
                 "s_id": session_id,
@@ -162,6 +175,5 @@ def expire(session_id: str, open_statuses: tuple[str, ...], expired: str, now: i
                 "s_now": now,
             },
         )
-        .rowcount
         == 1
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 try:
     import fcntl
@@ -106,6 +107,17 @@ def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def open_reader(database: str) -> sqlite3.Connection:
+    """Open an autocommit connection for one thread's reads (shop.db.read).
+
+    No BEGIN is ever sent on it: each SELECT is its own WAL read snapshot of the last commit,
+    and needs no turn in the writer queue.
+    """
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    _pragmas(conn, None)
+    return conn
+
+
 def _begin(conn: Any, queue: WriterQueue) -> None:
     if conn.get_execution_options().get("shop_read"):
         return  # shop.db.read: one SELECT in autocommit, a WAL reader that needs no turn
@@ -113,7 +125,11 @@ def _begin(conn: Any, queue: WriterQueue) -> None:
     # (which fails at once with "database is locked" when another writer went first).
     queue.acquire()
     try:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: SQLAlchemy's exec_driver_sql costs more than the BEGIN.
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        queue.release()
+        raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
     except BaseException:
         queue.release()
         raise

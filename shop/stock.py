@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import text
 
 from shop.catalog import Catalog
-from shop.db import db, read
+from shop.db import db, read, write
 
 _RESERVE = text("UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n")
 _LEVELS = text("SELECT item_id, qty FROM stock_levels")
@@ -56,7 +56,7 @@ def reserve_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> str | N
         item = catalog.item(item_id)
         if item is None or item.inventory is None:
             continue
-        if db.session.execute(_RESERVE, {"id": item_id, "n": qty}).rowcount != 1:
+        if write(_RESERVE, {"id": item_id, "n": qty}) != 1:
             return item_id
     return None
 
@@ -67,7 +67,7 @@ def release_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> None:
         item = catalog.item(item_id)
         if item is None or item.inventory is None:
             continue
-        db.session.execute(_RELEASE, {"id": item_id, "n": qty})
+        write(_RELEASE, {"id": item_id, "n": qty})
 
 
 def available_quantities(catalog: Catalog) -> dict[str, int | None]:

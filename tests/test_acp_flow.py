@@ -243,6 +243,6 @@ def test_jpy_store_has_no_decimals(make_app):
     assert body["currency"] == "jpy"
     assert body["line_items"][0]["unit_amount"] == 2999  # ¥2999: minor unit is the yen
     totals = {t["type"]: t["amount"] for t in body["totals"]}
-    assert totals["tax"] == 652  # 8997 × 7.25% = 652.28 -> ¥652, half-up to whole yen
+    assert totals["tax"] == 652  # 8997 * 7.25% = 652.28 -> ¥652, half-up to whole yen
     assert totals["total"] == 8997 + totals["fulfillment"] + 652
     assert all(isinstance(t["amount"], int) for t in body["totals"])

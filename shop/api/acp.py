@@ -88,11 +88,13 @@ def _body() -> dict[str, Any]:
 
 
 acp_idempotent = idempotent(render_acp_error, _scope, _body)
+# For handlers that leave their one transaction to the layer (commit=False).
+acp_idempotent_one_transaction = idempotent(render_acp_error, _scope, _body, one_transaction=True)
 
 
 @bp.post("/checkout_sessions")
 @bp.post("/acp/checkout/create")
-@acp_idempotent
+@acp_idempotent_one_transaction
 def create_session() -> Response:
     state = get_state()
     view = checkout.create_session(
@@ -104,7 +106,7 @@ def create_session() -> Response:
 @bp.post("/checkout_sessions/<checkout_session_id>")
 @bp.patch("/acp/checkout/<checkout_session_id>/update")
 @bp.post("/acp/checkout/<checkout_session_id>/update")
-@acp_idempotent
+@acp_idempotent_one_transaction
 def update_session(checkout_session_id: str) -> Response:
     state = get_state()
     view = checkout.update_session(
@@ -128,8 +130,8 @@ def complete_session(checkout_session_id: str) -> Response:
     body = _body()
     credential = acp_parse.payment_credential(body)
     view = checkout.complete_session(
-        state, checkout_session_id, credential, acp_parse.buyer(body.get("buyer"))
-    )
+        state, checkout_session_id, credential, acp_parse.buyer(body.get("buyer")), commit=False
+    )  # a payment's record commits with the stored response (and even if the answer fails)
     return json_response(render_session(state, view))
 
 

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from shop import clock, stock
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
-from shop.db import CheckoutSession, db
+from shop.db import KEEP_ON_ERROR, CheckoutSession, db, write
+from shop.session_rows import SessionRecord
 from shop.state import ShopState
 
 log = logging.getLogger("shop.checkout")
@@ -58,6 +59,28 @@ def _release(
 
 
 # ------------------------------------------- payment outcomes (complete and provider webhooks)
+
+_T = CheckoutSession.__table__
+_PAID_VALUES = {
+    "status": bindparam("p_completed"),
+    "order_id": bindparam("p_order"),
+    "payment_reference": bindparam("p_reference"),
+    "payment_provider": bindparam("p_provider"),
+    "amount_paid": bindparam("p_amount"),
+    "updated_at": bindparam("p_now"),
+    "notices": "[]",
+    "order_payload": bindparam("p_payload"),
+}
+_PAID_FROM = (
+    update(_T)
+    .where(_T.c.id == bindparam("p_id"), _T.c.status == bindparam("p_from"))
+    .values(_PAID_VALUES)
+)
+_PAID_UNLESS_COMPLETED = (
+    update(_T)
+    .where(_T.c.id == bindparam("p_id"), _T.c.status != bindparam("p_completed"))
+    .values(_PAID_VALUES)
+)
 
 
 class Settlement(StrEnum):
@@ -106,9 +129,7 @@ def settle_payment(
     payload = _payload(state, row, reference, amount)
     total = next((t["amount"] for t in payload["totals"] if t["type"] == "total"), None)
     paid = amount if amount is not None else total
-    if not _record_paid(
-        state, session_id, reference, paid or 0, payload, CheckoutSession.status != Status.COMPLETED
-    ):
+    if not _record_paid(state, session_id, reference, paid or 0, payload, None):
         db.session.commit()
         return Settlement.ALREADY_COMPLETED
     paid_currency = (currency or currency_now).lower()
@@ -217,19 +238,25 @@ def mark_paid(
     reference: str | None,
     amount: int,
     from_status: Status | None = None,
+    row: SessionRecord | None = None,
+    now: int | None = None,
+    commit: bool = True,
 ) -> bool:
-    """Record a final payment and queue the order hand-off; False when it was already recorded."""
+    """Record a final payment and queue the order hand-off; False when it was already recorded.
+
+    `row` is the session as the caller knows it (complete: as its claim wrote it); by
+    default it is read. Either way _record_paid's condition re-checks the status. With
+    commit=False the transaction is left open, marked KEEP_ON_ERROR: the ACP surface commits
+    it with the stored response, and commits it even when anything after fails.
+    """
     from shop import delivery
 
-    row = _read(session_id)  # committed; _record_paid's condition re-checks the status
-    payload = _payload(state, row, reference, amount)
-    condition = (
-        CheckoutSession.status == from_status
-        if from_status
-        else CheckoutSession.status != Status.COMPLETED
-    )
-    paid = _record_paid(state, session_id, reference, amount, payload, condition)
-    db.session.commit()
+    payload = _payload(state, row or _read(session_id), reference, amount)
+    paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
+    if not commit:
+        db.session.info[KEEP_ON_ERROR] = True
+    else:
+        db.session.commit()
     if paid:
         delivery.schedule(state, session_id)
     return paid
@@ -241,35 +268,37 @@ def _record_paid(
     reference: str | None,
     amount: int,
     payload: Mapping[str, Any],
-    condition: Any,
+    from_status: Status | None,
+    now: int | None = None,
 ) -> bool:
-    """In the current transaction: complete the session and queue order.created, if `condition`."""
+    """In the current transaction: complete the session and queue order.created.
+
+    Only a session in `from_status` (None: any status but completed) is completed.
+    """
     from shop import delivery
 
-    paid = (
-        db.session.execute(
-            update(CheckoutSession)
-            .where(CheckoutSession.id == session_id, condition)
-            .values(
-                status=Status.COMPLETED,
-                order_id=order_id_for(session_id),
-                payment_reference=reference,
-                payment_provider=state.provider.name,
-                amount_paid=amount,
-                updated_at=clock.epoch(),
-                notices="[]",
-                order_payload=json.dumps(payload),
-            )
-        ).rowcount
-        == 1
-    )
+    values = {
+        "p_id": session_id,
+        "p_from": from_status,
+        "p_completed": Status.COMPLETED,
+        "p_order": order_id_for(session_id),
+        "p_reference": reference,
+        "p_provider": state.provider.name,
+        "p_amount": amount,
+        "p_now": clock.epoch() if now is None else now,
+        "p_payload": json.dumps(payload),
+    }
+    paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
         delivery.enqueue_order_created(state, session_id, payload)
     return paid
 
 
 def _payload(
-    state: ShopState, row: CheckoutSession, reference: str | None, amount: int | None
+    state: ShopState,
+    row: CheckoutSession | SessionRecord,
+    reference: str | None,
+    amount: int | None,
 ) -> dict[str, Any]:
     """Build the order payload; a failure must never keep a paid session from completing."""
     from shop.order_payload import minimal_order_payload, order_payload

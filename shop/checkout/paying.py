@@ -13,19 +13,41 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from shop import clock, metrics, session_rows, stock
-from shop.checkout.model import OPEN, Message, SessionView, Status
+from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
 from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.db import CheckoutSession, db
+from shop.db import CheckoutSession, db, one_of, write
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.state import ShopState
 
 log = logging.getLogger("shop.checkout")
+
+_T = CheckoutSession.__table__
+# payment_reference is cleared: until this attempt's answer stores its own, no provider
+# event (a late failure of an earlier attempt) can match the session's current attempt.
+_CLAIM = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("c_id"),
+        one_of(_T.c.status, tuple(OPEN)),
+        _T.c.cart == bindparam("c_seen_cart"),
+    )
+    .values(
+        status=bindparam("c_status"),
+        cart=bindparam("c_cart"),
+        updated_at=bindparam("c_now"),
+        notices="[]",
+        stock_reserved=1,
+        payment_reference=None,
+        buyer_email=bindparam("c_email"),
+        buyer_phone=bindparam("c_phone"),
+    )
+)
 
 
 def complete_session(
@@ -33,8 +55,14 @@ def complete_session(
     session_id: str,
     credential: PaymentCredential,
     buyer: Mapping[str, Any] | None = None,
+    *,
+    commit: bool = True,
 ) -> SessionView:
-    """Reserve stock, charge once, and complete the session (or say why not)."""
+    """Reserve stock, charge once, and complete the session (or say why not).
+
+    With commit=False a successful payment is recorded in a transaction left open for the
+    caller (the ACP surface commits it with the stored response; see mark_paid).
+    """
     # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
     # so the write lock is held only from the claim to the commit.
     row = _current(session_id)
@@ -45,7 +73,8 @@ def complete_session(
     details = json.loads(row.cart)
     if buyer is not None:
         details["buyer"] = dict(buyer)
-    quote, _messages, _availability, ready = _assess(state, details)
+    assessed = _assess(state, details)
+    quote, _messages, _availability, ready = assessed
     if not ready:
         new = replace(
             row, cart=json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
@@ -54,26 +83,29 @@ def complete_session(
         db.session.commit()
         return _view(state, new if written else _read(session_id))
     lines = [(line.item.id, line.quantity) for line in quote.lines]
-    now = clock.epoch()
-    # payment_reference is cleared: until this attempt's answer stores its own, no provider
-    # event (a late failure of an earlier attempt) can match the session's current attempt.
+    # The session as the claim writes it (the buyer columns kept in step with the cart).
+    mine = replace(
+        row,
+        status=Status.IN_PROGRESS,
+        cart=json.dumps(details),
+        updated_at=clock.epoch(),
+        notices="[]",
+        payment_reference=None,
+    )
+    email, phone = session_rows.buyer_columns(details)
     claimed = (
-        db.session.execute(
-            update(CheckoutSession)
-            .where(
-                CheckoutSession.id == session_id,
-                CheckoutSession.status.in_(list(OPEN)),
-                CheckoutSession.cart == row.cart,
-            )
-            .values(
-                status=Status.IN_PROGRESS,
-                cart=json.dumps(details),
-                updated_at=now,
-                notices="[]",
-                stock_reserved=1,
-                payment_reference=None,
-            )
-        ).rowcount
+        write(
+            _CLAIM,
+            {
+                "c_id": session_id,
+                "c_seen_cart": row.cart,
+                "c_status": mine.status,
+                "c_cart": mine.cart,
+                "c_now": mine.updated_at,
+                "c_email": email,
+                "c_phone": phone,
+            },
+        )
         == 1
     )
     short = stock.reserve_stock(state.catalog, lines) if claimed else None
@@ -136,7 +168,26 @@ def complete_session(
             payment_provider=state.provider.name,
         )
     elif mark_paid(
-        state, session_id, result.reference, quote.total, from_status=Status.IN_PROGRESS
+        state,
+        session_id,
+        result.reference,
+        quote.total,
+        from_status=Status.IN_PROGRESS,
+        row=mine,
+        now=(paid_at := clock.epoch()),
+        commit=commit,
     ):
         metrics.inc("shop_checkouts_completed_total", via="complete")
+        # As mark_paid committed it (its condition held, so nothing else wrote in between).
+        done = replace(
+            mine,
+            status=Status.COMPLETED,
+            order_id=order_id_for(session_id),
+            payment_reference=result.reference,
+            payment_provider=state.provider.name,
+            notices="[]",
+            updated_at=paid_at,
+        )
+        # Rendered from the assessment that set the amount charged (no second pricing/read).
+        return _view(state, done, assessed)
     return _view(state, _read(session_id))  # committed: read it as it is now
