@@ -9,7 +9,7 @@ from typing import Any
 
 from shop import clock
 from shop.db import CheckoutSession
-from shop.pricing import Cart, CartLine, line_id, price_cart
+from shop.pricing import Cart, CartLine, Quote, line_id, price_cart
 from shop.state import ShopState
 
 ACP_EVENT_TYPES = ("order_create", "order_update")
@@ -23,19 +23,25 @@ def order_payload(
     *,
     reference: str | None = None,
     provider: str | None = None,
+    quote: Quote | None = None,
 ) -> dict[str, Any]:
-    """Return the payload for a session's order, priced as the session stands now."""
+    """Return the payload for a session's order, priced as the session stands now.
+
+    `quote` is the cart's price when the caller has just made it (complete: the quote whose
+    total was charged), so the cart is not priced a second time.
+    """
     if row.order_payload:
         return json.loads(row.order_payload)
     details = json.loads(row.cart)
     address = (details.get("fulfillment_details") or {}).get("address")
-    cart = Cart(
-        tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
-        address,
-        details.get("option_id"),
-        tuple(details.get("coupons") or ()),
-    )
-    quote = price_cart(state.settings, state.catalog, cart, clock.now())
+    if quote is None:
+        cart = Cart(
+            tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
+            address,
+            details.get("option_id"),
+            tuple(details.get("coupons") or ()),
+        )
+        quote = price_cart(state.settings, state.catalog, cart, clock.now())
     order_id = f"order_{row.id}"
     totals = [
         {"type": "items_base_amount", "display_text": "Item(s) total", "amount": quote.items_base}

@@ -14,6 +14,7 @@ from shop import clock, stock
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
 from shop.db import KEEP_ON_ERROR, CheckoutSession, db, write
+from shop.pricing import Quote
 from shop.session_rows import SessionRecord
 from shop.state import ShopState
 
@@ -241,17 +242,19 @@ def mark_paid(
     row: SessionRecord | None = None,
     now: int | None = None,
     commit: bool = True,
+    quote: Quote | None = None,
 ) -> bool:
     """Record a final payment and queue the order hand-off; False when it was already recorded.
 
     `row` is the session as the caller knows it (complete: as its claim wrote it); by
     default it is read. Either way _record_paid's condition re-checks the status. With
     commit=False the transaction is left open, marked KEEP_ON_ERROR: the ACP surface commits
-    it with the stored response, and commits it even when anything after fails.
+    it with the stored response, and commits it even when anything after fails. `quote` is
+    the price of `row`'s cart when the caller just made it (complete: the quote charged).
     """
     from shop import delivery
 
-    payload = _payload(state, row or _read(session_id), reference, amount)
+    payload = _payload(state, row or _read(session_id), reference, amount, quote)
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
         db.session.info[KEEP_ON_ERROR] = True
@@ -299,12 +302,15 @@ def _payload(
     row: CheckoutSession | SessionRecord,
     reference: str | None,
     amount: int | None,
+    quote: Quote | None = None,
 ) -> dict[str, Any]:
     """Build the order payload; a failure must never keep a paid session from completing."""
     from shop.order_payload import minimal_order_payload, order_payload
 
     try:
-        return order_payload(state, row, reference=reference, provider=state.provider.name)
+        return order_payload(
+            state, row, reference=reference, provider=state.provider.name, quote=quote
+        )
     except Exception:
         # e.g. the item was removed from products.json while the payment was pending.
         log.exception(
