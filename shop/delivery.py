@@ -131,19 +131,32 @@ def _forget_dropped(session: Session) -> None:
     session.info.pop(_SCHEDULED, None)
 
 
+def _enqueue(
+    state: ShopState,
+    session_id: str,
+    payload: Mapping[str, Any],
+    event: str,
+    message: Mapping[str, Any],
+    acp_type: str,
+    acp_status: str,
+    **acp_extra: Any,
+) -> bool:
+    """Queue `message` for the merchant and, when configured, the ACP event for the agent.
+
+    Return False when the merchant's message was queued before (the unique row is the claim).
+    """
+    order_id = payload["order"]["id"]
+    if not _add(state.sink, session_id, order_id, MERCHANT, event, message):
+        return False
+    if state.agent_sink is not None:
+        acp_event = build_acp_order_event(acp_type, payload, acp_status, **acp_extra)
+        _add(state.agent_sink, session_id, order_id, AGENT, acp_type, acp_event)
+    return True
+
+
 def enqueue_order_created(state: ShopState, session_id: str, payload: Mapping[str, Any]) -> None:
     """Queue the merchant's order (and the agent platform's order_create) for a paid session."""
-    order_id = payload["order"]["id"]
-    _add(state.sink, session_id, order_id, MERCHANT, "order.created", payload)
-    if state.agent_sink is not None:
-        _add(
-            state.agent_sink,
-            session_id,
-            order_id,
-            AGENT,
-            "order_create",
-            build_acp_order_event("order_create", payload, "confirmed"),
-        )
+    _enqueue(state, session_id, payload, "order.created", payload, "order_create", "confirmed")
 
 
 def enqueue_order_flagged(
@@ -157,22 +170,12 @@ def enqueue_order_flagged(
 
     `flag` adds to (or overrides) the flag object, e.g. {"reason": "amount_mismatch", …}.
     """
-    order_id = payload["order"]["id"]
     flagged = {
         **payload,
         "event": "order.flagged",
         "flag": {"reason": "dispute", "payment_reference": reference, **(flag or {})},
     }
-    _add(state.sink, session_id, order_id, MERCHANT, "order.flagged", flagged)
-    if state.agent_sink is not None:
-        _add(
-            state.agent_sink,
-            session_id,
-            order_id,
-            AGENT,
-            "order_update",
-            build_acp_order_event("order_update", payload, "manual_review"),
-        )
+    _enqueue(state, session_id, payload, "order.flagged", flagged, "order_update", "manual_review")
 
 
 def enqueue_order_canceled(
@@ -188,7 +191,6 @@ def enqueue_order_canceled(
     The unique (session, destination, event) row is the claim: a second refund event, or two
     workers applying the same one, insert nothing.
     """
-    order_id = payload["order"]["id"]
     canceled = {
         **payload,
         "event": "order.canceled",
@@ -198,24 +200,22 @@ def enqueue_order_canceled(
             "amount_refunded": amount_refunded,
         },
     }
-    if not _add(state.sink, session_id, order_id, MERCHANT, "order.canceled", canceled):
-        return False
-    if state.agent_sink is not None:
-        refund = {
-            "id": f"adj_refund_{order_id}",
-            "amount": amount_refunded,
-            "occurred_at": clock.iso(clock.epoch()),
-            "reason": reason,
-        }
-        _add(
-            state.agent_sink,
-            session_id,
-            order_id,
-            AGENT,
-            "order_update",
-            build_acp_order_event("order_update", payload, "canceled", refund=refund),
-        )
-    return True
+    refund = {
+        "id": f"adj_refund_{payload['order']['id']}",
+        "amount": amount_refunded,
+        "occurred_at": clock.iso(clock.epoch()),
+        "reason": reason,
+    }
+    return _enqueue(
+        state,
+        session_id,
+        payload,
+        "order.canceled",
+        canceled,
+        "order_update",
+        "canceled",
+        refund=refund,
+    )
 
 
 def _sink(state: ShopState, destination: str) -> Any:
