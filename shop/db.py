@@ -15,7 +15,17 @@ from typing import Any
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Executable, Integer, String, Text, UniqueConstraint, or_
+from sqlalchemy import (
+    BigInteger,
+    Executable,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    or_,
+    text,
+)
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -35,11 +45,48 @@ db = SQLAlchemy(model_class=Base)
 KEEP_ON_ERROR = "shop.keep_on_error"
 
 
+def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index holding only the rows `where` is true of (SQLite >= 3.8 and PostgreSQL).
+
+    Every index is written on each insert, and on each update of its columns; rows outside
+    `where` cost none of those writes (docs/decisions.md, Storage).
+    """
+    clause = text(where)
+    return Index(name, *columns, unique=unique, sqlite_where=clause, postgresql_where=clause)
+
+
 class CheckoutSession(db.Model):
     __tablename__ = "checkout_sessions"
+    # Partial: most sessions never have a payment reference, Forter reference or phone, and
+    # many no email, so their NULLs are not indexed. Equality lookups (`col = ?`) imply
+    # `col IS NOT NULL`, which SQLite and PostgreSQL both use to pick the partial index.
+    # status has no index of its own: the only query filtering on it is
+    # release_stuck_payments (status = 'in_progress' and quiet since updated_at), served by
+    # ix_checkout_sessions_paying, which holds only paying sessions; purge finds expired
+    # sessions by expires_at.
+    __table_args__ = (
+        _partial("ix_checkout_sessions_paying", "updated_at", where="status = 'in_progress'"),
+        _partial(
+            "ix_checkout_sessions_payment_reference",
+            "payment_reference",
+            where="payment_reference IS NOT NULL",
+        ),
+        _partial(
+            "uq_checkout_sessions_forter_reference_id",
+            "forter_reference_id",
+            where="forter_reference_id IS NOT NULL",
+            unique=True,
+        ),
+        _partial(
+            "ix_checkout_sessions_buyer_email", "buyer_email", where="buyer_email IS NOT NULL"
+        ),
+        _partial(
+            "ix_checkout_sessions_buyer_phone", "buyer_phone", where="buyer_phone IS NOT NULL"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
@@ -53,17 +100,18 @@ class CheckoutSession(db.Model):
     amount_paid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     payment_provider: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Indexed: a Stripe dispute names only the PaymentIntent, and finds its session by it.
-    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    payment_reference: Mapped[str | None] = mapped_column(String(255), nullable=True)
     provider_order_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     provider_order_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     flagged: Mapped[int] = mapped_column(Integer, default=0)
-    forter_reference_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    # Unique when set: uq_checkout_sessions_forter_reference_id (shop/forter.py claims it).
+    forter_reference_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The order payload, frozen at the moment of payment (amounts match what was charged).
     order_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The buyer's email (lower-case) and phone (digits), kept in step with `cart` by
     # shop/buyers.py: Forter's /api/account finds a returning buyer through these indexes.
-    buyer_email: Mapped[str | None] = mapped_column(String(320), nullable=True, index=True)
-    buyer_phone: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    buyer_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    buyer_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class IdempotencyRecord(db.Model):
@@ -108,22 +156,25 @@ class OrderDelivery(db.Model):
     """
 
     __tablename__ = "order_deliveries"
+    # The unique key's leading column serves every lookup by session_id; one (state, next_at)
+    # index serves the sweeper (state IN open AND next_at <= now), `orders failed` and purge.
     __table_args__ = (
         UniqueConstraint(
             "session_id", "destination", "event", name="uq_delivery_session_destination_event"
         ),
+        Index("ix_order_deliveries_state_next_at", "state", "next_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    session_id: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[str] = mapped_column(String(80))
     destination: Mapped[str] = mapped_column(String(16))  # merchant | agent
     event: Mapped[str] = mapped_column(String(32))  # order.created | order.flagged | order_create …
     payload: Mapped[str] = mapped_column(Text)
     # pending -> delivering (leased) -> delivered | failed (retried) | gave_up
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    next_at: Mapped[int] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
