@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from shop.catalog import load_catalog
@@ -145,14 +145,12 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_request_hooks(app: Flask) -> None:
-    @app.before_request
-    def _request_id() -> None:
-        g.request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
+    # Imported here, once per app, not per request: importing retention (the database models
+    # and the checkout domain) at the top would make every `import shop` load them all.
+    from shop import clock, retention
 
     @app.before_request
     def _purge_now_and_then() -> None:
-        from shop import clock, retention
-
         now = clock.epoch()
         if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
             app.extensions["shop.last_purge"] = now
@@ -160,5 +158,7 @@ def _register_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def _echo_request_id(response: Any) -> Any:
-        response.headers["Request-Id"] = g.get("request_id") or "req_" + secrets.token_hex(8)
+        # The id is only echoed, so it is made here, once, rather than in a before_request hook.
+        request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
+        response.headers["Request-Id"] = request_id
         return response

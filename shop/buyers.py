@@ -14,13 +14,13 @@ same buyer gets the same id from every session.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
+from shop import fast_json
 from shop.db import CheckoutSession, db
 from shop.security import hmac_sha256_hex
 
@@ -43,7 +43,7 @@ def normal_phone(value: Any) -> str | None:
 
 def _contacts(cart: str | None) -> tuple[str | None, str | None]:
     try:
-        buyer = (json.loads(cart or "{}") or {}).get("buyer") or {}
+        buyer = (fast_json.loads(cart or "{}") or {}).get("buyer") or {}
     except (ValueError, AttributeError):
         return None, None
     if not isinstance(buyer, dict):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def now() -> datetime:
@@ -17,4 +20,13 @@ def epoch() -> int:
 
 def iso(seconds: int) -> str:
     """Render Unix seconds as RFC 3339 UTC text."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The same text as datetime.fromtimestamp(seconds, UTC).strftime(...), without building a
+    # datetime: a third of the cost, three times per rendered session.
+    return time.strftime(_RFC3339, time.gmtime(seconds))
+
+
+def iso_datetime(moment: datetime) -> str:
+    """Render a UTC datetime as RFC 3339 text to the second."""
+    # The first 19 characters of isoformat are strftime("%Y-%m-%dT%H:%M:%S") for years from
+    # 1000 on, at two thirds of the cost (four per rendered shipping session).
+    return moment.isoformat(timespec="seconds")[:19] + "Z"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from shop import fast_json
 
 
 class ConfigError(Exception):
@@ -78,7 +79,9 @@ def render_acp_error(exc: ShopError) -> Any:
     """Render a ShopError as the ACP flat Error response."""
     from flask import Response
 
-    response = Response(json.dumps(exc.to_acp()), status=exc.status, mimetype="application/json")
+    response = Response(
+        fast_json.dumps_bytes(exc.to_acp()), status=exc.status, mimetype="application/json"
+    )
     for name, value in exc.headers.items():
         response.headers[name] = value
     if not exc.replayable:
@@ -91,7 +94,7 @@ def render_forter_error(exc: ShopError) -> Any:
     from flask import Response
 
     body = {"success": False, "error_code": exc.code, "error_message": exc.message}
-    response = Response(json.dumps(body), status=exc.status, mimetype="application/json")
+    response = Response(fast_json.dumps_bytes(body), status=exc.status, mimetype="application/json")
     for name, value in exc.headers.items():
         response.headers[name] = value
     return response

@@ -3,11 +3,10 @@ session at the moment it is paid, and the ACP order event made from it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shop import clock
+from shop import clock, fast_json
 from shop.db import CheckoutSession
 from shop.pricing import Cart, CartLine, Quote, line_id, price_cart
 from shop.state import ShopState
@@ -31,8 +30,8 @@ def order_payload(
     total was charged), so the cart is not priced a second time.
     """
     if row.order_payload:
-        return json.loads(row.order_payload)
-    details = json.loads(row.cart)
+        return fast_json.loads(row.order_payload)
+    details = fast_json.loads(row.cart)
     address = (details.get("fulfillment_details") or {}).get("address")
     if quote is None:
         cart = Cart(
@@ -106,7 +105,7 @@ def minimal_order_payload(
     and the amount paid are known; per-line prices are sent as 0 and the `total` entry holds
     what was charged.
     """
-    details = json.loads(row.cart)
+    details = fast_json.loads(row.cart)
     lines = []
     for index, line in enumerate(details.get("lines") or ()):
         item = state.catalog.item(line["item_id"])

@@ -7,7 +7,6 @@ bytes signed are the bytes sent, so a receiver can verify the signature on the r
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shop import clock
+from shop import clock, fast_json
 from shop.errors import ConfigError
 from shop.order_payload import build_acp_order_event
 from shop.security import hmac_sha256_base64, sign_timestamped
@@ -50,7 +49,7 @@ class OrderSink(Protocol):
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return fast_json.dumps_bytes(body)
 
 
 def _where(url: str) -> str:

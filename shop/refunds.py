@@ -8,12 +8,11 @@ return to the shelf is the merchant's call (`flask --app app stock`).
 
 from __future__ import annotations
 
-import json
 import logging
 
 from sqlalchemy import select
 
-from shop import delivery
+from shop import delivery, fast_json
 from shop.db import CheckoutSession, db
 from shop.state import ShopState
 
@@ -56,7 +55,12 @@ def cancel_refunded_order(
         )
         return "partial_refund"
     queued = delivery.enqueue_order_canceled(
-        state, session_id, json.loads(row.order_payload), "refunded", reference, amount_refunded
+        state,
+        session_id,
+        fast_json.loads(row.order_payload),
+        "refunded",
+        reference,
+        amount_refunded,
     )
     db.session.commit()
     if not queued:

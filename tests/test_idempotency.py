@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shop.idempotency import canonical_json
-from tests.conftest import assert_acp, cart, payment
+from tests.conftest import AcpClient, assert_acp, cart, payment
 
 
 def test_missing_key_is_400(acp):
@@ -253,3 +253,40 @@ def test_racing_requests_with_one_key_make_one_session(shop_files):
         if answer.status_code == 409:
             assert answer.json()["code"] == "idempotency_in_flight"
     assert _sessions(shop_files["db"]) == 1
+
+
+def test_non_ascii_answers_are_utf8_and_replay_byte_identical(shop_files, make_app):
+    """Answers carry non-ASCII as UTF-8 (not \\u escapes); a replay is the same bytes."""
+    from shop.db import IdempotencyRecord, db
+
+    title, first_name = "Café Widget — 日本製", "Zoë"
+    products = json.loads(shop_files["products"].read_text(encoding="utf-8"))
+    products[0]["title"] = title
+    shop_files["products"].write_text(json.dumps(products), encoding="utf-8")
+    app = make_app()
+    acp = AcpClient(app.test_client())
+    body = cart(buyer={"email": "zoe@example.com", "first_name": first_name, "last_name": "Ōkubo"})
+
+    first = acp.create(body, key="utf8-create")
+    assert first.status_code == 201
+    assert first.mimetype == "application/json"  # JSON is UTF-8 by definition (RFC 8259 §8.1)
+    assert title.encode() in first.data and first_name.encode() in first.data
+    session = json.loads(first.data.decode("utf-8"))
+    assert session["line_items"][0]["name"] == title
+    assert session["buyer"]["first_name"] == first_name
+
+    again = acp.create(body, key="utf8-create")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (again.status_code, again.mimetype) == (201, "application/json")
+    assert again.data == first.data
+
+    paid = acp.complete(session["id"], key="utf8-complete")  # stored by the in-flight claim
+    assert paid.status_code == 200 and title.encode() in paid.data
+    repeat = acp.complete(session["id"], key="utf8-complete")
+    assert repeat.headers["Idempotent-Replayed"] == "true"
+    assert repeat.data == paid.data
+    with app.app_context():
+        stored = db.session.execute(
+            db.select(IdempotencyRecord.response_body).filter_by(key="utf8-create")
+        ).scalar_one()
+    assert stored == first.data.decode("utf-8")

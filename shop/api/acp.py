@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from shop import checkout
+from shop import checkout, fast_json
 from shop.api import acp_parse
 from shop.api.acp_render import PROTOCOL_VERSION, render_session
 from shop.api.acp_signing import verify_request
 from shop.errors import InvalidRequestError, ShopError, render_acp_error
 from shop.idempotency import idempotent
 from shop.security import bearer_token, constant_time_equals
+from shop.settings import Settings
 from shop.state import get_state
 
 bp = Blueprint("acp", __name__)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    """Serialize a body as compact JSON."""
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
-    )
+    """Serialize a body as compact UTF-8 JSON."""
+    return Response(fast_json.dumps_bytes(body), status=status, mimetype="application/json")
 
 
-def _authenticate() -> str:
+def _authenticate(settings: Settings) -> str:
     """Return the API key's name, or raise 401."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
@@ -37,7 +35,6 @@ def _authenticate() -> str:
             "Send 'Authorization: Bearer <api key>'; keys are configured in SHOP_API_KEYS.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    settings = get_state().settings
     for known, name in settings.api_keys.items():
         if constant_time_equals(known, token):
             return name
@@ -51,8 +48,8 @@ def _authenticate() -> str:
     )
 
 
-def _check_version() -> None:
-    versions = get_state().settings.acp_versions
+def _check_version(settings: Settings) -> None:
+    versions = settings.acp_versions
     version = request.headers.get("API-Version", "").strip()
     if version in versions:
         return
@@ -69,9 +66,10 @@ def _check_version() -> None:
 def _guard() -> None:
     if request.endpoint == "acp.discovery":
         return
-    g.api_key_name = _authenticate()
-    _check_version()
-    signing_secret = get_state().settings.secret("ACP_SIGNING_SECRET")
+    settings = get_state().settings
+    g.api_key_name = _authenticate(settings)
+    _check_version(settings)
+    signing_secret = settings.secret("ACP_SIGNING_SECRET")
     if signing_secret:
         verify_request(request, signing_secret)
 

@@ -76,9 +76,9 @@ def _options(quote: Quote) -> list[dict[str, Any]]:
         if option.carrier:
             body["carrier"] = option.carrier
         if option.earliest:
-            body["earliest_delivery_time"] = option.earliest.strftime("%Y-%m-%dT%H:%M:%SZ")
+            body["earliest_delivery_time"] = clock.iso_datetime(option.earliest)
         if option.latest:
-            body["latest_delivery_time"] = option.latest.strftime("%Y-%m-%dT%H:%M:%SZ")
+            body["latest_delivery_time"] = clock.iso_datetime(option.latest)
         rendered.append(body)
     return rendered
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from enum import StrEnum
@@ -10,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, stock
+from shop import clock, delivery, fast_json, stock
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
 from shop.db import KEEP_ON_ERROR, CheckoutSession, db, write
+from shop.order_payload import minimal_order_payload, order_payload
 from shop.pricing import Quote
 from shop.session_rows import SessionRecord
 from shop.state import ShopState
@@ -122,8 +122,6 @@ def settle_payment(
     there, and completes either way. A payment of another amount or currency completes
     flagged for review. `amount` None (the provider does not say) is taken as the total.
     """
-    from shop import delivery
-
     row = _load(session_id)
     currency_now = row.currency
     _retake_stock(state, session_id, _cart_lines(row), reference)
@@ -199,8 +197,6 @@ def _retake_stock(
 
 def flag_for_review(state: ShopState, session_id: str, reason: str, reference: str | None) -> bool:
     """Flag a session for review and queue order.flagged once; False when already flagged."""
-    from shop import delivery
-
     flagged = _flag(state, session_id, reference, {"reason": reason})
     db.session.commit()
     if flagged:
@@ -211,8 +207,6 @@ def flag_for_review(state: ShopState, session_id: str, reason: str, reference: s
 def _flag(
     state: ShopState, session_id: str, reference: str | None, flag: Mapping[str, Any]
 ) -> bool:
-    from shop import delivery
-
     flagged = (
         db.session.execute(
             update(CheckoutSession)
@@ -229,7 +223,7 @@ def _flag(
         else None
     )
     if payload:  # a session flagged before it was paid has no order to tell anyone about yet
-        delivery.enqueue_order_flagged(state, session_id, json.loads(payload), reference, flag)
+        delivery.enqueue_order_flagged(state, session_id, fast_json.loads(payload), reference, flag)
     return flagged
 
 
@@ -252,8 +246,6 @@ def mark_paid(
     it with the stored response, and commits it even when anything after fails. `quote` is
     the price of `row`'s cart when the caller just made it (complete: the quote charged).
     """
-    from shop import delivery
-
     payload = _payload(state, row or _read(session_id), reference, amount, quote)
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
@@ -278,8 +270,6 @@ def _record_paid(
 
     Only a session in `from_status` (None: any status but completed) is completed.
     """
-    from shop import delivery
-
     values = {
         "p_id": session_id,
         "p_from": from_status,
@@ -289,7 +279,7 @@ def _record_paid(
         "p_provider": state.provider.name,
         "p_amount": amount,
         "p_now": clock.epoch() if now is None else now,
-        "p_payload": json.dumps(payload),
+        "p_payload": fast_json.dumps(payload),
     }
     paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
@@ -305,8 +295,6 @@ def _payload(
     quote: Quote | None = None,
 ) -> dict[str, Any]:
     """Build the order payload; a failure must never keep a paid session from completing."""
-    from shop.order_payload import minimal_order_payload, order_payload
-
     try:
         return order_payload(
             state, row, reference=reference, provider=state.provider.name, quote=quote

@@ -7,7 +7,6 @@ idempotency key, and the outcome is written with another conditional UPDATE.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -15,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 
-from shop import clock, metrics, session_rows, stock
+from shop import clock, fast_json, metrics, session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
 from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
@@ -70,14 +69,14 @@ def complete_session(
         return _view(state, row)  # already paid / paying / over: never charge again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
-    details = json.loads(row.cart)
+    details = fast_json.loads(row.cart)
     if buyer is not None:
         details["buyer"] = dict(buyer)
     assessed = _assess(state, details)
     quote, _messages, _availability, ready = assessed
     if not ready:
         new = replace(
-            row, cart=json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
+            row, cart=fast_json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
         )
         written = session_rows.update_open(row, new, details)
         db.session.commit()
@@ -87,7 +86,7 @@ def complete_session(
     mine = replace(
         row,
         status=Status.IN_PROGRESS,
-        cart=json.dumps(details),
+        cart=fast_json.dumps(details),
         updated_at=clock.epoch(),
         notices="[]",
         payment_reference=None,

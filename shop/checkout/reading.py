@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, session_rows, stock
+from shop import clock, fast_json, session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.db import CheckoutSession, db
 from shop.errors import NotFoundError
@@ -163,9 +162,9 @@ def _view(
     state: ShopState, row: CheckoutSession | SessionRecord, assessed: Assessment | None = None
 ) -> SessionView:
     """Describe a session; `assessed` is the cart's assessment when the caller just made it."""
-    details = json.loads(row.cart)
+    details = fast_json.loads(row.cart)
     quote, messages, availability, _ready = assessed or _assess(state, details)
-    notices = [Message(**n) for n in json.loads(row.notices or "[]")]
+    notices = [Message(**n) for n in fast_json.loads(row.notices or "[]")]
     status = Status(row.status)
     if status in (Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.IN_PROGRESS):
         messages = [m for m in messages if m.code not in ("out_of_stock",)]
@@ -198,7 +197,7 @@ def get_session(state: ShopState, session_id: str) -> SessionView:
 
 
 def _notice(message: Message) -> str:
-    return json.dumps(
+    return fast_json.dumps(
         [
             {
                 k: v
@@ -226,4 +225,4 @@ def _declined(content: str | None, code: str = "payment_declined") -> str:
 
 
 def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
-    return [(line.item_id, line.quantity) for line in _cart(json.loads(row.cart)).lines]
+    return [(line.item_id, line.quantity) for line in _cart(fast_json.loads(row.cart)).lines]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, session_rows
+from shop import clock, fast_json, session_rows
 from shop.checkout.model import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -128,7 +127,7 @@ def create_session(
         created_at=now,
         updated_at=now,
         expires_at=now + state.settings.session_ttl_minutes * 60,
-        cart=json.dumps(details),
+        cart=fast_json.dumps(details),
         notices="[]",
     )
     record = _prepare_payment(state, record, assessed[0], assessed[3])
@@ -169,12 +168,12 @@ def update_session(
         _require_open(seen, "updated")
         if seen.status == Status.EXPIRED:
             return _view(state, seen)
-        details = _merge(state, json.loads(seen.cart), change)
+        details = _merge(state, fast_json.loads(seen.cart), change)
         assessed = _assess(state, details)
         new = replace(
             seen,
             status=_status_for(assessed[3]),
-            cart=json.dumps(details),
+            cart=fast_json.dumps(details),
             notices="[]",
             updated_at=clock.epoch(),
         )
@@ -211,7 +210,7 @@ def cancel_session(state: ShopState, session_id: str) -> SessionView:
         .values(
             status=Status.CANCELED,
             updated_at=clock.epoch(),
-            notices=json.dumps(
+            notices=fast_json.dumps(
                 [{"type": "info", "content": "Checkout session has been canceled."}]
             ),
         )

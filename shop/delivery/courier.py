@@ -3,7 +3,6 @@ retries that are due."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -14,7 +13,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shop import clock, metrics
+from shop import clock, fast_json, metrics
 from shop.db import OrderDelivery, db
 from shop.delivery.outbox import _DROPPED_LOG, _SCHEDULED, OPEN_STATES
 from shop.delivery.sending import claim, deliver_session, send_claimed
@@ -34,7 +33,7 @@ def _log_dropped(session: Session) -> None:
     for sink, destination, payload in session.info.pop(_DROPPED_LOG, ()):
         metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
         try:
-            sink.deliver(json.loads(payload))  # a copy of what the row holds
+            sink.deliver(fast_json.loads(payload))  # a copy of what the row holds
         except Exception:  # the row is kept as dropped for `orders replay` either way
             log.exception("logging a dropped order failed; `orders failed` lists it")
     for app, state, session_id in session.info.pop(_SCHEDULED, ()):

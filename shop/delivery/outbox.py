@@ -6,14 +6,13 @@ exists. A row whose sink drops orders (LogSink) is inserted `dropped` and logged
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
 
-from shop import clock
+from shop import clock, fast_json
 from shop.db import db, write
 from shop.order_payload import build_acp_order_event
 from shop.state import ShopState
@@ -78,7 +77,7 @@ def _add(
         "order_id": order_id,
         "destination": destination,
         "event": event,
-        "payload": (text_payload := json.dumps(payload)),
+        "payload": (text_payload := fast_json.dumps(payload)),
         "state": "dropped" if drops else "pending",
         "attempts": 1 if drops else 0,
         "error": _dropped_error(session_id) if drops else None,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, metrics
+from shop import clock, fast_json, metrics
 from shop.db import OrderDelivery, db, one_of, read, write
 from shop.delivery.outbox import MERCHANT, OPEN_STATES, _dropped_error
 from shop.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
@@ -72,7 +71,7 @@ def send_claimed(state: ShopState, delivery_id: int) -> bool:
     try:
         if sink is None:
             raise RuntimeError(f"no {destination} destination is configured any more")
-        sink.deliver(json.loads(payload))
+        sink.deliver(fast_json.loads(payload))
     except Exception as exc:  # a sink must never break the checkout: record and retry
         _failed(delivery_id, order_id, session_id, destination, event, attempts, payload, exc)
         return False
@@ -106,7 +105,7 @@ def _failed(
     reason = f"{type(exc).__name__}: {exc}"[:500]
     if gave_up:
         # The whole payload goes in the line: the log keeps the order even after purge.
-        compact = json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
+        compact = fast_json.dumps(fast_json.loads(payload))
         log.error(
             "ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
             "reason=%s — GIVING UP after %d tries; replay with `flask --app app orders "
@@ -206,6 +205,6 @@ def _drop(sink: Any, delivery_id: int, destination: str, session_id: str, payloa
         return  # another worker (or the sweeper) had it
     metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
     try:
-        sink.deliver(json.loads(payload))
+        sink.deliver(fast_json.loads(payload))
     except Exception:  # the row is kept as dropped for `orders replay` either way
         log.exception("logging dropped order for session %s failed", session_id)
