@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from shop.db import CheckoutSession, db
+from shop import transaction
+from shop.db import CheckoutSession
 from shop.security import hmac_sha256_hex
 
 
@@ -76,7 +77,7 @@ def find_returning(email: str | None, phone: str | None) -> tuple[str | None, st
     ):
         if value is None:
             continue
-        row = db.session.execute(
+        row = transaction.execute(
             select(CheckoutSession.buyer_email, CheckoutSession.buyer_phone)
             .where(column == value)
             .limit(1)

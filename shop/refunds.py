@@ -13,8 +13,8 @@ import logging
 
 from sqlalchemy import select
 
-from shop import delivery
-from shop.db import CheckoutSession, db
+from shop import delivery, transaction
+from shop.db import CheckoutSession
 from shop.state import ShopState
 
 log = logging.getLogger("shop.refunds")
@@ -29,7 +29,7 @@ def cancel_refunded_order(
     the caller's transaction with the order.canceled rows (so a provider event recorded in it
     commits with them); when nothing changes it leaves the transaction to the caller.
     """
-    row = db.session.execute(
+    row = transaction.execute(
         select(
             CheckoutSession.order_id, CheckoutSession.order_payload, CheckoutSession.amount_paid
         ).where(CheckoutSession.id == session_id)
@@ -58,7 +58,7 @@ def cancel_refunded_order(
     queued = delivery.enqueue_order_canceled(
         state, session_id, json.loads(row.order_payload), "refunded", reference, amount_refunded
     )
-    db.session.commit()
+    transaction.commit()
     if not queued:
         return "already_canceled"
     log.warning(

@@ -5,16 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import text
 
-from shop import metrics
+from shop import metrics, transaction
 from shop.api.acp import json_response
-from shop.db import db
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    db.session.execute(text("SELECT 1"))
+    transaction.execute(text("SELECT 1"))
     return json_response({"status": "ok"})
 
 
