@@ -147,9 +147,8 @@ def savepoint() -> Iterator[Callable[[], None]]:
     conn = _connection()
     if conn is None:
         nested = _db.db.session.begin_nested()
-        rolled_back = []
-        yield lambda: (nested.rollback(), rolled_back.append(True))
-        if not rolled_back:
+        yield nested.rollback
+        if nested.is_active:  # not rolled back
             nested.commit()
         return
     _LOCAL.savepoints += 1
