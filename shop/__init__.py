@@ -156,6 +156,12 @@ def _register_request_hooks(app: Flask) -> None:
             app.extensions["shop.last_purge"] = now
             retention.purge(app.extensions["shop"])
 
+    @app.teardown_appcontext
+    def _end_unit_of_work(_error: BaseException | None) -> None:
+        from shop import transaction
+
+        transaction.reset()  # rolls back a transaction a failure left open; clears its info
+
     @app.after_request
     def _echo_request_id(response: Any) -> Any:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from shop import fast_json
-from shop.db import CheckoutSession, db
+from shop import fast_json, transaction
+from shop.db import CheckoutSession
 from shop.security import hmac_sha256_hex
 
 
@@ -76,7 +76,7 @@ def find_returning(email: str | None, phone: str | None) -> tuple[str | None, st
     ):
         if value is None:
             continue
-        row = db.session.execute(
+        row = transaction.execute(
             select(CheckoutSession.buyer_email, CheckoutSession.buyer_phone)
             .where(column == value)
             .limit(1)

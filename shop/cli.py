@@ -6,9 +6,8 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from shop import checkout, clock, delivery, retention, stock
+from shop import checkout, clock, delivery, retention, session_rows, stock, transaction
 from shop import webhook_simulate as simulate
-from shop.db import CheckoutSession, db
 from shop.state import get_state
 
 
@@ -181,7 +180,7 @@ def webhooks_simulate(
     facts = _session_facts(session_id, amount)
     # End the read transaction: on SQLite it holds the write lock (BEGIN IMMEDIATE), and the
     # store needs that lock to apply the event we are about to send.
-    db.session.rollback()
+    transaction.rollback()
     try:
         signed = simulate.build_event(provider, event, facts, secret, event_id)
         delivery = simulate.post_event(url, signed)
@@ -194,7 +193,7 @@ def webhooks_simulate(
 
 
 def _session_facts(session_id: str, amount: int | None) -> simulate.SessionFacts:
-    row = db.session.get(CheckoutSession, session_id)
+    row = session_rows.load(session_id)
     if row is None:
         raise click.ClickException(
             f"no checkout session has the id '{session_id}' in this store's database "

@@ -24,13 +24,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     or_,
+    select,
     text,
 )
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shop.sqlite_tuning import open_reader, tune
+from shop.sqlite_tuning import open_connection, tune
 
 
 class Base(DeclarativeBase):
@@ -39,7 +40,7 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 
-# Session.info flag: the open transaction holds a payment already taken (complete's mark_paid
+# transaction.info() flag: the open transaction holds a payment already taken (complete's mark_paid
 # left it to the idempotency layer to commit with the response); whatever goes wrong after,
 # it is committed, never rolled back (shop/idempotency.py).
 KEEP_ON_ERROR = "shop.keep_on_error"
@@ -195,6 +196,14 @@ def init_db(app: Flask) -> None:
         _add_missing_columns()
 
 
+def rows_of(model: type[Base]) -> Any:
+    """SELECT every column of a model's table: rows with the columns as attributes.
+
+    Used instead of an ORM entity SELECT, which needs the Session (shop/transaction.py).
+    """
+    return select(*model.__table__.c)
+
+
 def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
     """Run one SELECT on its own connection, outside the request's transaction; return rows.
 
@@ -229,17 +238,12 @@ def one_of(column: Any, values: Sequence[Any]) -> Any:
     return or_(*(column == value for value in values))
 
 
-def write(statement: Executable, params: Mapping[str, Any] | None = None) -> int:
-    """Run one INSERT/UPDATE/DELETE in the request's transaction (beginning it); return rowcount.
-
-    The same transaction as `db.session.execute`, without the ORM's per-statement work:
-    the statement's SQL is compiled once and sent on the transaction's own DBAPI connection.
-    """
-    return write_on(db.session.connection(), statement, params)
-
-
 def write_on(conn: Connection, statement: Executable, params: Mapping[str, Any] | None) -> int:
-    """`write` on a given SQLAlchemy connection (already in its transaction)."""
+    """Run one INSERT/UPDATE/DELETE on a SQLAlchemy connection in its transaction; rowcount.
+
+    shop.transaction.write uses it inside a Session's transaction: the statement's SQL is
+    compiled once and sent on the DBAPI connection, without the ORM's per-statement work.
+    """
     dialect = conn.dialect
     compiled = _compiled(statement, dialect) if dialect.name == "sqlite" else None
     if compiled is None:
@@ -327,7 +331,7 @@ def _reader(engine: Engine) -> Any:
             local = _READERS.setdefault(engine, threading.local())
     conn = getattr(local, "conn", None)
     if conn is None or local.pid != os.getpid():  # a forked child opens its own
-        conn = local.conn = open_reader(str(engine.url.database))
+        conn = local.conn = open_connection(str(engine.url.database))
         local.pid = os.getpid()
     return conn
 

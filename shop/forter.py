@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from shop import buyers, checkout, clock
+from shop import buyers, checkout, clock, transaction
 from shop.checkout import SessionInput, SessionView, Status
-from shop.db import CheckoutSession, db
+from shop.db import CheckoutSession, rows_of
 from shop.errors import InvalidRequestError, ProcessingError, ShopError
 from shop.payments import PaymentCredential
 from shop.pricing import Quote, fulfillment_choices
@@ -38,17 +39,18 @@ def totals_of(quote: Quote) -> dict[str, int]:
     }
 
 
-def _find(reference_id: str) -> CheckoutSession | None:
-    return db.session.execute(
-        select(CheckoutSession).where(CheckoutSession.forter_reference_id == reference_id)
-    ).scalar_one_or_none()
+def _find(reference_id: str) -> Any:
+    """The session holding a Forter reference (a row with its columns as attributes), or None."""
+    return transaction.execute(
+        rows_of(CheckoutSession).where(CheckoutSession.forter_reference_id == reference_id)
+    ).one_or_none()
 
 
 def _bind(session_id: str, reference_id: str) -> bool:
     """Give a fresh session the reference; False when another request claimed it first."""
     try:
         bound = (
-            db.session.execute(
+            transaction.execute(
                 update(CheckoutSession)
                 .where(
                     CheckoutSession.id == session_id, CheckoutSession.forter_reference_id.is_(None)
@@ -57,23 +59,23 @@ def _bind(session_id: str, reference_id: str) -> bool:
             ).rowcount
             == 1
         )
-        db.session.commit()
+        transaction.commit()
         return bound
     except IntegrityError:
-        db.session.rollback()
+        transaction.rollback()
         return False
 
 
 def _unbind(session_id: str, reference_id: str) -> None:
     """Free a reference held by an expired or canceled session so a new cart can take it."""
-    db.session.execute(
+    transaction.execute(
         update(CheckoutSession)
         .where(
             CheckoutSession.id == session_id, CheckoutSession.forter_reference_id == reference_id
         )
         .values(forter_reference_id=None)
     )
-    db.session.commit()
+    transaction.commit()
 
 
 def _closed(reference_id: str, view: SessionView) -> ShopError:
@@ -142,8 +144,8 @@ def upsert_cart(state: ShopState, reference_id: str, change: SessionInput) -> Se
             return view
         # Lost a race to a concurrent event for this reference: drop ours (it holds no
         # stock and was never shown to anyone) and update the winner instead.
-        db.session.execute(delete(CheckoutSession).where(CheckoutSession.id == view.id))
-        db.session.commit()
+        transaction.execute(delete(CheckoutSession).where(CheckoutSession.id == view.id))
+        transaction.commit()
     raise ProcessingError(
         "reference_contention",
         f"reference_id '{reference_id}' is being "

@@ -29,20 +29,20 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, request
-from sqlalchemy import bindparam, delete, event, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from shop import clock
-from shop.db import KEEP_ON_ERROR, IdempotencyRecord, db, read, write, write_on
+from shop import clock, transaction
+from shop.db import KEEP_ON_ERROR, IdempotencyRecord, read
 from shop.errors import InvalidRequestError, ShopError
+from shop.transaction import write
 
 MAX_KEY_LENGTH = 255
 RETENTION_SECONDS = 24 * 3600
 # A claim older than this belongs to a worker that died mid-request; it may be taken over.
 STALE_CLAIM_SECONDS = 120
 
-_PENDING = "shop.idempotency_claim"  # Session.info: the claim to insert when a transaction begins
+_PENDING = "shop.idempotency_claim"  # transaction.info(): the claim to insert when one begins
 _T = IdempotencyRecord.__table__
 _SAME = (_T.c.scope == bindparam("k_scope"), _T.c.key == bindparam("k_key"))
 _FIND = select(
@@ -139,7 +139,7 @@ def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
             )
             == 1
         )
-        db.session.commit()
+        transaction.commit()
         if taken:
             return True
     raise _in_flight(age)
@@ -157,14 +157,14 @@ def _claim_values(scope: str, key: str, fingerprint: str) -> dict[str, Any]:
     }
 
 
-@event.listens_for(Session, "after_begin")
-def _insert_pending_claim(session: Session, _transaction: Any, connection: Any) -> None:
+@transaction.on_begin
+def _insert_pending_claim(write_in_transaction: transaction.Write) -> None:
     """Make the pending claim the first statement of the handler's first transaction."""
-    values = session.info.pop(_PENDING, None)
+    values = transaction.info().pop(_PENDING, None)
     if values is None:
         return
     try:
-        write_on(connection, _INSERT, values)
+        write_in_transaction(_INSERT, values)
     except IntegrityError:
         raise ClaimTakenError(values["key"]) from None
 
@@ -187,7 +187,7 @@ def _store(
         _forget(scope, key, fingerprint)
         return response
     # Still pending: no transaction began, so our claim was never inserted.
-    pending = db.session.info.pop(_PENDING, None) or deferred
+    pending = transaction.info().pop(_PENDING, None) or deferred
     if failed:
         _abandon()  # an error answer keeps no half-made change (nor our claim)
     params = {
@@ -198,8 +198,8 @@ def _store(
     # A claim never inserted is not ours to finish: the in-flight row with this key, if any,
     # is another request's (it claimed between our look-up and now).
     if pending is not None or write(_FINISH, params) == 0:
-        if db.session.info.pop(KEEP_ON_ERROR, False):
-            db.session.commit()  # a taken payment never waits on the insert below
+        if transaction.info().pop(KEEP_ON_ERROR, False):
+            transaction.commit()  # a taken payment never waits on the insert below
         values = pending or _claim_values(scope, key, fingerprint)
         try:
             write(
@@ -213,24 +213,24 @@ def _store(
             )
         except IntegrityError:
             return _after_lost_race(scope, key, fingerprint)
-    db.session.info.pop(KEEP_ON_ERROR, None)
-    db.session.commit()
+    transaction.info().pop(KEEP_ON_ERROR, None)
+    transaction.commit()
     return response
 
 
 def _abandon() -> None:
     """End the handler's transaction after a failure: roll back, unless it holds a payment."""
-    if db.session.info.pop(KEEP_ON_ERROR, False):
-        db.session.commit()  # the money was taken: its record stays (a paid order is never lost)
+    if transaction.info().pop(KEEP_ON_ERROR, False):
+        transaction.commit()  # the money was taken: its record stays (a paid order is never lost)
     else:
-        db.session.rollback()
+        transaction.rollback()
 
 
 def _forget(scope: str, key: str, fingerprint: str) -> None:
-    db.session.info.pop(_PENDING, None)
+    transaction.info().pop(_PENDING, None)
     _abandon()
     write(_FORGET, _keys(scope, key, fingerprint))
-    db.session.commit()
+    transaction.commit()
 
 
 def _after_lost_race(scope: str, key: str, fingerprint: str) -> Response:
@@ -285,9 +285,9 @@ def idempotent(
                     if not known and one_transaction:
                         deferred = _claim_values(scope, key, fingerprint)
                     elif not known:  # a new key: claim it in the handler's first transaction
-                        db.session.info[_PENDING] = _claim_values(scope, key, fingerprint)
-                        if db.session().in_transaction():  # already begun: claim right now
-                            _insert_pending_claim(db.session(), None, db.session.connection())
+                        transaction.info()[_PENDING] = _claim_values(scope, key, fingerprint)
+                        if transaction.active():  # already begun: claim right now
+                            _insert_pending_claim(write)
                     response = view(*args, **kwargs)
                 except ShopError as exc:
                     response, failed = render_error(exc), True
@@ -308,8 +308,8 @@ def idempotent(
 def purge_idempotency_records() -> int:
     """Delete records older than the retention window; return how many."""
     cutoff = clock.epoch() - RETENTION_SECONDS
-    result = db.session.execute(
+    result = transaction.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
     )
-    db.session.commit()
+    transaction.commit()
     return result.rowcount or 0

@@ -11,13 +11,14 @@ matches no session of this store.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shop import checkout, clock, metrics, refunds
+from shop import checkout, clock, metrics, refunds, session_rows, transaction
 from shop.checkout import Settlement, Status
-from shop.db import CheckoutSession, ProviderEvent, db
+from shop.db import CheckoutSession, ProviderEvent, rows_of
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
 
@@ -31,26 +32,25 @@ class DeferredEventError(Exception):
 
 def apply_event(state: ShopState, event: PaymentEvent) -> str:
     """Apply one verified provider event; return what happened (for the log and the response)."""
-    db.session.add(
-        ProviderEvent(
-            id=f"{state.provider.name}:{event.id}",
-            type=event.type,
-            session_id=event.session_id,
-            received_at=clock.epoch(),
-        )
-    )
     try:
-        db.session.flush()
+        transaction.write(
+            insert(ProviderEvent).values(
+                id=f"{state.provider.name}:{event.id}",
+                type=event.type,
+                session_id=event.session_id,
+                received_at=clock.epoch(),
+            )
+        )
     except IntegrityError:  # recorded before (or by a concurrent delivery of the same event)
-        db.session.rollback()
+        transaction.rollback()
         outcome = "duplicate"
     else:
         try:
             outcome = _apply(state, event)
         except DeferredEventError:
-            db.session.rollback()  # the event id too: a redelivery must not be a "duplicate"
+            transaction.rollback()  # the event id too: a redelivery must not be a "duplicate"
             raise
-        db.session.commit()  # the domain has committed already when it changed anything
+        transaction.commit()  # the domain has committed already when it changed anything
     metrics.inc("shop_webhook_events_total", outcome=outcome.split(":")[0])
     log.info(
         "provider event %s (%s) session=%s: %s", event.id, event.type, event.session_id, outcome
@@ -78,19 +78,19 @@ def _apply(state: ShopState, event: PaymentEvent) -> str:
     return _disputed(state, row, event)
 
 
-def _session_for(event: PaymentEvent) -> CheckoutSession | None:
+def _session_for(event: PaymentEvent) -> Any:
     """Find the event's session by its checkout_session_id, else by the payment it names."""
     if event.session_id is not None:
-        return db.session.get(CheckoutSession, event.session_id)
+        return session_rows.load(event.session_id)
     if not event.reference:
         return None
     # Stripe disputes name only the PaymentIntent; complete stored it as payment_reference.
-    return db.session.execute(
-        select(CheckoutSession)
+    return transaction.execute(
+        rows_of(CheckoutSession)
         .where(CheckoutSession.payment_reference == event.reference)
         .order_by(CheckoutSession.created_at)
         .limit(1)
-    ).scalar_one_or_none()
+    ).first()
 
 
 def _no_session(state: ShopState, event: PaymentEvent) -> str:
@@ -124,7 +124,7 @@ def _no_session(state: ShopState, event: PaymentEvent) -> str:
 
 def _failed(state: ShopState, session_id: str, event: PaymentEvent) -> str:
     # Read only to choose the answer: fail_payment's UPDATE is conditional on its own.
-    status, current = db.session.execute(
+    status, current = transaction.execute(
         select(CheckoutSession.status, CheckoutSession.payment_reference).where(
             CheckoutSession.id == session_id
         )

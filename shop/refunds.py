@@ -12,8 +12,8 @@ import logging
 
 from sqlalchemy import select
 
-from shop import delivery, fast_json
-from shop.db import CheckoutSession, db
+from shop import delivery, fast_json, transaction
+from shop.db import CheckoutSession
 from shop.state import ShopState
 
 log = logging.getLogger("shop.refunds")
@@ -28,7 +28,7 @@ def cancel_refunded_order(
     the caller's transaction with the order.canceled rows (so a provider event recorded in it
     commits with them); when nothing changes it leaves the transaction to the caller.
     """
-    row = db.session.execute(
+    row = transaction.execute(
         select(
             CheckoutSession.order_id, CheckoutSession.order_payload, CheckoutSession.amount_paid
         ).where(CheckoutSession.id == session_id)
@@ -62,7 +62,7 @@ def cancel_refunded_order(
         reference,
         amount_refunded,
     )
-    db.session.commit()
+    transaction.commit()
     if not queued:
         return "already_canceled"
     log.warning(

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, or_, select
 
-from shop import checkout, clock
+from shop import checkout, clock, transaction
 from shop.checkout import Status
-from shop.db import CheckoutSession, OrderDelivery, ProviderEvent, db
+from shop.db import CheckoutSession, OrderDelivery, ProviderEvent, rows_of
 from shop.delivery import OPEN_STATES, STRANDED_STATES
 from shop.idempotency import purge_idempotency_records
 from shop.state import ShopState
@@ -66,7 +66,7 @@ def purge(state: ShopState) -> PurgeResult:
         CheckoutSession.expires_at <= now - GRACE_SECONDS,
         CheckoutSession.status != Status.IN_PROGRESS,
     )
-    kept = db.session.execute(
+    kept = transaction.execute(
         select(func.count()).select_from(CheckoutSession).where(expired, _undelivered(now))
     ).scalar_one()
     if kept:
@@ -78,11 +78,11 @@ def purge(state: ShopState) -> PurgeResult:
             UNDELIVERED_KEEP_DAYS,
         )
     doomed = select(CheckoutSession.id).where(expired, ~_undelivered(now))
-    for delivery_row in db.session.execute(
-        select(OrderDelivery).where(
+    for delivery_row in transaction.execute(
+        rows_of(OrderDelivery).where(
             OrderDelivery.state.in_(STRANDED_STATES), OrderDelivery.session_id.in_(doomed)
         )
-    ).scalars():
+    ):
         log.error(
             "PURGED UNDELIVERED ORDER: order %s of session %s (%s to the %s, %s since %s) "
             "never reached its destination and is now deleted after %d days; its "
@@ -95,16 +95,16 @@ def purge(state: ShopState) -> PurgeResult:
             clock.iso(delivery_row.next_at),
             UNDELIVERED_KEEP_DAYS,
         )
-    ids = list(db.session.execute(doomed).scalars())
+    ids = list(transaction.execute(doomed).scalars())
     if ids:
-        db.session.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))
-        db.session.execute(delete(CheckoutSession).where(CheckoutSession.id.in_(ids)))
-    db.session.commit()
+        transaction.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))
+        transaction.execute(delete(CheckoutSession).where(CheckoutSession.id.in_(ids)))
+    transaction.commit()
     return PurgeResult(len(ids), purge_idempotency_records(), kept, _purge_provider_events(now))
 
 
 def _purge_provider_events(now: int) -> int:
     cutoff = now - PROVIDER_EVENT_RETENTION_SECONDS
-    result = db.session.execute(delete(ProviderEvent).where(ProviderEvent.received_at < cutoff))
-    db.session.commit()
+    result = transaction.execute(delete(ProviderEvent).where(ProviderEvent.received_at < cutoff))
+    transaction.commit()
     return result.rowcount or 0

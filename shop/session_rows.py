@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
+from shop import transaction
 from shop.buyers import normal_email, normal_phone
-from shop.db import CheckoutSession, read, write
+from shop.db import CheckoutSession, read, rows_of
+from shop.transaction import write
 
 _T = CheckoutSession.__table__
 _FIND = select(
@@ -105,6 +107,14 @@ def find(session_id: str) -> SessionRecord | None:
     """Return the committed state of a session, or None."""
     rows = read(_FIND, {"s_id": session_id})
     return SessionRecord(*rows[0]) if rows else None
+
+
+_LOAD = rows_of(CheckoutSession).where(_T.c.id == bindparam("s_id"))
+
+
+def load(session_id: str) -> Any:
+    """Read a session in the current transaction (beginning it): every column, or None."""
+    return transaction.execute(_LOAD, {"s_id": session_id}).first()
 
 
 def buyer_columns(details: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -22,6 +24,19 @@ except ImportError:  # not POSIX: threads still queue; processes fall back to bu
 
 BUSY_TIMEOUT_SECONDS = 10.0
 _HELD = "shop.writer_queue"  # connection info: this connection holds the queue's turn
+_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+_own_transaction: Callable[[], bool] = lambda: False  # noqa: E731 (shop.transaction sets it)
+
+
+def set_own_transaction_check(check: Callable[[], bool]) -> None:
+    """Tell the Session's BEGIN how to see that this thread holds shop.transaction's turn."""
+    global _own_transaction
+    _own_transaction = check
+
+
+def writer_queue(engine: Engine) -> WriterQueue:
+    """The writer queue of a tuned SQLite engine (shop.transaction takes its turns in it)."""
+    return _QUEUES[engine]
 
 
 class WriterQueue:
@@ -84,7 +99,7 @@ def tune(engine: Engine) -> None:
         return
     database = engine.url.database
     on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
-    queue = WriterQueue(f"{database}.lock" if on_disk else None)
+    queue = _QUEUES[engine] = WriterQueue(f"{database}.lock" if on_disk else None)
     event.listen(engine, "connect", _pragmas)
     event.listen(engine, "begin", lambda conn: _begin(conn, queue))
     event.listen(engine.pool, "checkin", _release)
@@ -107,11 +122,12 @@ def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
-def open_reader(database: str) -> sqlite3.Connection:
-    """Open an autocommit connection for one thread's reads (shop.db.read).
+def open_connection(database: str) -> sqlite3.Connection:
+    """Open an autocommit connection for one thread's reads (shop.db.read) or writes.
 
-    No BEGIN is ever sent on it: each SELECT is its own WAL read snapshot of the last commit,
-    and needs no turn in the writer queue.
+    A reader never sends BEGIN: each SELECT is its own WAL read snapshot of the last commit,
+    and needs no turn in the writer queue. A writer (shop.transaction) sends BEGIN IMMEDIATE
+    itself, in its turn.
     """
     conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     _pragmas(conn, None)
@@ -121,6 +137,12 @@ def open_reader(database: str) -> sqlite3.Connection:
 def _begin(conn: Any, queue: WriterQueue) -> None:
     if conn.get_execution_options().get("shop_read"):
         return  # shop.db.read: one SELECT in autocommit, a WAL reader that needs no turn
+    if _own_transaction():
+        raise RuntimeError(
+            "an ORM Session began a transaction while this thread holds one of "
+            "shop.transaction's (it would wait for itself in the writer queue): run the ORM "
+            "operation before the first write, or write it as a Core statement"
+        )
     # Take the write lock at BEGIN (IMMEDIATE) so a read never has to upgrade to a write
     # (which fails at once with "database is locked" when another writer went first).
     queue.acquire()

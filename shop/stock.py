@@ -6,8 +6,10 @@ from collections.abc import Iterable
 
 from sqlalchemy import text
 
+from shop import transaction
 from shop.catalog import Catalog
-from shop.db import db, read, write
+from shop.db import read
+from shop.transaction import write
 
 _RESERVE = text("UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n")
 _LEVELS = text("SELECT item_id, qty FROM stock_levels")
@@ -32,10 +34,10 @@ def seed_stock(catalog: Catalog) -> list[str]:
         if item.inventory is None:
             continue
         params = {"id": item.id, "n": item.inventory}
-        db.session.execute(_SEED, params)
-        if db.session.execute(_RESTOCK, params).rowcount:
+        transaction.execute(_SEED, params)
+        if transaction.execute(_RESTOCK, params).rowcount:
             restocked.append(item.id)
-    db.session.commit()
+    transaction.commit()
     return restocked
 
 
@@ -85,8 +87,8 @@ def available_quantities(catalog: Catalog) -> dict[str, int | None]:
 
 def set_stock(item_id: str, qty: int) -> bool:
     """Set one counter by hand (the `stock` command). Return False when there is no counter."""
-    result = db.session.execute(
+    result = transaction.execute(
         text("UPDATE stock_levels SET qty = :n WHERE item_id = :id"), {"id": item_id, "n": qty}
     )
-    db.session.commit()
+    transaction.commit()
     return result.rowcount == 1

@@ -6,9 +6,8 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from shop import metrics
+from shop import metrics, transaction
 from shop.api.acp import json_response
-from shop.db import db
 from shop.errors import ProviderError
 from shop.payment_events import DeferredEventError, apply_event
 from shop.payments import WebhookPayloadError, WebhookSignatureError
@@ -57,7 +56,7 @@ def receive(provider: str) -> Response:
     except ProviderError as exc:
         # A lookup at the provider failed (e.g. the Razorpay order that names the session).
         # The event is not recorded, so answering 5xx makes the provider deliver it again.
-        db.session.rollback()
+        transaction.rollback()
         metrics.inc("shop_webhook_events_total", outcome="provider_unavailable")
         log.error(
             "could not apply a %s webhook yet, asking %s to retry it: %s", provider, provider, exc

@@ -9,25 +9,26 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, delivery, fast_json, stock
+from shop import clock, delivery, fast_json, stock, transaction
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
-from shop.db import KEEP_ON_ERROR, CheckoutSession, db, write
+from shop.db import KEEP_ON_ERROR, CheckoutSession
 from shop.order_payload import minimal_order_payload, order_payload
 from shop.pricing import Quote
 from shop.session_rows import SessionRecord
 from shop.state import ShopState
+from shop.transaction import write
 
 log = logging.getLogger("shop.checkout")
 
 
 def _finish(session_id: str, status: Status, **values: Any) -> None:
-    db.session.execute(
+    transaction.execute(
         update(CheckoutSession)
         .where(CheckoutSession.id == session_id)
         .values(status=status, updated_at=clock.epoch(), **values)
     )
-    db.session.commit()
+    transaction.commit()
 
 
 def _release(
@@ -39,7 +40,7 @@ def _release(
     whether this call released it.
     """
     released = (
-        db.session.execute(
+        transaction.execute(
             update(CheckoutSession)
             .where(
                 CheckoutSession.id == session_id,
@@ -55,7 +56,7 @@ def _release(
     )
     if released:
         stock.release_stock(state.catalog, lines)
-    db.session.commit()
+    transaction.commit()
     return released
 
 
@@ -129,7 +130,7 @@ def settle_payment(
     total = next((t["amount"] for t in payload["totals"] if t["type"] == "total"), None)
     paid = amount if amount is not None else total
     if not _record_paid(state, session_id, reference, paid or 0, payload, None):
-        db.session.commit()
+        transaction.commit()
         return Settlement.ALREADY_COMPLETED
     paid_currency = (currency or currency_now).lower()
     settled = Settlement.COMPLETED
@@ -155,7 +156,7 @@ def settle_payment(
             {"reason": "amount_mismatch", "amount_paid": paid, "currency_paid": paid_currency},
         )
         settled = Settlement.COMPLETED_AMOUNT_MISMATCH
-    db.session.commit()
+    transaction.commit()
     delivery.schedule(state, session_id)
     return settled
 
@@ -168,9 +169,19 @@ def _retake_stock(
     The flag flip decides who reserves (one conditional UPDATE); a shortfall undoes both
     through a savepoint and is logged, since the payment still completes.
     """
-    savepoint = db.session.begin_nested()
+    with transaction.savepoint() as roll_back:
+        _retake(state, session_id, lines, reference, roll_back)
+
+
+def _retake(
+    state: ShopState,
+    session_id: str,
+    lines: list[tuple[str, int]],
+    reference: str | None,
+    roll_back: Any,
+) -> None:
     taken = (
-        db.session.execute(
+        transaction.execute(
             update(CheckoutSession)
             .where(
                 CheckoutSession.id == session_id,
@@ -183,9 +194,8 @@ def _retake_stock(
     )
     short = stock.reserve_stock(state.catalog, lines) if taken else None
     if short is None:
-        savepoint.commit()
         return
-    savepoint.rollback()
+    roll_back()
     log.error(
         "OVERSOLD: session %s was paid (%s) but '%s' is out of stock; the order is still "
         "handed over — contact the buyer",
@@ -198,7 +208,7 @@ def _retake_stock(
 def flag_for_review(state: ShopState, session_id: str, reason: str, reference: str | None) -> bool:
     """Flag a session for review and queue order.flagged once; False when already flagged."""
     flagged = _flag(state, session_id, reference, {"reason": reason})
-    db.session.commit()
+    transaction.commit()
     if flagged:
         delivery.schedule(state, session_id)
     return flagged
@@ -208,7 +218,7 @@ def _flag(
     state: ShopState, session_id: str, reference: str | None, flag: Mapping[str, Any]
 ) -> bool:
     flagged = (
-        db.session.execute(
+        transaction.execute(
             update(CheckoutSession)
             .where(CheckoutSession.id == session_id, CheckoutSession.flagged == 0)
             .values(flagged=1, updated_at=clock.epoch())
@@ -216,7 +226,7 @@ def _flag(
         == 1
     )
     payload = (
-        db.session.execute(
+        transaction.execute(
             select(CheckoutSession.order_payload).where(CheckoutSession.id == session_id)
         ).scalar_one_or_none()
         if flagged
@@ -249,9 +259,9 @@ def mark_paid(
     payload = _payload(state, row or _read(session_id), reference, amount, quote)
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
-        db.session.info[KEEP_ON_ERROR] = True
+        transaction.info()[KEEP_ON_ERROR] = True
     else:
-        db.session.commit()
+        transaction.commit()
     if paid:
         delivery.schedule(state, session_id)
     return paid

@@ -14,15 +14,16 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 
-from shop import clock, fast_json, metrics, session_rows, stock
+from shop import clock, fast_json, metrics, session_rows, stock, transaction
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
 from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.db import CheckoutSession, db, one_of, write
+from shop.db import CheckoutSession, one_of
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.state import ShopState
+from shop.transaction import write
 
 log = logging.getLogger("shop.checkout")
 
@@ -79,7 +80,7 @@ def complete_session(
             row, cart=fast_json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
         )
         written = session_rows.update_open(row, new, details)
-        db.session.commit()
+        transaction.commit()
         return _view(state, new if written else _read(session_id))
     lines = [(line.item.id, line.quantity) for line in quote.lines]
     # The session as the claim writes it (the buyer columns kept in step with the cart).
@@ -109,7 +110,7 @@ def complete_session(
     )
     short = stock.reserve_stock(state.catalog, lines) if claimed else None
     if not claimed or short is not None:
-        db.session.rollback()
+        transaction.rollback()
         if short is not None:
             item = state.catalog.items[short]
             index = next(i for i, (item_id, _q) in enumerate(lines) if item_id == short)
@@ -130,7 +131,7 @@ def complete_session(
     # Read before the commit: touching `row` after it would reload it in a new transaction,
     # and on SQLite a transaction holds the write lock for the whole provider call.
     provider_order_id = row.provider_order_id
-    db.session.commit()
+    transaction.commit()
     request = ChargeRequest(
         session_id=session_id,
         amount=quote.total,

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json, session_rows, stock
+from shop import clock, fast_json, session_rows, stock, transaction
 from shop.checkout.model import OPEN, Message, SessionView, Status
-from shop.db import CheckoutSession, db
+from shop.db import CheckoutSession
 from shop.errors import NotFoundError
 from shop.pricing import Cart, CartLine, Quote, price_cart
 from shop.session_rows import SessionRecord
@@ -30,8 +30,9 @@ def _not_found(session_id: str) -> NotFoundError:
     )
 
 
-def _load(session_id: str) -> CheckoutSession:
-    row = db.session.get(CheckoutSession, session_id)
+def _load(session_id: str) -> Any:
+    """Read a session in the current transaction (beginning it); its columns as attributes."""
+    row = session_rows.load(session_id)
     if row is None:
         raise _not_found(session_id)
     return row
@@ -51,20 +52,22 @@ def _current(session_id: str) -> SessionRecord:
     now = clock.epoch()
     if record.status in OPEN and record.expires_at <= now:
         session_rows.expire(session_id, OPEN, Status.EXPIRED, now)
-        db.session.commit()
+        transaction.commit()
         record = _read(session_id)
     return record
 
 
-def _expire_if_due(row: CheckoutSession) -> None:
+def _expire_if_due(row: Any) -> Any:
+    """Expire a session read by _load when its TTL has passed; return it as it is now."""
     if row.status in OPEN and row.expires_at <= clock.epoch():
-        db.session.execute(
+        transaction.execute(
             update(CheckoutSession)
             .where(CheckoutSession.id == row.id, CheckoutSession.status.in_(list(OPEN)))
             .values(status=Status.EXPIRED, updated_at=clock.epoch())
         )
-        db.session.commit()
-        db.session.refresh(row)
+        transaction.commit()
+        return _load(row.id)
+    return row
 
 
 def _cart(details: Mapping[str, Any]) -> Cart:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json, session_rows
+from shop import clock, fast_json, session_rows, transaction
 from shop.checkout.model import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -18,8 +18,8 @@ from shop.checkout.model import (
     Status,
     new_session_id,
 )
-from shop.checkout.reading import _assess, _current, _expire_if_due, _load, _view
-from shop.db import CheckoutSession, db
+from shop.checkout.reading import _assess, _current, _expire_if_due, _load, _read, _view
+from shop.db import CheckoutSession
 from shop.errors import InvalidRequestError, ProviderError, ShopError
 from shop.pricing import CartLine, Quote
 from shop.session_rows import SessionRecord
@@ -133,7 +133,7 @@ def create_session(
     record = _prepare_payment(state, record, assessed[0], assessed[3])
     session_rows.insert_row(record, details)
     if commit:
-        db.session.commit()
+        transaction.commit()
     return _view(state, record, assessed)
 
 
@@ -180,7 +180,7 @@ def update_session(
         new = _prepare_payment(state, new, assessed[0], assessed[3])
         if session_rows.update_open(seen, new, details):
             if commit:
-                db.session.commit()
+                transaction.commit()
             return _view(state, new, assessed)
     raise ShopError(
         409,
@@ -195,8 +195,7 @@ def update_session(
 
 def cancel_session(state: ShopState, session_id: str) -> SessionView:
     """Cancel an open session; completed, canceled and paying sessions answer 405."""
-    row = _load(session_id)
-    _expire_if_due(row)
+    row = _expire_if_due(_load(session_id))
     if row.status not in OPEN:
         raise ShopError(
             405,
@@ -204,7 +203,7 @@ def cancel_session(state: ShopState, session_id: str) -> SessionView:
             f"session_{row.status}",
             f"Checkout session '{session_id}' is {row.status} and cannot be canceled.",
         )
-    result = db.session.execute(
+    result = transaction.execute(
         update(CheckoutSession)
         .where(CheckoutSession.id == session_id, CheckoutSession.status.in_(list(OPEN)))
         .values(
@@ -215,11 +214,10 @@ def cancel_session(state: ShopState, session_id: str) -> SessionView:
             ),
         )
     )
-    db.session.commit()
+    transaction.commit()
     if result.rowcount != 1:
         return cancel_session(state, session_id)  # lost a race: answer from the new state
-    db.session.refresh(row)
-    return _view(state, row)
+    return _view(state, _read(session_id))
 
 
 def _provider_unavailable(exc: ProviderError, paying: bool = False) -> ShopError:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
-from shop import clock
+from shop import clock, transaction
 from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
 from shop.checkout.reading import _cart_lines, _declined
-from shop.db import CheckoutSession, db
+from shop.db import CheckoutSession, rows_of
 from shop.state import ShopState
 
 log = logging.getLogger("shop.checkout")
@@ -52,15 +50,11 @@ def release_stuck_payments(state: ShopState) -> list[str]:
     )
     reopened = []
     for has_reference, quiet, warning in stuck:
-        rows = (
-            db.session.execute(
-                select(CheckoutSession).where(
-                    CheckoutSession.status == Status.IN_PROGRESS, has_reference, quiet
-                )
+        rows = transaction.execute(
+            rows_of(CheckoutSession).where(
+                CheckoutSession.status == Status.IN_PROGRESS, has_reference, quiet
             )
-            .scalars()
-            .all()
-        )
+        ).all()
         for row in rows:
             session_id, reference, lines = row.id, row.payment_reference, _cart_lines(row)
             if _release(
@@ -76,5 +70,5 @@ def release_stuck_payments(state: ShopState) -> list[str]:
             ):
                 log.error(warning, session_id, *([reference] if reference else []))
                 reopened.append(session_id)
-    db.session.commit()
+    transaction.commit()
     return reopened

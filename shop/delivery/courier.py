@@ -9,12 +9,10 @@ import threading
 from collections import deque
 
 from flask import Flask, current_app
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from shop import clock, fast_json, metrics
-from shop.db import OrderDelivery, db
+from shop import clock, fast_json, metrics, transaction
+from shop.db import OrderDelivery
 from shop.delivery.outbox import _DROPPED_LOG, _SCHEDULED, OPEN_STATES
 from shop.delivery.sending import claim, deliver_session, send_claimed
 from shop.retry_schedule import sweep_seconds
@@ -25,27 +23,24 @@ log = logging.getLogger("shop.delivery")
 log = logging.getLogger("shop.delivery")
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _log_dropped(session: Session) -> None:
+@transaction.on_commit
+def _log_dropped() -> None:
     """Let the sink log the orders it drops, once their rows are committed."""
-    if session.in_nested_transaction():
-        return  # a SAVEPOINT released: the rows are not committed yet
-    for sink, destination, payload in session.info.pop(_DROPPED_LOG, ()):
+    info = transaction.info()
+    for sink, destination, payload in info.pop(_DROPPED_LOG, ()):
         metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
         try:
             sink.deliver(fast_json.loads(payload))  # a copy of what the row holds
         except Exception:  # the row is kept as dropped for `orders replay` either way
             log.exception("logging a dropped order failed; `orders failed` lists it")
-    for app, state, session_id in session.info.pop(_SCHEDULED, ()):
+    for app, state, session_id in info.pop(_SCHEDULED, ()):
         _COURIER.put(app, state, session_id)
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_dropped(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a SAVEPOINT rolled back: _add never runs inside one
-    session.info.pop(_DROPPED_LOG, None)
-    session.info.pop(_SCHEDULED, None)
+@transaction.on_rollback
+def _forget_dropped() -> None:
+    transaction.info().pop(_DROPPED_LOG, None)
+    transaction.info().pop(_SCHEDULED, None)
 
 
 class _Courier:
@@ -94,7 +89,7 @@ class _Courier:
                         "order hand-off for %s failed; the sweeper will retry", session_id
                     )
                 finally:
-                    db.session.remove()
+                    transaction.reset()
 
 
 _COURIER = _Courier()
@@ -108,8 +103,8 @@ def schedule(state: ShopState, session_id: str) -> None:
     if getattr(state.sink, "drops_orders", False) and state.agent_sink is None:
         return  # its rows were stored dropped and logged at commit; the sweeper has the rest
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if db.session().in_transaction():
-        db.session.info.setdefault(_SCHEDULED, []).append((app, state, session_id))
+    if transaction.active():
+        transaction.info().setdefault(_SCHEDULED, []).append((app, state, session_id))
     else:
         _COURIER.put(app, state, session_id)
 
@@ -117,7 +112,7 @@ def schedule(state: ShopState, session_id: str) -> None:
 def sweep(state: ShopState, limit: int = 50) -> int:
     """Retry every due message once (failed, pending, or leased by a dead worker)."""
     ids = (
-        db.session.execute(
+        transaction.execute(
             select(OrderDelivery.id)
             .where(OrderDelivery.state.in_(OPEN_STATES), OrderDelivery.next_at <= clock.epoch())
             .order_by(OrderDelivery.next_at)
@@ -126,7 +121,7 @@ def sweep(state: ShopState, limit: int = 50) -> int:
         .scalars()
         .all()
     )
-    db.session.commit()
+    transaction.commit()
     return sum(claim(i) and send_claimed(state, i) for i in ids)
 
 
@@ -139,7 +134,7 @@ def _sweeper(app: Flask, interval: float) -> None:
             except Exception:
                 log.exception("delivery sweep failed; will try again")
             finally:
-                db.session.remove()
+                transaction.reset()
 
 
 def init_app(app: Flask) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from shop import clock, fast_json
-from shop.db import db, write
+from shop import clock, fast_json, transaction
 from shop.order_payload import build_acp_order_event
 from shop.state import ShopState
+from shop.transaction import write
 
 log = logging.getLogger("shop.delivery")
 
@@ -86,7 +86,7 @@ def _add(
     if write(_ADD, params) != 1:
         return False  # already queued by another path (exactly once)
     if drops:
-        db.session.info.setdefault(_DROPPED_LOG, []).append((sink, destination, text_payload))
+        transaction.info().setdefault(_DROPPED_LOG, []).append((sink, destination, text_payload))
     return True
 
 

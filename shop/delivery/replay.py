@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import and_, not_, select, update
 
-from shop import clock
-from shop.db import OrderDelivery, db
+from shop import clock, transaction
+from shop.db import OrderDelivery, rows_of
 from shop.delivery.sending import deliver_session
 from shop.state import ShopState
 
@@ -16,23 +17,21 @@ log = logging.getLogger("shop.delivery")
 log = logging.getLogger("shop.delivery")
 
 
-def undelivered() -> list[OrderDelivery]:
-    """Return every message that has not reached its destination."""
-    return list(
-        db.session.execute(
-            select(OrderDelivery)
-            .where(OrderDelivery.state != "delivered")
-            .order_by(OrderDelivery.created_at, OrderDelivery.id)
-        ).scalars()
-    )
+def undelivered() -> list[Any]:
+    """Return every message that has not reached its destination (rows of order_deliveries)."""
+    return transaction.execute(
+        rows_of(OrderDelivery)
+        .where(OrderDelivery.state != "delivered")
+        .order_by(OrderDelivery.created_at, OrderDelivery.id)
+    ).all()
 
 
-def replay(state: ShopState, session_id: str) -> list[OrderDelivery]:
+def replay(state: ShopState, session_id: str) -> list[Any]:
     """Send a session's merchant order (and agent events) again now; same order id."""
     now = clock.epoch()
     # One conditional statement: a message another worker is sending right now (an unexpired
     # lease) is left to it, so a replay never races a send into a second delivery.
-    db.session.execute(
+    transaction.execute(
         update(OrderDelivery)
         .where(
             OrderDelivery.session_id == session_id,
@@ -40,23 +39,21 @@ def replay(state: ShopState, session_id: str) -> list[OrderDelivery]:
         )
         .values(state="pending", next_at=0)
     )
-    db.session.commit()
+    transaction.commit()
     deliver_session(state, session_id)
-    return list(
-        db.session.execute(
-            select(OrderDelivery)
-            .where(OrderDelivery.session_id == session_id)
-            .order_by(OrderDelivery.id)
-        ).scalars()
-    )
+    return transaction.execute(
+        rows_of(OrderDelivery)
+        .where(OrderDelivery.session_id == session_id)
+        .order_by(OrderDelivery.id)
+    ).all()
 
 
 def dropped_sessions() -> list[str]:
     """Return the sessions with a message dropped for want of a destination, oldest first."""
-    rows = db.session.execute(
+    rows = transaction.execute(
         select(OrderDelivery.session_id, OrderDelivery.created_at)
         .where(OrderDelivery.state == "dropped")
         .order_by(OrderDelivery.created_at)
     ).all()
-    db.session.commit()
+    transaction.commit()
     return list(dict.fromkeys(session_id for session_id, _ in rows))

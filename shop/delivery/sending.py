@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, fast_json, metrics
-from shop.db import OrderDelivery, db, one_of, read, write
+from shop import clock, fast_json, metrics, transaction
+from shop.db import OrderDelivery, one_of, read
 from shop.delivery.outbox import MERCHANT, OPEN_STATES, _dropped_error
 from shop.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
 from shop.state import ShopState
+from shop.transaction import write
 
 log = logging.getLogger("shop.delivery")
 
@@ -26,7 +27,7 @@ def claim(delivery_id: int) -> bool:
     """Take the lease on one message; False when another worker has it or it is done."""
     now = clock.epoch()
     taken = (
-        db.session.execute(
+        transaction.execute(
             update(OrderDelivery)
             .where(
                 OrderDelivery.id == delivery_id,
@@ -39,15 +40,15 @@ def claim(delivery_id: int) -> bool:
         ).rowcount
         == 1
     )
-    db.session.commit()
+    transaction.commit()
     return taken
 
 
 def _record(delivery_id: int, **values: Any) -> None:
-    db.session.execute(
+    transaction.execute(
         update(OrderDelivery).where(OrderDelivery.id == delivery_id).values(**values)
     )
-    db.session.commit()
+    transaction.commit()
 
 
 def send_claimed(state: ShopState, delivery_id: int) -> bool:
@@ -137,7 +138,7 @@ def _failed(
         destination=destination,
         outcome="gave_up" if gave_up else "failed",
     )
-    db.session.rollback()
+    transaction.rollback()
     now = clock.epoch()
     _record(
         delivery_id,
@@ -200,7 +201,7 @@ def _drop(sink: Any, delivery_id: int, destination: str, session_id: str, payloa
             "d_error": _dropped_error(session_id),
         },
     )
-    db.session.commit()
+    transaction.commit()
     if dropped != 1:
         return  # another worker (or the sweeper) had it
     metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")

@@ -1,0 +1,379 @@
+"""The current thread's write transaction: begun by the first statement, ended by commit/rollback.
+
+Every write in the app goes through here (`execute`, `write`, `commit`, `rollback`,
+`savepoint`, `info`), so one request's statements share one transaction whatever module
+they come from.
+
+On an SQLite file (the default) a transaction runs on the thread's own sqlite3 connection:
+a turn in the writer queue, BEGIN IMMEDIATE, the statements (Core, compiled once by
+shop.db), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per transaction
+(session transaction, pool checkout and check-in, events) cost more CPU than the SQLite work
+itself (docs/decisions.md, Benchmark). Two cases still use the Session, so nothing here
+needs an ORM of its own:
+
+- a transaction the Session has already begun in this thread (an ORM `get`, `add` or
+  entity SELECT came first): every statement joins it, and commit/rollback end it;
+- databases other than an SQLite file (PostgreSQL, in-memory SQLite): always.
+
+An ORM operation while this thread holds a transaction of its own raises at once (it would
+wait for the writer queue this thread holds); do it first, or use Core statements.
+
+Hooks replace Session events: `on_begin` runs first in every transaction (the idempotency
+claim), `on_commit` after a commit (hand-offs), `on_rollback` after a rollback.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.orm import Session
+
+from shop import db as _db
+from shop.sqlite_tuning import open_connection, set_own_transaction_check, writer_queue
+
+Write = Callable[[Any, Mapping[str, Any] | None], int]
+
+_BEGIN_HOOKS: list[Callable[[Write], None]] = []
+_COMMIT_HOOKS: list[Callable[[], None]] = []
+_ROLLBACK_HOOKS: list[Callable[[], None]] = []
+
+
+def on_begin(hook: Callable[[Write], None]) -> Callable[[Write], None]:
+    """Run `hook(write)` as the first thing in every transaction (decorator)."""
+    _BEGIN_HOOKS.append(hook)
+    return hook
+
+
+def on_commit(hook: Callable[[], None]) -> Callable[[], None]:
+    """Run `hook()` after every commit (decorator)."""
+    _COMMIT_HOOKS.append(hook)
+    return hook
+
+
+def on_rollback(hook: Callable[[], None]) -> Callable[[], None]:
+    """Run `hook()` after every rollback (decorator)."""
+    _ROLLBACK_HOOKS.append(hook)
+    return hook
+
+
+class _Thread(threading.local):
+    """What this thread holds: per-request info, and its own open transaction, if any."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+        self.conn: sqlite3.Connection | None = None  # set while our transaction is open
+        self.queue: Any = None
+        self.savepoints = 0
+
+
+_LOCAL = _Thread()
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.local] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+
+def info() -> dict[str, Any]:
+    """This thread's scratch space for the current unit of work (cleared by `reset`)."""
+    return _LOCAL.info
+
+
+def active() -> bool:
+    """True while a transaction (ours or the Session's) is open in this thread."""
+    return _LOCAL.conn is not None or _session_active()
+
+
+def execute(statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+    """Run a Core statement in the current transaction (beginning one); return its result."""
+    conn = _connection()
+    if conn is None:
+        return _db.db.session.execute(statement, params or {})
+    sql, args = _sql(statement, params)
+    try:
+        cursor = conn.execute(sql, args)
+        rows = cursor.fetchall() if cursor.description else []
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+    return Result(cursor.rowcount, rows, cursor.description)
+
+
+def write(statement: Any, params: Mapping[str, Any] | None = None) -> int:
+    """Run one INSERT/UPDATE/DELETE in the current transaction; return its rowcount."""
+    conn = _connection()
+    if conn is None:
+        return _db.write_on(_db.db.session.connection(), statement, params)
+    return _write_raw(conn, statement, params)
+
+
+def commit() -> None:
+    """Commit the open transaction, if any, then run the commit hooks."""
+    conn = _LOCAL.conn
+    if conn is None:
+        if _db.db.session.registry.has():
+            _db.db.session.commit()  # the Session's transaction: its events run the hooks
+        return
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _end(conn, "ROLLBACK")
+        _run(_ROLLBACK_HOOKS)
+        raise DBAPIError.instance("COMMIT", (), exc, sqlite3.Error) from exc
+    _release()
+    _run(_COMMIT_HOOKS)
+
+
+def rollback() -> None:
+    """Roll back the open transaction, if any, then run the rollback hooks."""
+    conn = _LOCAL.conn
+    if conn is None:
+        if _db.db.session.registry.has():
+            _db.db.session.rollback()
+        return
+    _end(conn, "ROLLBACK")
+    _run(_ROLLBACK_HOOKS)
+
+
+@contextmanager
+def savepoint() -> Iterator[Callable[[], None]]:
+    """A SAVEPOINT in the current transaction; call the yielded function to roll back to it."""
+    conn = _connection()
+    if conn is None:
+        nested = _db.db.session.begin_nested()
+        yield nested.rollback
+        if nested.is_active:  # not rolled back
+            nested.commit()
+        return
+    _LOCAL.savepoints += 1
+    name = f"shop_sp{_LOCAL.savepoints}"
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield lambda: conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+    finally:
+        _LOCAL.savepoints -= 1
+
+
+def reset() -> None:
+    """End this thread's unit of work: roll back what is still open, forget its info."""
+    try:
+        if _LOCAL.conn is not None:
+            rollback()
+    finally:
+        _LOCAL.info.clear()
+        _db.db.session.remove()
+
+
+class Result:
+    """One statement's rows (or rowcount), with the part of SQLAlchemy's Result API we use."""
+
+    def __init__(self, rowcount: int, rows: list[Any], description: Any) -> None:
+        self.rowcount = rowcount
+        if rows and description:
+            fields = [column[0] for column in description]
+            make = _row_class(tuple(fields))._make
+            rows = [make(row) for row in rows]
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    fetchall = all
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self.first()
+
+    def one(self) -> Any:
+        row = self.one_or_none()
+        if row is None:
+            raise NoResultFound("No row was found when one was required")
+        return row
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> Result:
+        """The first column of each row (iterate, or .all() / .first() / .one())."""
+        scalars = Result(self.rowcount, [], None)
+        scalars._rows = [row[0] for row in self._rows]
+        return scalars
+
+
+# ---------------------------------------------------------------- internals
+
+
+_ROW_CLASSES: dict[tuple[str, ...], Any] = {}
+
+
+def _row_class(fields: tuple[str, ...]) -> Any:
+    cls = _ROW_CLASSES.get(fields)
+    if cls is None:
+        cls = _ROW_CLASSES[fields] = namedtuple("Row", fields, rename=True)  # type: ignore[misc]
+    return cls
+
+
+def _session_active() -> bool:
+    session = _db.db.session
+    return session.registry.has() and session().in_transaction()
+
+
+def _own_engine() -> Engine | None:
+    """The engine when transactions here run on our own connection (an SQLite file), else None."""
+    engine = _db.db.engine
+    return engine if _db._fast(engine) else None
+
+
+def _connection() -> sqlite3.Connection | None:
+    """This thread's open transaction's connection, beginning one; None: use the Session."""
+    conn = _LOCAL.conn
+    if conn is not None:
+        return conn
+    engine = _own_engine()
+    if engine is None or _session_active():
+        return None
+    return _begin(engine)
+
+
+def _begin(engine: Engine) -> sqlite3.Connection:
+    conn = _writer(engine)
+    queue = writer_queue(engine)
+    queue.acquire()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except BaseException as exc:
+        queue.release()
+        if isinstance(exc, sqlite3.Error):
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
+        raise
+    _LOCAL.conn, _LOCAL.queue = conn, queue
+    try:
+        for hook in _BEGIN_HOOKS:
+            hook(lambda statement, params=None: _write_raw(conn, statement, params))
+    except BaseException:
+        _end(conn, "ROLLBACK")
+        raise
+    return conn
+
+
+def _end(conn: sqlite3.Connection, sql: str) -> None:
+    try:
+        conn.execute(sql)
+    except sqlite3.Error:
+        pass  # no transaction left to end (SQLite rolled it back itself)
+    finally:
+        _release()
+
+
+def _release() -> None:
+    queue, _LOCAL.conn, _LOCAL.queue = _LOCAL.queue, None, None
+    _LOCAL.savepoints = 0
+    if queue is not None:
+        queue.release()
+
+
+def _run(hooks: Sequence[Callable[[], None]]) -> None:
+    for hook in hooks:
+        hook()
+
+
+def _writer(engine: Engine) -> sqlite3.Connection:
+    """This thread's writer connection to the engine's SQLite file (opened once)."""
+    local = _WRITERS.get(engine)
+    if local is None:
+        with _WRITERS_LOCK:
+            local = _WRITERS.setdefault(engine, threading.local())
+    conn = getattr(local, "conn", None)
+    pid = os.getpid()
+    if conn is None or local.pid != pid:  # a forked child opens its own
+        conn = local.conn = open_connection(str(engine.url.database))
+        local.pid = pid
+    return conn
+
+
+def _sql(statement: Any, params: Mapping[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(statement, str):
+        return statement, tuple(params or ())
+    dialect = _db.db.engine.dialect
+    compiled = _db._compiled(statement, dialect)
+    if compiled is not None:
+        return compiled.sql, compiled.args(params)
+    # Expanding IN lists and the like: the SQL for these values (compiled once, expanded here).
+    compiled = _expanding(statement, dialect)
+    expanded = compiled.construct_expanded_state(params or {})
+    return expanded.statement, tuple(expanded.positional_parameters)
+
+
+_EXPANDING: dict[int, tuple[Any, Any]] = {}
+
+
+def _expanding(statement: Any, dialect: Any) -> Any:
+    hit = _EXPANDING.get(id(statement))
+    if hit is not None and hit[0] is statement:
+        return hit[1]
+    compiled = statement.compile(dialect=dialect)
+    if len(_EXPANDING) >= 512:  # statements built per call: keep the cache bounded
+        _EXPANDING.clear()
+    _EXPANDING[id(statement)] = (statement, compiled)
+    return compiled
+
+
+def _write_raw(conn: sqlite3.Connection, statement: Any, params: Mapping[str, Any] | None) -> int:
+    sql, args = _sql(statement, params)
+    try:
+        cursor = conn.execute(sql, args)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+    count = cursor.rowcount
+    cursor.close()
+    return count
+
+
+# The Session's transactions run the same hooks, so code need not know which one it is in.
+
+
+@event.listens_for(Session, "after_begin")
+def _session_began(session: Session, _transaction: Any, connection: Any) -> None:
+    for hook in _BEGIN_HOOKS:
+        hook(lambda statement, params=None: _db.write_on(connection, statement, params))
+
+
+@event.listens_for(Session, "after_commit")
+def _session_committed(session: Session) -> None:
+    if not session.in_nested_transaction():
+        _run(_COMMIT_HOOKS)
+
+
+@event.listens_for(Session, "after_rollback")
+def _session_rolled_back(session: Session) -> None:
+    if not session.in_nested_transaction():
+        _run(_ROLLBACK_HOOKS)
+
+
+def _held_by_this_thread() -> bool:
+    return _LOCAL.conn is not None
+
+
+set_own_transaction_check(_held_by_this_thread)
