@@ -24,7 +24,6 @@ claim), `on_commit` after a commit (hand-offs), `on_rollback` after a rollback.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import weakref
@@ -34,12 +33,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.orm import Session
 
 from shop import db as _db
-from shop.sqlite_tuning import open_connection, set_own_transaction_check, writer_queue
+from shop.sqlite_tuning import set_own_transaction_check
 
 Write = Callable[[Any, Mapping[str, Any] | None], int]
 
@@ -73,12 +71,11 @@ class _Thread(threading.local):
         self.info: dict[str, Any] = {}
         self.conn: sqlite3.Connection | None = None  # set while our transaction is open
         self.queue: Any = None
+        self.dialect: Any = None  # the open transaction's engine's, to compile for
         self.savepoints = 0
 
 
 _LOCAL = _Thread()
-_WRITERS: weakref.WeakKeyDictionary[Engine, threading.local] = weakref.WeakKeyDictionary()
-_WRITERS_LOCK = threading.Lock()
 
 
 def info() -> dict[str, Any]:
@@ -168,7 +165,9 @@ def reset() -> None:
             rollback()
     finally:
         _LOCAL.info.clear()
-        _db.db.session.remove()
+        session = _db.db.session
+        if session.registry.has():  # remove() would look it up twice, then raise to say no
+            session.remove()
 
 
 class Result:
@@ -236,14 +235,16 @@ def _row_class(fields: tuple[str, ...]) -> Any:
 
 
 def _session_active() -> bool:
+    if not _SESSIONS_IN_TRANSACTION:  # none anywhere: no need to look up this context's Session
+        return False
     session = _db.db.session
     return session.registry.has() and session().in_transaction()
 
 
-def _own_engine() -> Engine | None:
-    """The engine when transactions here run on our own connection (an SQLite file), else None."""
-    engine = _db.db.engine
-    return engine if _db._fast(engine) else None
+def _own_database() -> _db.Database | None:
+    """The app's Database when transactions here run on our own connection, else None."""
+    bound = _db.database()
+    return bound if bound.own else None
 
 
 def _connection() -> sqlite3.Connection | None:
@@ -251,15 +252,16 @@ def _connection() -> sqlite3.Connection | None:
     conn = _LOCAL.conn
     if conn is not None:
         return conn
-    engine = _own_engine()
-    if engine is None or _session_active():
+    bound = _own_database()
+    if bound is None or _session_active():
         return None
-    return _begin(engine)
+    return _begin(bound)
 
 
-def _begin(engine: Engine) -> sqlite3.Connection:
-    conn = _writer(engine)
-    queue = writer_queue(engine)
+def _begin(bound: _db.Database) -> sqlite3.Connection:
+    conn = bound.writer()
+    queue = bound.queue
+    assert queue is not None
     queue.acquire()
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -268,7 +270,7 @@ def _begin(engine: Engine) -> sqlite3.Connection:
         if isinstance(exc, sqlite3.Error):
             raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
         raise
-    _LOCAL.conn, _LOCAL.queue = conn, queue
+    _LOCAL.conn, _LOCAL.queue, _LOCAL.dialect = conn, queue, bound.dialect
     try:
         for hook in _BEGIN_HOOKS:
             hook(lambda statement, params=None: _write_raw(conn, statement, params))
@@ -299,24 +301,10 @@ def _run(hooks: Sequence[Callable[[], None]]) -> None:
         hook()
 
 
-def _writer(engine: Engine) -> sqlite3.Connection:
-    """This thread's writer connection to the engine's SQLite file (opened once)."""
-    local = _WRITERS.get(engine)
-    if local is None:
-        with _WRITERS_LOCK:
-            local = _WRITERS.setdefault(engine, threading.local())
-    conn = getattr(local, "conn", None)
-    pid = os.getpid()
-    if conn is None or local.pid != pid:  # a forked child opens its own
-        conn = local.conn = open_connection(str(engine.url.database))
-        local.pid = pid
-    return conn
-
-
 def _sql(statement: Any, params: Mapping[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
     if isinstance(statement, str):
         return statement, tuple(params or ())
-    dialect = _db.db.engine.dialect
+    dialect = _LOCAL.dialect  # only called while our transaction is open
     compiled = _db._compiled(statement, dialect)
     if compiled is not None:
         return compiled.sql, compiled.args(params)
@@ -349,6 +337,23 @@ def _write_raw(conn: sqlite3.Connection, statement: Any, params: Mapping[str, An
     count = cursor.rowcount
     cursor.close()
     return count
+
+
+# Sessions holding a transaction, in any thread (`in_transaction()` is true exactly between
+# these two events). The hot path never uses the Session, so this is usually empty.
+_SESSIONS_IN_TRANSACTION: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@event.listens_for(Session, "after_transaction_create", insert=True)
+def _session_transaction_created(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        _SESSIONS_IN_TRANSACTION.add(session)
+
+
+@event.listens_for(Session, "after_transaction_end", insert=True)
+def _session_transaction_ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        _SESSIONS_IN_TRANSACTION.discard(session)
 
 
 # The Session's transactions run the same hooks, so code need not know which one it is in.

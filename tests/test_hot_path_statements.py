@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections import defaultdict
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.sql.base import Executable
 
+import shop
 from shop import idempotency, session_rows, stock
 from shop.checkout import paying
 from shop.db import CheckoutSession, _compiled
-from tests.conftest import AcpClient, RecordingSink, cart, join_deliveries, payment
+from tests.conftest import ADDRESS_CA, AcpClient, RecordingSink, cart, join_deliveries, payment
 
 _DIALECT = sqlite.dialect()
 _T = CheckoutSession.__table__
@@ -93,3 +98,105 @@ def test_the_order_payload_reuses_the_quote_that_was_charged(make_app, monkeypat
         ("ebook-single", 2, 1500)
     ]
     assert next(t["amount"] for t in order["totals"] if t["type"] == "total") == charged
+
+
+def _construct_params_args(entry: Any, params: Any) -> tuple[Any, ...]:
+    values = entry.compiled.construct_params(params or {})
+    return tuple(values[name] for name in entry.positions)
+
+
+def _same(got: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
+    return len(got) == len(expected) and all(a is b for a, b in zip(got, expected, strict=True))
+
+
+def test_every_statement_of_a_checkout_gets_construct_params_own_args(acp, monkeypatch):
+    """The precomputed plans answer as construct_params would, for each statement sent."""
+    planned: dict[str, bool] = {}
+    original = shop.db._Compiled.args
+
+    def checked(entry: Any, params: Any) -> tuple[Any, ...]:
+        args = original(entry, params)
+        assert _same(args, _construct_params_args(entry, params)), entry.sql
+        planned[entry.sql] = entry.plan is not None
+        return args
+
+    monkeypatch.setattr(shop.db._Compiled, "args", checked)
+    created = acp.create(cart(address=None)).get_json()
+    acp.post(
+        f"/checkout_sessions/{created['id']}",
+        {"fulfillment_details": {"name": "Jane Doe", "address": ADDRESS_CA}},
+    )
+    acp.complete(created["id"], "tok_chargeDeclined")
+    for _ in range(2):
+        acp.complete(created["id"], key="same-key")  # completes, then replays
+    other = acp.create().get_json()
+    acp.post(f"/checkout_sessions/{other['id']}/cancel", {})
+    join_deliveries()
+    assert len(planned) >= 10
+    assert [sql for sql, has_plan in planned.items() if not has_plan] == []
+
+
+def _module_statements() -> list[tuple[str, Any]]:
+    found = []
+    for info in pkgutil.walk_packages(shop.__path__, "shop."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, Executable) and hasattr(value, "compile"):
+                found.append((f"{info.name}.{name}", value))
+    return found
+
+
+@pytest.mark.parametrize(("name", "statement"), _module_statements())
+def test_a_module_statements_plan_gives_construct_params_own_args(name: str, statement: Any):
+    entry = _compiled(statement, _DIALECT)
+    if entry is None or entry.plan is None:
+        return  # construct_params itself answers
+    binds = entry.compiled.bind_names
+    every = {bound: object() for bound in binds.values()}
+    required = {bound: every[bound] for bind, bound in binds.items() if bind.required}
+    extra = {**every, "not_a_parameter": object()}
+    for params in (every, required, extra, None if not required else every):
+        assert _same(entry.args(params), _construct_params_args(entry, params)), name
+    if required:
+        missing = dict(every)
+        missing.pop(next(iter(required)))
+        with pytest.raises(InvalidRequestError):
+            entry.args(missing)
+
+
+_X_OR_A = bindparam("x", value="a")
+
+
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        # one name, two binds: one with a value, one required
+        (select(_T.c.id).where(_T.c.id == _X_OR_A, _T.c.status == bindparam("x")), {"x": 1}),
+        # one name, two values: the last one wins
+        (select(_T.c.id).where(_T.c.id == _X_OR_A, _T.c.status == bindparam("x", value="b")), {}),
+        # a literal overridden by its name
+        (select(_T.c.id).where(_T.c.id == bindparam("x"), _T.c.status == "open"), {"x": 1}),
+        (
+            select(_T.c.id).where(_T.c.id == bindparam("x"), _T.c.status == "open"),
+            {"x": 1, "status_1": "closed"},
+        ),
+        # not a dict: construct_params itself reads it (a defaultdict would answer every key)
+        (
+            select(_T.c.id).where(_T.c.id == bindparam("x"), _T.c.status == "open"),
+            defaultdict(lambda: "any", {"x": 1}),
+        ),
+    ],
+)
+def test_unusual_binds_get_construct_params_own_args(statement: Any, params: Any) -> None:
+    entry = _compiled(statement, _DIALECT)
+    assert entry is not None
+    assert _same(entry.args(params), _construct_params_args(entry, params))
+
+
+def test_a_required_value_missing_under_a_shared_name_still_raises() -> None:
+    entry = _compiled(
+        select(_T.c.id).where(_T.c.id == _X_OR_A, _T.c.status == bindparam("x")), _DIALECT
+    )
+    assert entry is not None
+    with pytest.raises(InvalidRequestError):
+        entry.args({})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from shop import transaction
-from shop.db import CheckoutSession, StockLevel, db, read
+from shop.db import CheckoutSession, StockLevel, database, db, read
 from tests.conftest import ADDRESS_CA, cart
 from tests.psp_app import wait_for
 
@@ -98,6 +99,36 @@ def test_an_orm_transaction_begun_first_is_joined(app):
         assert _qty() == 12
 
 
+def test_a_session_transaction_is_seen_from_begin_to_end_whatever_ends_it(app, make_app):
+    """active() skips the Session lookups while no Session anywhere holds a transaction."""
+
+    def begin() -> None:
+        db.session.get(CheckoutSession, "cs_none")
+
+    def nested() -> None:
+        begin()
+        db.session.begin_nested().commit()
+
+    other = make_app()
+    with app.app_context():
+        for start, end in [
+            (begin, db.session.commit),
+            (begin, db.session.rollback),
+            (begin, db.session.close),
+            (begin, db.session.remove),
+            (nested, db.session.commit),
+        ]:
+            assert not transaction.active()
+            start()
+            assert transaction.active()
+            with other.app_context():  # another app's context: its own Session, none open
+                assert not transaction.active()
+            end()
+            assert not transaction.active()
+            assert not db.session().in_transaction()
+            assert not transaction._SESSIONS_IN_TRANSACTION  # the next check is the quick one
+
+
 def test_the_orm_cannot_begin_inside_our_transaction_and_says_so_at_once(app):
     """It would wait for the writer queue this thread holds: a clear error, not a hang."""
     with app.app_context():
@@ -171,7 +202,7 @@ def test_a_request_that_fails_leaves_no_transaction_open(app, client):
 @pytest.fixture
 def session_mode(monkeypatch):
     """Run the app as on a database other than an SQLite file: the Session does everything."""
-    monkeypatch.setattr(transaction, "_own_engine", lambda: None)
+    monkeypatch.setattr(transaction, "_own_database", lambda: None)
 
 
 def test_the_whole_checkout_works_the_same_through_the_session(session_mode, acp, app):
@@ -208,3 +239,29 @@ def test_a_savepoint_works_the_same_through_the_session(session_mode, app):
             _set_widget(31)
         transaction.commit()
         assert _qty() == 31
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_connections(app):
+    """SQLite connections must not cross a fork: a gunicorn worker opens its own."""
+    with app.app_context():
+        bound = database()
+        inherited = (bound.reader(), bound.writer())
+        before = _qty()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                own = (bound.reader(), bound.writer())
+                fresh = all(mine is not theirs for mine, theirs in zip(own, inherited, strict=True))
+                _set_widget(before + 1)
+                transaction.commit()
+                code = 0 if fresh and _qty() == before + 1 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert (bound.reader(), bound.writer()) == inherited  # the parent keeps its own
+        assert _qty() == before + 1
+        _set_widget(before)
+        transaction.commit()
