@@ -40,7 +40,8 @@ class OrderSink(Protocol):
 
     A sink that only logs (LogSink) sets `drops_orders = True`: the outbox then records its
     orders as `dropped`, so `orders failed` lists them and `orders replay` can send them once
-    a real destination is configured.
+    a real destination is configured; its `log_dropped(order, body)`, when it has one, is
+    given the row's JSON text with the order, so the text is logged as stored.
     """
 
     def deliver(self, order: dict[str, Any]) -> None:
@@ -140,6 +141,14 @@ class LogSink:
 
     def deliver(self, order: dict[str, Any]) -> None:
         """Log that the order went nowhere, with the whole order so the log can rebuild it."""
+        self.log_dropped(order, _encode(order).decode("utf-8"))
+
+    def log_dropped(self, order: Mapping[str, Any], body: str) -> None:
+        """Log `order` as dropped; `body` is its JSON as stored (what `orders replay` sends).
+
+        The outbox passes the text it just wrote to the delivery row, so the order is not
+        decoded and encoded again only to be logged.
+        """
         info = order.get("order") or {}
         payment = order.get("payment") or {}
         total = next(
@@ -157,7 +166,7 @@ class LogSink:
             total,
             order.get("currency"),
             info.get("checkout_session_id"),
-            _encode(order).decode("utf-8"),
+            body,
         )
 
 

@@ -245,6 +245,27 @@ def test_without_a_url_every_order_is_logged_loudly_and_start_up_warns(make_app,
     assert logged["order"]["id"] == first["order"]["id"]
 
 
+def test_a_dropped_order_is_logged_as_the_bytes_a_replay_sends(make_app, order_receiver, caplog):
+    app = make_app(sink=FROM_CONFIG)  # no orderWebhookUrl: LogSink
+    with caplog.at_level(logging.WARNING, logger="shop"):
+        body, _ = _checkout(app, cart())
+        join_deliveries()
+    [logged] = [
+        r.getMessage().split("order=", 1)[1]
+        for r in caplog.records
+        if "ORDER NOT DELIVERED" in r.getMessage()
+    ]
+    restarted = make_app(
+        config={"orderWebhookUrl": order_receiver.url},
+        env={"ORDER_WEBHOOK_SECRET": order_receiver.secret},
+        sink=FROM_CONFIG,
+    )
+    replayed = restarted.test_cli_runner().invoke(args=["orders", "replay", body["id"]])
+    assert replayed.exit_code == 0, replayed.output
+    [sent] = order_receiver.deliveries
+    assert sent.raw == logged.encode()  # the log holds exactly what the row holds
+
+
 def test_dropped_orders_are_listed_and_replayed_once_a_url_is_set(make_app, order_receiver):
     app = make_app(sink=FROM_CONFIG)  # no orderWebhookUrl: LogSink
     first, _ = _checkout(app, cart())

@@ -278,8 +278,11 @@ def _record_paid(
 ) -> bool:
     """In the current transaction: complete the session and queue order.created.
 
-    Only a session in `from_status` (None: any status but completed) is completed.
+    Only a session in `from_status` (None: any status but completed) is completed. The
+    payload is encoded once: the session's order_payload and the order.created row hold the
+    same text.
     """
+    encoded = fast_json.dumps(payload)
     values = {
         "p_id": session_id,
         "p_from": from_status,
@@ -289,11 +292,11 @@ def _record_paid(
         "p_provider": state.provider.name,
         "p_amount": amount,
         "p_now": clock.epoch() if now is None else now,
-        "p_payload": fast_json.dumps(payload),
+        "p_payload": encoded,
     }
     paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
-        delivery.enqueue_order_created(state, session_id, payload)
+        delivery.enqueue_order_created(state, session_id, payload, encoded)
     return paid
 
 

@@ -71,14 +71,14 @@ def complete_session(
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
     details = fast_json.loads(row.cart)
+    cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)
+        cart = fast_json.dumps(details)
     assessed = _assess(state, details)
     quote, _messages, _availability, ready = assessed
     if not ready:
-        new = replace(
-            row, cart=fast_json.dumps(details), status=Status.NOT_READY, updated_at=clock.epoch()
-        )
+        new = replace(row, cart=cart, status=Status.NOT_READY, updated_at=clock.epoch())
         written = session_rows.update_open(row, new, details)
         transaction.commit()
         return _view(state, new if written else _read(session_id))
@@ -87,7 +87,7 @@ def complete_session(
     mine = replace(
         row,
         status=Status.IN_PROGRESS,
-        cart=fast_json.dumps(details),
+        cart=cart,
         updated_at=clock.epoch(),
         notices="[]",
         payment_reference=None,
@@ -190,5 +190,5 @@ def complete_session(
             updated_at=paid_at,
         )
         # Rendered from the assessment that set the amount charged (no second pricing/read).
-        return _view(state, done, assessed)
+        return _view(state, done, assessed, details)
     return _view(state, _read(session_id))  # committed: read it as it is now

@@ -162,12 +162,25 @@ def _coupon_text(code: str, reason: str) -> str:
 
 
 def _view(
-    state: ShopState, row: CheckoutSession | SessionRecord, assessed: Assessment | None = None
+    state: ShopState,
+    row: CheckoutSession | SessionRecord,
+    assessed: Assessment | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> SessionView:
-    """Describe a session; `assessed` is the cart's assessment when the caller just made it."""
-    details = fast_json.loads(row.cart)
+    """Describe a session.
+
+    `assessed` is the cart's assessment and `details` the cart as a dict (what `row.cart`
+    decodes to), when the caller has them (create, update, complete): not decoded again.
+    """
+    if details is None:
+        details = fast_json.loads(row.cart)
     quote, messages, availability, _ready = assessed or _assess(state, details)
-    notices = [Message(**n) for n in fast_json.loads(row.notices or "[]")]
+    raw_notices = row.notices
+    notices = (
+        [Message(**n) for n in fast_json.loads(raw_notices)]
+        if raw_notices and raw_notices != "[]"
+        else []
+    )
     status = Status(row.status)
     if status in (Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.IN_PROGRESS):
         messages = [m for m in messages if m.code not in ("out_of_stock",)]

@@ -134,7 +134,7 @@ def create_session(
     session_rows.insert_row(record, details)
     if commit:
         transaction.commit()
-    return _view(state, record, assessed)
+    return _view(state, record, assessed, details)
 
 
 def _require_open(row: CheckoutSession | SessionRecord, action: str) -> None:
@@ -181,7 +181,7 @@ def update_session(
         if session_rows.update_open(seen, new, details):
             if commit:
                 transaction.commit()
-            return _view(state, new, assessed)
+            return _view(state, new, assessed, details)
     raise ShopError(
         409,
         "invalid_request",

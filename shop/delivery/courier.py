@@ -27,10 +27,14 @@ log = logging.getLogger("shop.delivery")
 def _log_dropped() -> None:
     """Let the sink log the orders it drops, once their rows are committed."""
     info = transaction.info()
-    for sink, destination, payload in info.pop(_DROPPED_LOG, ()):
+    for sink, destination, message, payload in info.pop(_DROPPED_LOG, ()):
         metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
         try:
-            sink.deliver(fast_json.loads(payload))  # a copy of what the row holds
+            log_dropped = getattr(sink, "log_dropped", None)
+            if log_dropped is not None:
+                log_dropped(message, payload)  # logs the row's own text, not an encoding of it
+            else:
+                sink.deliver(fast_json.loads(payload))  # a copy of what the row holds
         except Exception:  # the row is kept as dropped for `orders replay` either way
             log.exception("logging a dropped order failed; `orders failed` lists it")
     for app, state, session_id in info.pop(_SCHEDULED, ()):

@@ -44,7 +44,8 @@ _ADD = text(
     ":event, :payload, :state, :attempts, :now, :error, :now) "
     "ON CONFLICT (session_id, destination, event) DO NOTHING"
 )
-_DROPPED_LOG = "shop.dropped_orders"  # Session.info: (sink, destination, JSON) to log at commit
+# Session.info: (sink, destination, message, its JSON as the row holds it) to log at commit
+_DROPPED_LOG = "shop.dropped_orders"
 _SCHEDULED = "shop.scheduled_hand_offs"  # Session.info: (app, state, session id) to send at commit
 
 
@@ -62,10 +63,12 @@ def _add(
     destination: str,
     event: str,
     payload: Mapping[str, Any],
+    encoded: str | None = None,
 ) -> bool:
     """Insert one message row in the caller's transaction; False when it was already queued.
 
-    A message to a sink that drops orders (LogSink) is stored `dropped` at once (one try,
+    `encoded` is `payload` as fast_json.dumps writes it, when the caller already has it. A
+    message to a sink that drops orders (LogSink) is stored `dropped` at once (one try,
     nobody to retry to) and the sink logs it when the transaction commits: no hand-off
     thread, lease or second transaction for an order that goes nowhere.
     """
@@ -77,7 +80,7 @@ def _add(
         "order_id": order_id,
         "destination": destination,
         "event": event,
-        "payload": (text_payload := fast_json.dumps(payload)),
+        "payload": (text_payload := fast_json.dumps(payload) if encoded is None else encoded),
         "state": "dropped" if drops else "pending",
         "attempts": 1 if drops else 0,
         "error": _dropped_error(session_id) if drops else None,
@@ -86,7 +89,9 @@ def _add(
     if write(_ADD, params) != 1:
         return False  # already queued by another path (exactly once)
     if drops:
-        transaction.info().setdefault(_DROPPED_LOG, []).append((sink, destination, text_payload))
+        transaction.info().setdefault(_DROPPED_LOG, []).append(
+            (sink, destination, payload, text_payload)
+        )
     return True
 
 
@@ -98,14 +103,16 @@ def _enqueue(
     message: Mapping[str, Any],
     acp_type: str,
     acp_status: str,
+    encoded: str | None = None,
     **acp_extra: Any,
 ) -> bool:
     """Queue `message` for the merchant and, when configured, the ACP event for the agent.
 
-    Return False when the merchant's message was queued before (the unique row is the claim).
+    `encoded` is `message` as JSON when the caller has it. Return False when the merchant's
+    message was queued before (the unique row is the claim).
     """
     order_id = payload["order"]["id"]
-    if not _add(state.sink, session_id, order_id, MERCHANT, event, message):
+    if not _add(state.sink, session_id, order_id, MERCHANT, event, message, encoded):
         return False
     if state.agent_sink is not None:
         acp_event = build_acp_order_event(acp_type, payload, acp_status, **acp_extra)
@@ -113,9 +120,16 @@ def _enqueue(
     return True
 
 
-def enqueue_order_created(state: ShopState, session_id: str, payload: Mapping[str, Any]) -> None:
-    """Queue the merchant's order (and the agent platform's order_create) for a paid session."""
-    _enqueue(state, session_id, payload, "order.created", payload, "order_create", "confirmed")
+def enqueue_order_created(
+    state: ShopState, session_id: str, payload: Mapping[str, Any], encoded: str | None = None
+) -> None:
+    """Queue the merchant's order (and the agent platform's order_create) for a paid session.
+
+    `encoded` is `payload` as fast_json.dumps writes it (the session's order_payload column).
+    """
+    _enqueue(
+        state, session_id, payload, "order.created", payload, "order_create", "confirmed", encoded
+    )
 
 
 def enqueue_order_flagged(
