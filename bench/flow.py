@@ -1,11 +1,16 @@
 """Benchmark: the create -> update -> complete flow under gunicorn, beside a bare Flask app.
 
 Run:  .venv/bin/python bench/flow.py [--clients 32] [--seconds 10] [--rounds 3]
-                                     [--workers 2] [--threads 4] [--client-procs 1]
+                                     [--workers 4] [--threads 1] [--client-procs 1]
 
 Both servers run under the same gunicorn settings, side by side, and the same load generator
 drives them in alternating rounds, so the ratio of their req/s within a round is the number
 to watch (targets: flow >= 35% of bare; p95 of complete < 50 ms at 32 clients).
+
+The default settings are the deployment the README recommends on 2 cores: 4 sync workers
+(`--threads 1`) behind nginx. A sync worker answers one request per connection and closes
+it, which is what it gets behind nginx, which keeps the clients' connections alive itself.
+`--threads 4` (gthread) measures gunicorn serving clients directly with keep-alive instead.
 
 The load generator is a raw HTTP/1.1 client on asyncio (keep-alive connections, one task per
 client, no third-party HTTP library) so that it costs the shared CPUs as little as possible:
@@ -275,8 +280,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--client-procs",
         type=int,
@@ -297,7 +302,8 @@ def main() -> None:
         }
         settings = {"workers": args.workers, "threads": args.threads}
         print(
-            f"gunicorn --workers {args.workers} --threads {args.threads} (gthread) for both; "
+            f"gunicorn --workers {args.workers} --threads {args.threads} "
+            f"({'sync' if args.threads == 1 else 'gthread'}) for both; "
             f"{args.clients} clients in {args.client_procs} process(es); {args.seconds:g} s "
             f"per measurement, {args.rounds} round(s); {os.cpu_count()} CPUs"
         )
