@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from shop import buyers, checkout, clock, transaction
 from shop.checkout import SessionInput, SessionView, Status
-from shop.db import CheckoutSession, rows_of
+from shop.compiled_sql import rows_of
+from shop.db import CheckoutSession
 from shop.errors import InvalidRequestError, ProcessingError, ShopError
 from shop.payments import PaymentCredential
 from shop.pricing import Quote, fulfillment_choices

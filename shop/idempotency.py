@@ -33,7 +33,8 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shop import clock, transaction
-from shop.db import KEEP_ON_ERROR, IdempotencyRecord, read
+from shop.connections import read
+from shop.db import KEEP_ON_ERROR, IdempotencyRecord
 from shop.errors import InvalidRequestError, ShopError
 from shop.transaction import write
 

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from shop import checkout, clock, metrics, refunds, session_rows, transaction
 from shop.checkout import Settlement, Status
-from shop.db import CheckoutSession, ProviderEvent, rows_of
+from shop.compiled_sql import rows_of
+from shop.db import CheckoutSession, ProviderEvent
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
 

@@ -10,7 +10,8 @@ from sqlalchemy import and_, delete, func, or_, select
 
 from shop import checkout, clock, transaction
 from shop.checkout import Status
-from shop.db import CheckoutSession, OrderDelivery, ProviderEvent, rows_of
+from shop.compiled_sql import rows_of
+from shop.db import CheckoutSession, OrderDelivery, ProviderEvent
 from shop.delivery import OPEN_STATES, STRANDED_STATES
 from shop.idempotency import purge_idempotency_records
 from shop.state import ShopState

@@ -1,8 +1,8 @@
 """The checkout_sessions rows on the request path, as prebuilt SQLAlchemy Core statements.
 
-Reads run outside the request's transaction (shop.db.read); writes are one statement each in
-the caller's transaction, and an update is conditional on the status and cart it was
-computed from, so its row count says whether the session changed meanwhile (no
+Reads run outside the request's transaction (shop.connections.read); writes are one
+statement each in the caller's transaction, and an update is conditional on the status and
+cart it was computed from, so its row count says whether the session changed meanwhile (no
 read-then-write). Core instead of the ORM: one checkout request used to spend most of its
 CPU in the ORM's unit of work; these statements are compiled once and cached.
 """
@@ -17,7 +17,9 @@ from sqlalchemy import bindparam, insert, select, update
 
 from shop import transaction
 from shop.buyers import normal_email, normal_phone
-from shop.db import CheckoutSession, read, rows_of
+from shop.compiled_sql import rows_of
+from shop.connections import read
+from shop.db import CheckoutSession
 from shop.transaction import write
 
 _T = CheckoutSession.__table__

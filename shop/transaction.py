@@ -6,7 +6,7 @@ they come from.
 
 On an SQLite file (the default) a transaction runs on the thread's own sqlite3 connection:
 a turn in the writer queue, BEGIN IMMEDIATE, the statements (Core, compiled once by
-shop.db), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per transaction
+shop.compiled_sql), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per transaction
 (session transaction, pool checkout and check-in, events) cost more CPU than the SQLite work
 itself (docs/decisions.md, Benchmark). Two cases still use the Session, so nothing here
 needs an ORM of its own:
@@ -27,16 +27,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from shop import db as _db
+from shop.compiled_sql import Result, sql_and_args
+from shop.connections import Database, database, write_on
+from shop.db import db
 from shop.sqlite_tuning import set_own_transaction_check
 
 Write = Callable[[Any, Mapping[str, Any] | None], int]
@@ -92,8 +93,8 @@ def execute(statement: Any, params: Mapping[str, Any] | None = None) -> Any:
     """Run a Core statement in the current transaction (beginning one); return its result."""
     conn = _connection()
     if conn is None:
-        return _db.db.session.execute(statement, params or {})
-    sql, args = _sql(statement, params)
+        return db.session.execute(statement, params or {})
+    sql, args = sql_and_args(statement, _LOCAL.dialect, params)
     try:
         cursor = conn.execute(sql, args)
         rows = cursor.fetchall() if cursor.description else []
@@ -106,7 +107,7 @@ def write(statement: Any, params: Mapping[str, Any] | None = None) -> int:
     """Run one INSERT/UPDATE/DELETE in the current transaction; return its rowcount."""
     conn = _connection()
     if conn is None:
-        return _db.write_on(_db.db.session.connection(), statement, params)
+        return write_on(db.session.connection(), statement, params)
     return _write_raw(conn, statement, params)
 
 
@@ -114,8 +115,8 @@ def commit() -> None:
     """Commit the open transaction, if any, then run the commit hooks."""
     conn = _LOCAL.conn
     if conn is None:
-        if _db.db.session.registry.has():
-            _db.db.session.commit()  # the Session's transaction: its events run the hooks
+        if db.session.registry.has():
+            db.session.commit()  # the Session's transaction: its events run the hooks
         return
     try:
         conn.execute("COMMIT")
@@ -131,8 +132,8 @@ def rollback() -> None:
     """Roll back the open transaction, if any, then run the rollback hooks."""
     conn = _LOCAL.conn
     if conn is None:
-        if _db.db.session.registry.has():
-            _db.db.session.rollback()
+        if db.session.registry.has():
+            db.session.rollback()
         return
     _end(conn, "ROLLBACK")
     _run(_ROLLBACK_HOOKS)
@@ -143,7 +144,7 @@ def savepoint() -> Iterator[Callable[[], None]]:
     """A SAVEPOINT in the current transaction; call the yielded function to roll back to it."""
     conn = _connection()
     if conn is None:
-        nested = _db.db.session.begin_nested()
+        nested = db.session.begin_nested()
         yield nested.rollback
         if nested.is_active:  # not rolled back
             nested.commit()
@@ -165,85 +166,24 @@ def reset() -> None:
             rollback()
     finally:
         _LOCAL.info.clear()
-        session = _db.db.session
+        session = db.session
         if session.registry.has():  # remove() would look it up twice, then raise to say no
             session.remove()
-
-
-class Result:
-    """One statement's rows (or rowcount), with the part of SQLAlchemy's Result API we use."""
-
-    def __init__(self, rowcount: int, rows: list[Any], description: Any) -> None:
-        self.rowcount = rowcount
-        if rows and description:
-            fields = [column[0] for column in description]
-            make = _row_class(tuple(fields))._make
-            rows = [make(row) for row in rows]
-        self._rows = rows
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
-
-    def all(self) -> list[Any]:
-        return list(self._rows)
-
-    fetchall = all
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def one_or_none(self) -> Any:
-        if len(self._rows) > 1:
-            raise MultipleResultsFound("Multiple rows were found when one or none was required")
-        return self.first()
-
-    def one(self) -> Any:
-        row = self.one_or_none()
-        if row is None:
-            raise NoResultFound("No row was found when one was required")
-        return row
-
-    def scalar(self) -> Any:
-        row = self.first()
-        return None if row is None else row[0]
-
-    def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return None if row is None else row[0]
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def scalars(self) -> Result:
-        """The first column of each row (iterate, or .all() / .first() / .one())."""
-        scalars = Result(self.rowcount, [], None)
-        scalars._rows = [row[0] for row in self._rows]
-        return scalars
 
 
 # ---------------------------------------------------------------- internals
 
 
-_ROW_CLASSES: dict[tuple[str, ...], Any] = {}
-
-
-def _row_class(fields: tuple[str, ...]) -> Any:
-    cls = _ROW_CLASSES.get(fields)
-    if cls is None:
-        cls = _ROW_CLASSES[fields] = namedtuple("Row", fields, rename=True)  # type: ignore[misc]
-    return cls
-
-
 def _session_active() -> bool:
     if not _SESSIONS_IN_TRANSACTION:  # none anywhere: no need to look up this context's Session
         return False
-    session = _db.db.session
+    session = db.session
     return session.registry.has() and session().in_transaction()
 
 
-def _own_database() -> _db.Database | None:
+def _own_database() -> Database | None:
     """The app's Database when transactions here run on our own connection, else None."""
-    bound = _db.database()
+    bound = database()
     return bound if bound.own else None
 
 
@@ -258,7 +198,7 @@ def _connection() -> sqlite3.Connection | None:
     return _begin(bound)
 
 
-def _begin(bound: _db.Database) -> sqlite3.Connection:
+def _begin(bound: Database) -> sqlite3.Connection:
     conn = bound.writer()
     queue = bound.queue
     assert queue is not None
@@ -301,35 +241,8 @@ def _run(hooks: Sequence[Callable[[], None]]) -> None:
         hook()
 
 
-def _sql(statement: Any, params: Mapping[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
-    if isinstance(statement, str):
-        return statement, tuple(params or ())
-    dialect = _LOCAL.dialect  # only called while our transaction is open
-    compiled = _db._compiled(statement, dialect)
-    if compiled is not None:
-        return compiled.sql, compiled.args(params)
-    # Expanding IN lists and the like: the SQL for these values (compiled once, expanded here).
-    compiled = _expanding(statement, dialect)
-    expanded = compiled.construct_expanded_state(params or {})
-    return expanded.statement, tuple(expanded.positional_parameters)
-
-
-_EXPANDING: dict[int, tuple[Any, Any]] = {}
-
-
-def _expanding(statement: Any, dialect: Any) -> Any:
-    hit = _EXPANDING.get(id(statement))
-    if hit is not None and hit[0] is statement:
-        return hit[1]
-    compiled = statement.compile(dialect=dialect)
-    if len(_EXPANDING) >= 512:  # statements built per call: keep the cache bounded
-        _EXPANDING.clear()
-    _EXPANDING[id(statement)] = (statement, compiled)
-    return compiled
-
-
 def _write_raw(conn: sqlite3.Connection, statement: Any, params: Mapping[str, Any] | None) -> int:
-    sql, args = _sql(statement, params)
+    sql, args = sql_and_args(statement, _LOCAL.dialect, params)
     try:
         cursor = conn.execute(sql, args)
     except sqlite3.Error as exc:
@@ -362,7 +275,7 @@ def _session_transaction_ended(session: Session, transaction: Any) -> None:
 @event.listens_for(Session, "after_begin")
 def _session_began(session: Session, _transaction: Any, connection: Any) -> None:
     for hook in _BEGIN_HOOKS:
-        hook(lambda statement, params=None: _db.write_on(connection, statement, params))
+        hook(lambda statement, params=None: write_on(connection, statement, params))
 
 
 @event.listens_for(Session, "after_commit")

@@ -16,7 +16,8 @@ from sqlalchemy.sql.base import Executable
 import shop
 from shop import idempotency, session_rows, stock
 from shop.checkout import paying
-from shop.db import CheckoutSession, _compiled
+from shop.compiled_sql import compile_once
+from shop.db import CheckoutSession
 from tests.conftest import ADDRESS_CA, AcpClient, RecordingSink, cart, join_deliveries, payment
 
 _DIALECT = sqlite.dialect()
@@ -52,14 +53,14 @@ def _slow(statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
     ],
 )
 def test_arguments_match_construct_params(statement: Any, params: dict[str, Any]) -> None:
-    entry = _compiled(statement, _DIALECT)
+    entry = compile_once(statement, _DIALECT)
     assert entry is not None
     assert entry.args(params) == _slow(statement, params)
 
 
 def test_a_named_value_for_a_literal_column_wins_as_in_construct_params() -> None:
     statement = update(_T).where(_T.c.id == bindparam("x_id")).values(notices="[]")
-    entry = _compiled(statement, _DIALECT)
+    entry = compile_once(statement, _DIALECT)
     assert entry is not None
     params = {"x_id": "cs_1", "notices": "[1]"}
     assert entry.args(params) == _slow(statement, params) == ("[1]", "cs_1")
@@ -67,7 +68,7 @@ def test_a_named_value_for_a_literal_column_wins_as_in_construct_params() -> Non
 
 
 def test_a_missing_parameter_still_raises_sqlalchemys_error() -> None:
-    entry = _compiled(stock._RESERVE, _DIALECT)
+    entry = compile_once(stock._RESERVE, _DIALECT)
     assert entry is not None
     with pytest.raises(InvalidRequestError) as raised:
         entry.args({"id": "widget"})
@@ -112,7 +113,7 @@ def _same(got: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
 def test_every_statement_of_a_checkout_gets_construct_params_own_args(acp, monkeypatch):
     """The precomputed plans answer as construct_params would, for each statement sent."""
     planned: dict[str, bool] = {}
-    original = shop.db._Compiled.args
+    original = shop.compiled_sql.Compiled.args
 
     def checked(entry: Any, params: Any) -> tuple[Any, ...]:
         args = original(entry, params)
@@ -120,7 +121,7 @@ def test_every_statement_of_a_checkout_gets_construct_params_own_args(acp, monke
         planned[entry.sql] = entry.plan is not None
         return args
 
-    monkeypatch.setattr(shop.db._Compiled, "args", checked)
+    monkeypatch.setattr(shop.compiled_sql.Compiled, "args", checked)
     created = acp.create(cart(address=None)).get_json()
     acp.post(
         f"/checkout_sessions/{created['id']}",
@@ -148,7 +149,7 @@ def _module_statements() -> list[tuple[str, Any]]:
 
 @pytest.mark.parametrize(("name", "statement"), _module_statements())
 def test_a_module_statements_plan_gives_construct_params_own_args(name: str, statement: Any):
-    entry = _compiled(statement, _DIALECT)
+    entry = compile_once(statement, _DIALECT)
     if entry is None or entry.plan is None:
         return  # construct_params itself answers
     binds = entry.compiled.bind_names
@@ -188,13 +189,13 @@ _X_OR_A = bindparam("x", value="a")
     ],
 )
 def test_unusual_binds_get_construct_params_own_args(statement: Any, params: Any) -> None:
-    entry = _compiled(statement, _DIALECT)
+    entry = compile_once(statement, _DIALECT)
     assert entry is not None
     assert _same(entry.args(params), _construct_params_args(entry, params))
 
 
 def test_a_required_value_missing_under_a_shared_name_still_raises() -> None:
-    entry = _compiled(
+    entry = compile_once(
         select(_T.c.id).where(_T.c.id == _X_OR_A, _T.c.status == bindparam("x")), _DIALECT
     )
     assert entry is not None

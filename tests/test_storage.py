@@ -10,7 +10,8 @@ import time
 from sqlalchemy import text
 
 from shop import checkout
-from shop.db import db, read
+from shop.connections import read
+from shop.db import db
 from shop.state import get_state
 from tests.conftest import cart
 
@@ -54,7 +55,7 @@ def test_writers_in_other_processes_queue_on_the_lock_file(app, shop_files):
 
 
 def test_reads_do_not_wait_for_a_writer(app):
-    """shop.db.read runs beside an open write transaction (WAL), seeing the last commit."""
+    """shop.connections.read runs beside an open write transaction (WAL), seeing the last commit."""
     holding, done = threading.Event(), threading.Event()
 
     def writer() -> None:

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, text, update
 
 from shop import transaction
-from shop.db import CheckoutSession, StockLevel, database, db, read
+from shop.connections import database, read
+from shop.db import CheckoutSession, StockLevel, db
 from tests.conftest import ADDRESS_CA, cart
 from tests.psp_app import wait_for
 

@@ -19,7 +19,8 @@ from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
 from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.db import CheckoutSession, one_of
+from shop.compiled_sql import one_of
+from shop.db import CheckoutSession
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.state import ShopState

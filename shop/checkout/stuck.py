@@ -8,7 +8,8 @@ from shop import clock, transaction
 from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
 from shop.checkout.reading import _cart_lines, _declined
-from shop.db import CheckoutSession, rows_of
+from shop.compiled_sql import rows_of
+from shop.db import CheckoutSession
 from shop.state import ShopState
 
 log = logging.getLogger("shop.checkout")

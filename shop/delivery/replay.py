@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import and_, not_, select, update
 
 from shop import clock, transaction
-from shop.db import OrderDelivery, rows_of
+from shop.compiled_sql import rows_of
+from shop.db import OrderDelivery
 from shop.delivery.sending import deliver_session
 from shop.state import ShopState
 
