@@ -6,9 +6,9 @@ they come from.
 
 On an SQLite file (the default) a transaction runs on the thread's own sqlite3 connection:
 a turn in the writer queue, BEGIN IMMEDIATE, the statements (Core, compiled once by
-shop.compiled_sql), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per transaction
-(session transaction, pool checkout and check-in, events) cost more CPU than the SQLite work
-itself (docs/decisions.md, Benchmark). Two cases still use the Session, so nothing here
+shop.compiled_sql), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per
+transaction (session transaction, pool checkout and check-in, events) cost more CPU than the
+SQLite work itself (docs/decisions.md, Benchmark). Two cases still use the Session, so nothing here
 needs an ORM of its own:
 
 - a transaction the Session has already begun in this thread (an ORM `get`, `add` or
