@@ -3,8 +3,9 @@
 orjson writes and reads JSON several times faster than the json module, and every checkout
 request does both a few times. Output is compact UTF-8 (no spaces, non-ASCII as is, which
 `application/json` means: RFC 8259 §8.1). Text whose exact bytes carry meaning keeps the json
-module: the idempotency fingerprint (shop.idempotency.canonical_json), the strict request
-decoder (shop.json_body), signatures over what a client or provider sent, output for humans.
+module, or uses orjson only where it gives the json module's answer: the idempotency
+fingerprint (shop.fingerprint), the strict request decoder (shop.json_body), signatures over
+what a client or provider sent, output for humans.
 
 Where orjson would differ from the json module, no value changes:
 - Integers beyond 64 bits: orjson refuses to write them and reads them as floats, so

@@ -21,8 +21,6 @@ transaction (claim and any change) rolls back and it answers as a retry would.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from functools import wraps
@@ -36,6 +34,7 @@ from shop import clock, transaction
 from shop.connections import read
 from shop.db import KEEP_ON_ERROR, IdempotencyRecord
 from shop.errors import InvalidRequestError, ShopError
+from shop.fingerprint import request_fingerprint
 from shop.transaction import write
 
 MAX_KEY_LENGTH = 255
@@ -68,18 +67,6 @@ _FORGET = delete(_T).where(
 
 class ClaimTakenError(Exception):
     """Another request claimed this key between our look-up and our claim."""
-
-
-def canonical_json(value: Any) -> bytes:
-    """Serialize like RFC 8785 for the JSON our clients send (sorted keys, no spaces)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
-
-
-def request_fingerprint(body: Any) -> str:
-    """Return the SHA-256 of the canonical JSON body."""
-    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def _fingerprint(body: Any) -> str:

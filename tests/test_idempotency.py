@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import random
+import struct
+from typing import Any
 
 import pytest
 
-from shop.idempotency import canonical_json
+from shop import fingerprint, idempotency
+from shop.fingerprint import canonical_json
 from tests.conftest import AcpClient, assert_acp, cart, payment
 
 
@@ -77,7 +82,7 @@ def test_keys_are_scoped_by_api_key(make_app):
 def test_in_flight_is_409_with_retry_after(acp, app):
     from shop import clock
     from shop.db import IdempotencyRecord, db
-    from shop.idempotency import request_fingerprint
+    from shop.fingerprint import request_fingerprint
 
     body = cart()
     with app.app_context():
@@ -290,3 +295,167 @@ def test_non_ascii_answers_are_utf8_and_replay_byte_identical(shop_files, make_a
             db.select(IdempotencyRecord.response_body).filter_by(key="utf8-create")
         ).scalar_one()
     assert stored == first.data.decode("utf-8")
+
+
+def _as_the_json_module_wrote_it(value: Any) -> bytes | type[BaseException]:
+    """canonical_json before orjson wrote it: the bytes every stored fingerprint hashes."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except (ValueError, RecursionError) as exc:
+        return type(exc)
+
+
+def _canonical_or_error(value: Any) -> bytes | type[BaseException]:
+    try:
+        return canonical_json(value)
+    except (ValueError, RecursionError) as exc:
+        return type(exc)
+
+
+_TEXT_POOLS = (
+    "abcxyzABC 0123456789-+_",
+    '"\\/\b\f\n\r\t\x00\x01\x1f\x7f\x80\x9f',
+    "éßçøÅ€ĀŻ\u00a0\u00ad",
+    "中文日本語한국어\u3000",
+    "\u2028\u2029\ufeff\ufffd\ufffe\uffff\ue000\uf8ff",
+    "\U0001f600\U0001f4a5\U00010000\U0010ffff\U000e0001",
+    "[]{}:,",
+    "1.5e7 null",  # text that looks like a float or a NaN (written by the json module)
+)
+
+
+def _random_text(rnd: random.Random, pools: int) -> str:
+    return "".join(
+        rnd.choice(_TEXT_POOLS[rnd.randrange(pools)])
+        for _ in range(rnd.randint(0, rnd.choice((3, 12))))
+    )
+
+
+def _random_scalar(rnd: random.Random, clean: bool) -> Any:
+    """A scalar; `clean` ones are what orjson writes itself (no float, None or huge integer)."""
+    kind = rnd.randrange(4 if clean else 9)
+    if kind == 0:
+        return _random_text(rnd, len(_TEXT_POOLS) - clean)
+    if kind == 1:
+        return rnd.randint(-(10**6), 10**6)
+    if kind == 2:  # up to orjson's 64-bit limits, and (not clean) past them
+        edge, low, high = rnd.choice(
+            ((2**63, -3, 3), (2**64, -3, -1 if clean else 3), (-(2**63), 0 if clean else -3, 3))
+        )
+        return edge + rnd.randint(low, high)
+    if kind == 3:
+        return rnd.choice((True, False))
+    if kind == 4:
+        return rnd.choice((None, rnd.randint(-(10**40), 10**40)))
+    if kind == 5:
+        return rnd.choice((0.0, -0.0, 0.1, 1.0, 12.5, 29.99, 1e16, 1e-7, 1e22, 5e-324))
+    if kind == 6:
+        number = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0]
+        return number if math.isfinite(number) else rnd.uniform(-1e6, 1e6)
+    if kind == 7:
+        return rnd.choice((float("nan"), float("inf"), -math.inf))
+    return rnd.choice(("a\ud800b", "\udfff"))
+
+
+def _random_document(rnd: random.Random, clean: bool, depth: int = 0) -> Any:
+    if depth >= 5 or rnd.random() < 0.35:
+        return _random_scalar(rnd, clean)
+    if rnd.random() < 0.4:
+        return [_random_document(rnd, clean, depth + 1) for _ in range(rnd.randint(0, 5))]
+    return {
+        _random_text(rnd, len(_TEXT_POOLS) - clean): _random_document(rnd, clean, depth + 1)
+        for _ in range(rnd.randint(0, 5))
+    }
+
+
+def test_canonical_json_bytes_never_change_for_random_documents(monkeypatch):
+    """Fingerprints stored before orjson must still match: byte for byte, error for error."""
+    written_by_json = []
+    real = fingerprint._canonical_with_json
+
+    def counted(value: Any) -> bytes:
+        written_by_json.append(value)
+        return real(value)
+
+    monkeypatch.setattr(fingerprint, "_canonical_with_json", counted)
+    rnd = random.Random(8785)
+    for round_ in range(4000):
+        clean = round_ % 2 == 0
+        document = _random_document(rnd, clean)
+        assert _canonical_or_error(document) == _as_the_json_module_wrote_it(document), document
+        if clean:  # orjson wrote it: the comparison above covered the fast path
+            assert not written_by_json, document
+        written_by_json.clear()
+
+
+def test_canonical_json_bytes_never_change_for_every_character():
+    characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(characters), 2048):
+        chunk = characters[start : start + 2048]
+        for document in ("".join(chunk), {c: i for i, c in enumerate(reversed(chunk))}):
+            assert _canonical_or_error(document) == _as_the_json_module_wrote_it(document)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"\uffff": 1, "\U00010000": 2, "\ue000": 3, "\ud7ff": 4, "": 5, "a": 6, "A": 7},
+        {"10": 1, "9": 2, "1": 3, "-1": 4, " ": 5, "\x00": 6},
+        [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**100],
+        [1e-7, 1e16, 1e-5, 1e-4, 123456789012345680.0, 0.1 + 0.2, -0.0, 5e-324],
+        [float("nan")],
+        {"a": float("inf")},
+        {"note": None, "ok": True},
+        ["a\ud800b"],
+        {"\udfff": 1},
+        {1: "non-str key"},
+        {"nested": [[[[[[[[[[[]]]]]]]]]]]},
+        "1e5",
+        "nullnull",
+        12.0,
+        -(2**64),
+    ],
+)
+def test_canonical_json_bytes_never_change_for_edge_documents(document):
+    assert _canonical_or_error(document) == _as_the_json_module_wrote_it(document)
+
+
+@pytest.mark.parametrize("depth", [200, 254, 255, 400])
+def test_canonical_json_bytes_never_change_past_orjsons_depth_limit(depth):
+    document: Any = "x"
+    for level in range(depth):
+        document = [document] if level % 2 else {"k": document}
+    assert _canonical_or_error(document) == _as_the_json_module_wrote_it(document)
+
+
+def test_request_fingerprints_are_the_ones_stored_before():
+    body = {
+        "currency": "usd",
+        "line_items": [{"id": "widget", "quantity": 2}],
+        "buyer": {
+            "email": "zoë@example.com",
+            "first_name": "大久保 \U0001f600",
+            "phone_number": '\t"\\\x00\x7f',
+        },
+    }
+    assert fingerprint.request_fingerprint(body) == (
+        "df28c39b2984cba5aa0bfc958ca429016ab5858e975354844e3e9438bbb3c07d"
+    )
+    body["n"] = [2**63, -(2**63), 2**64 - 1, None, True, False, 12.5, 1e-07]
+    assert fingerprint.request_fingerprint(body) == (
+        "b5e6d999c1d689fac7416739dbeace40b3fe70a3b03792796c08a08e5930e75f"
+    )
+
+
+def test_an_ordinary_body_is_written_by_orjson(monkeypatch):
+    """The fast path is the point: a float-free body never reaches the json module."""
+    body = cart(buyer={"email": "zoë@example.com", "first_name": "大久保"})
+    expected = _as_the_json_module_wrote_it(body)
+
+    def refuse(value: Any) -> bytes:
+        raise AssertionError("written by the json module")
+
+    monkeypatch.setattr(fingerprint, "_canonical_with_json", refuse)
+    assert canonical_json(body) == expected

@@ -25,7 +25,7 @@ from flask import Request
 
 from shop import clock
 from shop.errors import ShopError
-from shop.idempotency import canonical_json
+from shop.fingerprint import canonical_json
 
 TOLERANCE_SECONDS = 300
 
