@@ -147,7 +147,6 @@ def test_complete_replay_does_not_charge_again(acp, app):
 def test_a_request_that_missed_anothers_claim_answers_as_a_retry(acp, monkeypatch):
     """Same key, same body, and the look-up ran just before the first request's claim landed:
     the second must not answer (or store) for the first; it gets what a retry gets."""
-    from shop import idempotency
 
     session_id = acp.create().get_json()["id"]
     first = acp.complete(session_id, "tok_pending", key="k-race")
