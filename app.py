@@ -1,8 +1,8 @@
 """The gunicorn entry point: `gunicorn app:app` (or `flask --app app run`)."""
 
 from shop import create_app
+from shop.config.startup import fail_start
 from shop.errors import ConfigError
-from shop.startup import fail_start
 
 try:
     app = create_app()

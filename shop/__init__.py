@@ -12,11 +12,11 @@ from typing import Any
 from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from shop.catalog import load_catalog
-from shop.database_url import database_error
+from shop.config.catalog import load_catalog
+from shop.config.settings import Settings, load_settings
 from shop.errors import ConfigError, register_error_handlers
-from shop.settings import Settings, load_settings
 from shop.state import ShopState
+from shop.storage.database_url import database_error
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("shop")
@@ -48,10 +48,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
         raise database_error(settings.database_url, exc) from None
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
 
-    from shop import delivery, stock
-    from shop.db import init_db
-    from shop.orders import AcpEventSink, build_sink
+    from shop import orders
+    from shop.checkout import stock
+    from shop.orders.sinks import AcpEventSink, build_sink
     from shop.payments import build_provider
+    from shop.storage.models import init_db
 
     sink = order_sink if order_sink is not None else build_sink(settings, log)
     provider = build_provider(settings)
@@ -84,8 +85,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     register_error_handlers(app)
     _register_blueprints(app)
     _register_request_hooks(app)
-    delivery.init_app(app)
-    from shop.cli import register_commands
+    orders.init_app(app)
+    from shop.cli.commands import register_commands
 
     register_commands(app)
     return app
@@ -147,7 +148,8 @@ def _register_blueprints(app: Flask) -> None:
 def _register_request_hooks(app: Flask) -> None:
     # Imported here, once per app, not per request: importing retention (the database models
     # and the checkout domain) at the top would make every `import shop` load them all.
-    from shop import clock, retention
+    from shop import clock
+    from shop.checkout import retention
 
     @app.before_request
     def _purge_now_and_then() -> None:
@@ -158,7 +160,7 @@ def _register_request_hooks(app: Flask) -> None:
 
     @app.teardown_appcontext
     def _end_unit_of_work(_error: BaseException | None) -> None:
-        from shop import transaction
+        from shop.storage import transaction
 
         transaction.reset()  # rolls back a transaction a failure left open; clears its info
 

@@ -4,7 +4,7 @@ orjson writes and reads JSON several times faster than the json module, and ever
 request does both a few times. Output is compact UTF-8 (no spaces, non-ASCII as is, which
 `application/json` means: RFC 8259 §8.1). Text whose exact bytes carry meaning keeps the json
 module, or uses orjson only where it gives the json module's answer: the idempotency
-fingerprint (shop.fingerprint), the strict request decoder (shop.json_body), signatures over
+fingerprint (shop.api.fingerprint), the strict request decoder (shop.api.json_body), signatures over
 what a client or provider sent, output for humans.
 
 Where orjson would differ from the json module, no value changes:

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import current_app
 
-from shop.catalog import Catalog
+from shop.config.catalog import Catalog
+from shop.config.settings import Settings
 from shop.payments import PaymentProvider
-from shop.settings import Settings
 
 
 @dataclass(slots=True)
@@ -17,7 +17,7 @@ class ShopState:
     settings: Settings
     catalog: Catalog
     provider: PaymentProvider
-    sink: Any  # shop.orders.OrderSink: the merchant's order hand-off
+    sink: Any  # shop.orders.sinks.OrderSink: the merchant's order hand-off
     agent_sink: Any = None  # ACP order events to the agent platform, when configured
 
 

@@ -125,7 +125,7 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     yield factory
     join_deliveries()
     assert not violations, "ACP responses that break the official schema:\n" + "\n".join(violations)
-    from shop.db import db
+    from shop.storage.models import db
 
     for app in apps:
         with app.app_context():

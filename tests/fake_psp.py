@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from shop.settings import Settings, load_settings
+from shop.config.settings import Settings, load_settings
 
 STRIPE_KEY = "sk_test_fake_123"
 STRIPE_WEBHOOK_SECRET = "whsec_fake_456"

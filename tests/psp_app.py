@@ -46,7 +46,7 @@ def total(session: dict[str, Any]) -> int:
 
 def stock_of(app: Any, item_id: str) -> int | None:
     """Return what is left of an item."""
-    from shop import stock
+    from shop.checkout import stock
     from shop.state import get_state
 
     with app.app_context():
@@ -55,7 +55,7 @@ def stock_of(app: Any, item_id: str) -> int | None:
 
 def row_of(app: Any, session_id: str) -> Any:
     """Return the session's database row (detached; read its columns)."""
-    from shop.db import CheckoutSession, db
+    from shop.storage.models import CheckoutSession, db
 
     with app.app_context():
         row = db.session.get(CheckoutSession, session_id)

@@ -132,7 +132,7 @@ def test_older_payment_data_shape_is_accepted(acp):
     ("token", "text"), [("tok_chargeDeclined", "declined"), ("tok_cvcCheckFail", "security code")]
 )
 def test_decline_releases_stock_and_allows_retry(acp, app, token, text):
-    from shop import stock
+    from shop.checkout import stock
     from shop.state import get_state
 
     created = acp.create(cart(("scarce", 2))).get_json()
@@ -157,7 +157,7 @@ def test_completing_twice_with_new_key_never_charges_again(acp, app):
     again = acp.complete(created["id"])
     assert again.status_code == 200
     assert again.get_json()["status"] == "completed"
-    from shop import stock
+    from shop.checkout import stock
     from shop.state import get_state
 
     with app.app_context():

@@ -14,10 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-from shop.catalog import Catalog, parse_catalog
+from shop.config.catalog import Catalog, parse_catalog
+from shop.config.settings import Settings, load_settings
 from shop.feeds import google, shopify
 from shop.feeds import json as acp_json
-from shop.settings import Settings, load_settings
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "acp" / "2026-04-17"
 G = "{http://base.google.com/ns/1.0}"

@@ -23,10 +23,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shop.api import feeds
-from shop.catalog import load_catalog
-from shop.db import db, init_db
+from shop.checkout.stock import seed_stock, set_stock
+from shop.config.catalog import load_catalog
 from shop.state import ShopState
-from shop.stock import seed_stock, set_stock
+from shop.storage.models import db, init_db
 from tests.test_feeds import FEED_DOCUMENT, PRODUCTS, make_settings
 
 URLS = ["/feeds/products.json", "/feeds/google.xml", "/feeds/shopify.csv"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shop import stock
-from shop.db import CheckoutSession, db
+from shop.checkout import stock
+from shop.storage.models import CheckoutSession, db
 
 SECRET = "forter-test-secret"
 HEADER = "test-store-signature"  # storeName "Test Store"
@@ -569,7 +569,8 @@ def test_blocked_wins_over_active(make_app):
 def test_a_purged_buyer_is_forgotten(fc, forter_app, monkeypatch):
     from datetime import timedelta
 
-    from shop import clock, retention
+    from shop import clock
+    from shop.checkout import retention
 
     fc.cart("ref-forget", widget(1), recipient=RECIPIENT_CA)
     assert account(fc, {"email": "jane@example.com"})["status"] == "active"
@@ -609,7 +610,7 @@ def test_the_account_lookup_still_needs_auth(forter_app):
 def test_the_lookup_uses_an_index(forter_app):
     from sqlalchemy import select
 
-    from shop.db import CheckoutSession
+    from shop.storage.models import CheckoutSession
 
     with forter_app.app_context():
         for column in (CheckoutSession.buyer_email, CheckoutSession.buyer_phone):
@@ -759,10 +760,10 @@ def test_concurrent_cart_events_for_one_reference_open_one_session(fc, forter_ap
 
 
 def test_losing_the_reference_race_updates_the_winner(fc, forter_app, monkeypatch):
-    import shop.forter
+    from shop.checkout import forter as forter_refs
 
     fc.cart("ref-lost", widget(1), recipient=RECIPIENT_CA)
-    real_find = shop.forter._find
+    real_find = forter_refs._find
     calls: list[str] = []
 
     def stale_find(reference_id: str) -> Any:
@@ -770,7 +771,7 @@ def test_losing_the_reference_race_updates_the_winner(fc, forter_app, monkeypatc
         # the first lookup misses the row a concurrent request bound a moment ago
         return None if len(calls) == 1 else real_find(reference_id)
 
-    monkeypatch.setattr(shop.forter, "_find", stale_find)
+    monkeypatch.setattr(forter_refs, "_find", stale_find)
     body = decimals(fc.cart("ref-lost", widget(3), event="cart.updated"))
     assert body["items"][0]["quantity"] == 3
     assert len(calls) == 2

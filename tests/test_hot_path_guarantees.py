@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from shop.db import db
+from shop.storage.models import db
 from tests.conftest import AcpClient, RecordingSink, cart, join_deliveries, payment
 
 

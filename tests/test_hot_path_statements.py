@@ -14,10 +14,10 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.sql.base import Executable
 
 import shop
-from shop import idempotency, session_rows, stock
-from shop.checkout import paying
-from shop.compiled_sql import compile_once
-from shop.db import CheckoutSession
+from shop.api import idempotency
+from shop.checkout import paying, session_rows, stock
+from shop.storage.compiled_sql import compile_once
+from shop.storage.models import CheckoutSession
 from tests.conftest import ADDRESS_CA, AcpClient, RecordingSink, cart, join_deliveries, payment
 
 _DIALECT = sqlite.dialect()
@@ -76,7 +76,7 @@ def test_a_missing_parameter_still_raises_sqlalchemys_error() -> None:
 
 
 def test_the_order_payload_reuses_the_quote_that_was_charged(make_app, monkeypatch):
-    import shop.order_payload
+    import shop.orders.payload
 
     sink = RecordingSink()
     app = make_app(sink=sink)
@@ -88,7 +88,7 @@ def test_the_order_payload_reuses_the_quote_that_was_charged(make_app, monkeypat
     def no_second_pricing(*_args: Any) -> Any:
         raise AssertionError("the cart was priced again for the order payload")
 
-    monkeypatch.setattr(shop.order_payload, "price_cart", no_second_pricing)
+    monkeypatch.setattr(shop.orders.payload, "price_cart", no_second_pricing)
     done = acp.post(f"/checkout_sessions/{session_id}/complete", payment(), key="pay")
     assert done.status_code == 200, done.get_json()
     join_deliveries()
@@ -113,7 +113,7 @@ def _same(got: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
 def test_every_statement_of_a_checkout_gets_construct_params_own_args(acp, monkeypatch):
     """The precomputed plans answer as construct_params would, for each statement sent."""
     planned: dict[str, bool] = {}
-    original = shop.compiled_sql.Compiled.args
+    original = shop.storage.compiled_sql.Compiled.args
 
     def checked(entry: Any, params: Any) -> tuple[Any, ...]:
         args = original(entry, params)
@@ -121,7 +121,7 @@ def test_every_statement_of_a_checkout_gets_construct_params_own_args(acp, monke
         planned[entry.sql] = entry.plan is not None
         return args
 
-    monkeypatch.setattr(shop.compiled_sql.Compiled, "args", checked)
+    monkeypatch.setattr(shop.storage.compiled_sql.Compiled, "args", checked)
     created = acp.create(cart(address=None)).get_json()
     acp.post(
         f"/checkout_sessions/{created['id']}",

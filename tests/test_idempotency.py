@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shop import fingerprint, idempotency
-from shop.fingerprint import canonical_json
+from shop.api import fingerprint, idempotency
+from shop.api.fingerprint import canonical_json
 from tests.conftest import AcpClient, assert_acp, cart, payment
 
 
@@ -81,8 +81,8 @@ def test_keys_are_scoped_by_api_key(make_app):
 
 def test_in_flight_is_409_with_retry_after(acp, app):
     from shop import clock
-    from shop.db import IdempotencyRecord, db
-    from shop.fingerprint import request_fingerprint
+    from shop.api.fingerprint import request_fingerprint
+    from shop.storage.models import IdempotencyRecord, db
 
     body = cart()
     with app.app_context():
@@ -209,7 +209,7 @@ def test_failed_create_leaves_neither_session_nor_record(acp, app, monkeypatch, 
 
 
 def test_stored_response_is_committed_with_the_update(acp, app):
-    from shop.db import IdempotencyRecord, db
+    from shop.storage.models import IdempotencyRecord, db
 
     created = acp.create().get_json()
     updated = acp.post(f"/checkout_sessions/{created['id']}", {"coupons": ["TEN"]}, key="u1")
@@ -261,7 +261,7 @@ def test_racing_requests_with_one_key_make_one_session(shop_files):
 
 def test_non_ascii_answers_are_utf8_and_replay_byte_identical(shop_files, make_app):
     """Answers carry non-ASCII as UTF-8 (not \\u escapes); a replay is the same bytes."""
-    from shop.db import IdempotencyRecord, db
+    from shop.storage.models import IdempotencyRecord, db
 
     title, first_name = "Café Widget — 日本製", "Zoë"
     products = json.loads(shop_files["products"].read_text(encoding="utf-8"))

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from shop import json_body
-from shop.json_body import MAX_DEPTH, BodyError
+from shop.api import json_body
+from shop.api.json_body import MAX_DEPTH, BodyError
 
 
 def _typed(value: Any) -> Any:

@@ -47,7 +47,7 @@ def test_session_alive_before_ttl(acp, later):
 def test_requests_and_the_purge_command_delete_expired_sessions_and_old_records(
     acp, app, runner, later
 ):
-    from shop.db import CheckoutSession, IdempotencyRecord, db
+    from shop.storage.models import CheckoutSession, IdempotencyRecord, db
 
     old = acp.create().get_json()
     later(24 * 60 + 1)
@@ -74,7 +74,7 @@ class FailingSink:
 
 
 def test_purge_keeps_undelivered_orders(make_app, later):
-    from shop.db import CheckoutSession, OrderDelivery, db
+    from shop.storage.models import CheckoutSession, OrderDelivery, db
     from tests.conftest import AcpClient, join_deliveries
 
     app = make_app(sink=FailingSink())
@@ -94,8 +94,8 @@ def test_purge_keeps_undelivered_orders(make_app, later):
 def test_purge_keeps_a_dropped_order_for_the_grace_period_then_says_so(make_app, later, caplog):
     import logging
 
-    from shop import retention
-    from shop.db import CheckoutSession, OrderDelivery, db
+    from shop.checkout import retention
+    from shop.storage.models import CheckoutSession, OrderDelivery, db
     from tests.conftest import FROM_CONFIG, AcpClient, join_deliveries
 
     app = make_app(sink=FROM_CONFIG)  # no orderWebhookUrl: the order is dropped
@@ -155,7 +155,7 @@ def test_amount_off_coupon_respects_minimum_and_allocates(acp):
 
 
 def test_restart_keeps_live_counts_and_file_change_restocks(make_app, shop_files):
-    from shop import stock
+    from shop.checkout import stock
     from shop.state import get_state
     from tests.conftest import AcpClient
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from shop import clock, delivery, retention, retry_schedule
-from shop.orders import WebhookSink
+from shop import clock, orders
+from shop.checkout import retention
+from shop.orders import retry_schedule
+from shop.orders.sinks import WebhookSink
 from tests.conftest import (
     ADDRESS_CA,
     FROM_CONFIG,
@@ -76,7 +78,7 @@ def _checkout(
 
 def _rows(app, session_id: str) -> list[dict[str, Any]]:
     """Return the session's outbox rows once every hand-off thread has finished."""
-    from shop.db import OrderDelivery, db
+    from shop.storage.models import OrderDelivery, db
 
     join_deliveries()
     with app.app_context():
@@ -99,7 +101,7 @@ def _rows(app, session_id: str) -> list[dict[str, Any]]:
 
 def _sweep(app) -> int:
     with app.app_context():
-        return delivery.sweep(app.extensions["shop"])
+        return orders.sweep(app.extensions["shop"])
 
 
 def _attempts(app, session_id: str) -> int:
@@ -185,7 +187,7 @@ def test_physical_order_with_tax_and_express_shipping(shop, order_receiver):
     }
     assert order["currency"] == "usd" and order["buyer"]["email"] == "jane@example.com"
     with app.app_context():
-        from shop.db import CheckoutSession, db
+        from shop.storage.models import CheckoutSession, db
 
         charged = db.session.get(CheckoutSession, session_id)
         assert order["payment"] == {"provider": "test", "reference": charged.payment_reference}
@@ -406,8 +408,8 @@ def test_slow_receiver_within_the_timeout_does_not_slow_checkouts(shop, order_re
 
 def test_no_transaction_is_open_during_network_calls(make_app, monkeypatch):
     """On SQLite a transaction holds the write lock: never across the provider or the sink."""
-    from shop.db import db
     from shop.payments.offline import TestProvider
+    from shop.storage.models import db
 
     seen: dict[str, bool] = {}
     real_charge = TestProvider.charge
@@ -599,7 +601,7 @@ def test_retries_follow_the_schedule_then_give_up_logging_the_whole_order(
     assert f"{session_id}  {order_id}  order.created -> merchant  gave_up" in listed
     assert f"kept until {kept_until[:13]}" in listed and "orders replay" in listed
 
-    from shop.db import CheckoutSession, db
+    from shop.storage.models import CheckoutSession, db
 
     later(offset + retention.UNDELIVERED_KEEP_SECONDS - 60)  # the session expired long ago
     with caplog.at_level(logging.WARNING, logger="shop.retention"):
@@ -650,7 +652,7 @@ def test_the_schedule_is_stated_once_and_the_docs_quote_it():
     assert 23 * 3600 <= retry_schedule.GIVE_UP_AFTER_SECONDS <= 25 * 3600  # "about a day"
     assert "about a day" in " ".join(retry_schedule.__doc__.split())
     # The sender's timeout stays well inside the lease, or a slow send could be sent twice.
-    from shop.orders import MAX_TIMEOUT
+    from shop.orders.sinks import MAX_TIMEOUT
 
     assert MAX_TIMEOUT * 2 <= retry_schedule.LEASE_SECONDS
 

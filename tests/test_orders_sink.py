@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from shop import clock
+from shop.config.settings import load_settings
 from shop.errors import ConfigError
-from shop.order_payload import build_acp_order_event, build_order_payload
-from shop.orders import AcpEventSink, DeliveryError, LogSink, WebhookSink, build_sink
-from shop.settings import load_settings
+from shop.orders.payload import build_acp_order_event, build_order_payload
+from shop.orders.sinks import AcpEventSink, DeliveryError, LogSink, WebhookSink, build_sink
 from tests.order_schemas import BUNDLE_ORDER, MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, WEBHOOK_EVENT
 
 # The receiver module is a plugin (not imported here) so pytest can rewrite its asserts.

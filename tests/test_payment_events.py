@@ -24,7 +24,7 @@ def _outcome(client, event_id: str, type_: str, session_id: str | None, referenc
 
 
 def _stock(app, item_id: str) -> int | None:
-    from shop import stock
+    from shop.checkout import stock
     from shop.state import get_state
 
     with app.app_context():
@@ -32,7 +32,7 @@ def _stock(app, item_id: str) -> int | None:
 
 
 def _row(app, session_id: str):
-    from shop.db import CheckoutSession, db
+    from shop.storage.models import CheckoutSession, db
 
     with app.app_context():
         row = db.session.get(CheckoutSession, session_id)
@@ -217,8 +217,8 @@ def test_unreadable_event_is_400_and_counted_as_malformed(client):
 
 
 def test_purge_forgets_provider_events_after_the_retention_window(app, client, monkeypatch):
-    from shop import retention
-    from shop.db import ProviderEvent, db
+    from shop.checkout import retention
+    from shop.storage.models import ProviderEvent, db
 
     real_now = clock.now
 

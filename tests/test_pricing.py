@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from shop.pricing import tax_rate
+from shop.pricing.quotes import tax_rate
 from tests.conftest import ADDRESS_CA, assert_acp, cart
 
 TORONTO = {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shop import refunds
+from shop.checkout import refunds
 from tests.conftest import ADDRESS_CA, FROM_CONFIG, AcpClient, cart, join_deliveries
 
 ACP_PATH = "/agentic_checkout/webhooks/order_events"
@@ -47,7 +47,7 @@ def _cancel(app, session_id: str, amount: int, reference: str = "pay_refunded") 
 
 
 def _events(app, session_id: str) -> dict[tuple[str, str], str]:
-    from shop.db import OrderDelivery, db
+    from shop.storage.models import OrderDelivery, db
 
     with app.app_context():
         rows = db.session.execute(

@@ -10,9 +10,9 @@ import time
 from sqlalchemy import text
 
 from shop import checkout
-from shop.connections import read
-from shop.db import db
 from shop.state import get_state
+from shop.storage.connections import read
+from shop.storage.models import db
 from tests.conftest import cart
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from shop import checkout, clock, retention
+from shop import checkout, clock
+from shop.checkout import retention
 from tests.conftest import API_VERSION, AcpClient, cart, payment
 from tests.gunicorn_server import gunicorn_process
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from sqlalchemy import select, text, update
 
-from shop import transaction
-from shop.connections import database, read
-from shop.db import CheckoutSession, StockLevel, db
+from shop.storage import transaction
+from shop.storage.connections import database, read
+from shop.storage.models import CheckoutSession, StockLevel, db
 from tests.conftest import ADDRESS_CA, cart
 from tests.psp_app import wait_for
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import requests
 
+from shop.cli.simulate import EVENTS, SessionFacts, SimulationError, build_event
 from shop.payments import EventKind
 from shop.payments.razorpay import RazorpayProvider
 from shop.payments.stripe import StripeProvider
-from shop.webhook_simulate import EVENTS, SessionFacts, SimulationError, build_event
 from tests.conftest import API_VERSION, cart, payment
 from tests.fake_psp import (
     RAZORPAY_WEBHOOK_SECRET,

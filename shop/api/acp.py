@@ -10,10 +10,10 @@ from shop import checkout, fast_json
 from shop.api import acp_parse
 from shop.api.acp_render import PROTOCOL_VERSION, render_session
 from shop.api.acp_signing import verify_request
+from shop.api.idempotency import idempotent
+from shop.config.settings import Settings
 from shop.errors import InvalidRequestError, ShopError, render_acp_error
-from shop.idempotency import idempotent
 from shop.security import bearer_token, constant_time_equals
-from shop.settings import Settings
 from shop.state import get_state
 
 bp = Blueprint("acp", __name__)

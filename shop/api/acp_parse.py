@@ -6,11 +6,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shop import json_body
+from shop.api import json_body
 from shop.checkout import MAX_LINES, SessionInput
 from shop.errors import InvalidRequestError
 from shop.payments import PaymentCredential
-from shop.pricing import CartLine
+from shop.pricing.quotes import CartLine
 
 _ADDRESS_REQUIRED = ("name", "line_one", "city", "state", "country", "postal_code")
 _ADDRESS_FIELDS = (*_ADDRESS_REQUIRED, "line_two", "company")

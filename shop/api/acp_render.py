@@ -6,7 +6,7 @@ from typing import Any
 
 from shop import clock
 from shop.checkout import Message, SessionView, Status
-from shop.pricing import Quote, QuoteLine
+from shop.pricing.quotes import Quote, QuoteLine
 from shop.state import ShopState
 
 PROTOCOL_VERSION = "2026-04-17"

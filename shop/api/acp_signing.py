@@ -24,8 +24,8 @@ from datetime import datetime
 from flask import Request
 
 from shop import clock
+from shop.api.fingerprint import canonical_json
 from shop.errors import ShopError
-from shop.fingerprint import canonical_json
 
 TOLERANCE_SECONDS = 300
 

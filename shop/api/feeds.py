@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request
 
-from shop.catalog import Catalog
+from shop.checkout.stock import available_quantities
+from shop.config.catalog import Catalog
+from shop.config.settings import Settings
 from shop.feeds import Availability, google, shopify
 from shop.feeds import json as acp_json
-from shop.settings import Settings
 from shop.state import ShopState, get_state
-from shop.stock import available_quantities
 
 bp = Blueprint("feeds", __name__)
 log = logging.getLogger("shop.feeds")

@@ -14,14 +14,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from shop import forter
 from shop.api import forter_parse as parse
 from shop.api.acp import json_response
-from shop.checkout import SessionView, Status
+from shop.checkout import SessionView, Status, forter
+from shop.config.settings import Settings
 from shop.errors import ShopError, render_forter_error
 from shop.money import from_decimal, to_decimal
 from shop.security import bearer_token, constant_time_equals, hmac_sha256_hex
-from shop.settings import Settings
 from shop.state import get_state
 
 bp = Blueprint("forter", __name__, url_prefix="/api")

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from shop import json_body
-from shop.catalog import Catalog
+from shop.api import json_body
 from shop.checkout import MAX_LINES, SessionInput
+from shop.config.catalog import Catalog
 from shop.errors import InvalidRequestError
 from shop.money import exponent, from_decimal
 from shop.payments import PaymentCredential
-from shop.pricing import CartLine
+from shop.pricing.quotes import CartLine
 
 _EVENT_KEYS = ("event", "event_type", "eventType", "type")
 _NESTED_KEYS = ("data", "payload")

@@ -6,12 +6,13 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from shop import metrics, transaction
+from shop import metrics
 from shop.api.acp import json_response
+from shop.checkout.payment_events import DeferredEventError, apply_event
 from shop.errors import ProviderError
-from shop.payment_events import DeferredEventError, apply_event
 from shop.payments import WebhookPayloadError, WebhookSignatureError
 from shop.state import get_state
+from shop.storage import transaction
 
 bp = Blueprint("psp_webhooks", __name__)
 log = logging.getLogger("shop.webhooks")

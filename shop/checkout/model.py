@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from shop.pricing import CartLine, Quote
+from shop.pricing.quotes import CartLine, Quote
 
 log = logging.getLogger("shop.checkout")
 

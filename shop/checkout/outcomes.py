@@ -9,15 +9,17 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, delivery, fast_json, stock, transaction
+from shop import clock, fast_json, orders
+from shop.checkout import stock
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
-from shop.db import KEEP_ON_ERROR, CheckoutSession
-from shop.order_payload import minimal_order_payload, order_payload
-from shop.pricing import Quote
-from shop.session_rows import SessionRecord
+from shop.checkout.session_rows import SessionRecord
+from shop.orders.payload import minimal_order_payload, order_payload
+from shop.pricing.quotes import Quote
 from shop.state import ShopState
-from shop.transaction import write
+from shop.storage import transaction
+from shop.storage.models import KEEP_ON_ERROR, CheckoutSession
+from shop.storage.transaction import write
 
 log = logging.getLogger("shop.checkout")
 
@@ -157,7 +159,7 @@ def settle_payment(
         )
         settled = Settlement.COMPLETED_AMOUNT_MISMATCH
     transaction.commit()
-    delivery.schedule(state, session_id)
+    orders.schedule(state, session_id)
     return settled
 
 
@@ -210,7 +212,7 @@ def flag_for_review(state: ShopState, session_id: str, reason: str, reference: s
     flagged = _flag(state, session_id, reference, {"reason": reason})
     transaction.commit()
     if flagged:
-        delivery.schedule(state, session_id)
+        orders.schedule(state, session_id)
     return flagged
 
 
@@ -233,7 +235,7 @@ def _flag(
         else None
     )
     if payload:  # a session flagged before it was paid has no order to tell anyone about yet
-        delivery.enqueue_order_flagged(state, session_id, fast_json.loads(payload), reference, flag)
+        orders.enqueue_order_flagged(state, session_id, fast_json.loads(payload), reference, flag)
     return flagged
 
 
@@ -263,7 +265,7 @@ def mark_paid(
     else:
         transaction.commit()
     if paid:
-        delivery.schedule(state, session_id)
+        orders.schedule(state, session_id)
     return paid
 
 
@@ -296,7 +298,7 @@ def _record_paid(
     }
     paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
-        delivery.enqueue_order_created(state, session_id, payload, encoded)
+        orders.enqueue_order_created(state, session_id, payload, encoded)
     return paid
 
 

@@ -14,17 +14,19 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 
-from shop import clock, fast_json, metrics, session_rows, stock, transaction
+from shop import clock, fast_json, metrics
+from shop.checkout import session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
 from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.compiled_sql import one_of
-from shop.db import CheckoutSession
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.state import ShopState
-from shop.transaction import write
+from shop.storage import transaction
+from shop.storage.compiled_sql import one_of
+from shop.storage.models import CheckoutSession
+from shop.storage.transaction import write
 
 log = logging.getLogger("shop.checkout")
 

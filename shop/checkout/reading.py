@@ -8,13 +8,15 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json, session_rows, stock, transaction
+from shop import clock, fast_json
+from shop.checkout import session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status
-from shop.db import CheckoutSession
+from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
-from shop.pricing import Cart, CartLine, Quote, price_cart
-from shop.session_rows import SessionRecord
+from shop.pricing.quotes import Cart, CartLine, Quote, price_cart
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")
 

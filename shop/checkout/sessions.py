@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json, session_rows, transaction
+from shop import clock, fast_json
+from shop.checkout import session_rows
 from shop.checkout.model import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -19,11 +20,12 @@ from shop.checkout.model import (
     new_session_id,
 )
 from shop.checkout.reading import _assess, _current, _expire_if_due, _load, _read, _view
-from shop.db import CheckoutSession
+from shop.checkout.session_rows import SessionRecord
 from shop.errors import InvalidRequestError, ProviderError, ShopError
-from shop.pricing import CartLine, Quote
-from shop.session_rows import SessionRecord
+from shop.pricing.quotes import CartLine, Quote
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from shop import clock, transaction
+from shop import clock
 from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
 from shop.checkout.reading import _cart_lines, _declined
-from shop.compiled_sql import rows_of
-from shop.db import CheckoutSession
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")
 

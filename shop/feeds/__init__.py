@@ -2,7 +2,7 @@
 
 Each format module (`json`, `google`, `shopify`) exposes `render(catalog, settings,
 availability) -> bytes`. `availability` maps a sellable item id to its live count, `None`
-meaning unlimited (as `shop.stock.available_quantities` returns it). This package holds the
+meaning unlimited (as `shop.checkout.stock.available_quantities` returns it). This package holds the
 few rules the three formats share so they never disagree about a product.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
-from shop.catalog import Product, SellableItem
-from shop.settings import Settings
+from shop.config.catalog import Product, SellableItem
+from shop.config.settings import Settings
 
 Availability = Mapping[str, int | None]
 

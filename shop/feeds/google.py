@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from shop.catalog import Catalog, SellableItem
+from shop.config.catalog import Catalog, SellableItem
+from shop.config.settings import Settings
 from shop.feeds import Availability, absolute_url, brand_of, in_stock, items_of
 from shop.money import format_amount
-from shop.settings import Settings
 
 NS = "http://base.google.com/ns/1.0"
 _VARIANT_ATTRIBUTES = {

@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shop.catalog import Catalog, Product, SellableItem
+from shop.config.catalog import Catalog, Product, SellableItem
+from shop.config.settings import Settings
 from shop.feeds import Availability, absolute_url, in_stock, items_of
-from shop.settings import Settings
 
 # config.json `policies` key -> ACP Link.type and its display title.
 _POLICY_LINKS = (

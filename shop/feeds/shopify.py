@@ -18,10 +18,10 @@ import csv
 import html
 import io
 
-from shop.catalog import Catalog, Product, SellableItem
+from shop.config.catalog import Catalog, Product, SellableItem
+from shop.config.settings import Settings
 from shop.feeds import Availability, absolute_url, brand_of, items_of, live_quantity
 from shop.money import to_decimal
-from shop.settings import Settings
 
 COLUMNS = (
     "Handle", "Title", "Body (HTML)", "Vendor", "Product Category", "Type", "Tags",

@@ -1,10 +1,10 @@
 """Each app's database as the fast paths need it, and reads outside any transaction.
 
-`Database` (one per app, made by shop.db.init_db) holds the engine, its dialect, whether it
+`Database` (one per app, made by shop.storage.models.init_db) holds the engine, its dialect, whether it
 is an SQLite file (`own`: reads and transactions then run on each thread's own sqlite3
 connections) and the writer queue. `read` runs one SELECT on the thread's reader connection;
 `write_on` runs a write on a SQLAlchemy connection already in a transaction (the Session
-path of shop.transaction).
+path of shop.storage.transaction).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from sqlalchemy import Executable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from shop.compiled_sql import compile_once
-from shop.sqlite_tuning import WriterQueue, open_connection, writer_queue
+from shop.storage.compiled_sql import compile_once
+from shop.storage.sqlite_tuning import WriterQueue, open_connection, writer_queue
 
 
 class Database:
@@ -46,14 +46,14 @@ class Database:
         _DATABASES.add(self)
 
     def reader(self) -> sqlite3.Connection:
-        """This thread's autocommit connection for shop.connections.read."""
+        """This thread's autocommit connection for shop.storage.connections.read."""
         conn = getattr(self._local, "reader", None)
         if conn is None:
             conn = self._local.reader = open_connection(self._path)
         return conn
 
     def writer(self) -> sqlite3.Connection:
-        """This thread's connection for shop.transaction (it sends BEGIN IMMEDIATE itself)."""
+        """This thread's connection for shop.storage.transaction (it sends BEGIN IMMEDIATE itself)."""
         conn = getattr(self._local, "writer", None)
         if conn is None:
             conn = self._local.writer = open_connection(self._path)
@@ -61,7 +61,7 @@ class Database:
 
 
 def attach(app: Any, engine: Engine) -> Database:
-    """Make the app's Database for its engine (shop.db.init_db, once the engine is tuned)."""
+    """Make the app's Database for its engine (shop.storage.models.init_db, once the engine is tuned)."""
     bound = app.extensions[_DATABASE] = Database(engine)
     return bound
 
@@ -106,7 +106,7 @@ def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list
 def write_on(conn: Connection, statement: Executable, params: Mapping[str, Any] | None) -> int:
     """Run one INSERT/UPDATE/DELETE on a SQLAlchemy connection in its transaction; rowcount.
 
-    shop.transaction.write uses it inside a Session's transaction: the statement's SQL is
+    shop.storage.transaction.write uses it inside a Session's transaction: the statement's SQL is
     compiled once and sent on the DBAPI connection, without the ORM's per-statement work.
     """
     dialect = conn.dialect

@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from shop import fast_json, transaction
-from shop.db import CheckoutSession
+from shop import fast_json
 from shop.security import hmac_sha256_hex
+from shop.storage import transaction
+from shop.storage.models import CheckoutSession
 
 
 def normal_email(value: Any) -> str | None:

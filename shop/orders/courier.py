@@ -11,12 +11,13 @@ from collections import deque
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from shop import clock, fast_json, metrics, transaction
-from shop.db import OrderDelivery
-from shop.delivery.outbox import _DROPPED_LOG, _SCHEDULED, OPEN_STATES
-from shop.delivery.sending import claim, deliver_session, send_claimed
-from shop.retry_schedule import sweep_seconds
+from shop import clock, fast_json, metrics
+from shop.orders.outbox import _DROPPED_LOG, _SCHEDULED, OPEN_STATES
+from shop.orders.retry_schedule import sweep_seconds
+from shop.orders.sending import claim, deliver_session, send_claimed
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.models import OrderDelivery
 
 log = logging.getLogger("shop.delivery")
 

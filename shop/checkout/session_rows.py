@@ -1,6 +1,6 @@
 """The checkout_sessions rows on the request path, as prebuilt SQLAlchemy Core statements.
 
-Reads run outside the request's transaction (shop.connections.read); writes are one
+Reads run outside the request's transaction (shop.storage.connections.read); writes are one
 statement each in the caller's transaction, and an update is conditional on the status and
 cart it was computed from, so its row count says whether the session changed meanwhile (no
 read-then-write). Core instead of the ORM: one checkout request used to spend most of its
@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
-from shop import transaction
-from shop.buyers import normal_email, normal_phone
-from shop.compiled_sql import rows_of
-from shop.connections import read
-from shop.db import CheckoutSession
-from shop.transaction import write
+from shop.checkout.buyers import normal_email, normal_phone
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.connections import read
+from shop.storage.models import CheckoutSession
+from shop.storage.transaction import write
 
 _T = CheckoutSession.__table__
 _FIND = select(

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, or_, select
 
-from shop import checkout, clock, transaction
+from shop import checkout, clock
+from shop.api.idempotency import purge_idempotency_records
 from shop.checkout import Status
-from shop.compiled_sql import rows_of
-from shop.db import CheckoutSession, OrderDelivery, ProviderEvent
-from shop.delivery import OPEN_STATES, STRANDED_STATES
-from shop.idempotency import purge_idempotency_records
+from shop.orders import OPEN_STATES, STRANDED_STATES
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.models import CheckoutSession, OrderDelivery, ProviderEvent
 
 log = logging.getLogger("shop.retention")
 

@@ -6,7 +6,7 @@ they come from.
 
 On an SQLite file (the default) a transaction runs on the thread's own sqlite3 connection:
 a turn in the writer queue, BEGIN IMMEDIATE, the statements (Core, compiled once by
-shop.compiled_sql), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per
+shop.storage.compiled_sql), COMMIT. SQLAlchemy's ORM Session is not involved: its bookkeeping per
 transaction (session transaction, pool checkout and check-in, events) cost more CPU than the
 SQLite work itself (docs/decisions.md, Benchmark). Two cases still use the Session, so nothing here
 needs an ORM of its own:
@@ -35,10 +35,10 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from shop.compiled_sql import Result, sql_and_args
-from shop.connections import Database, database, write_on
-from shop.db import db
-from shop.sqlite_tuning import set_own_transaction_check
+from shop.storage.compiled_sql import Result, sql_and_args
+from shop.storage.connections import Database, database, write_on
+from shop.storage.models import db
+from shop.storage.sqlite_tuning import set_own_transaction_check
 
 Write = Callable[[Any, Mapping[str, Any] | None], int]
 

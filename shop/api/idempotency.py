@@ -30,12 +30,13 @@ from flask import Response, request
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shop import clock, transaction
-from shop.connections import read
-from shop.db import KEEP_ON_ERROR, IdempotencyRecord
+from shop import clock
+from shop.api.fingerprint import request_fingerprint
 from shop.errors import InvalidRequestError, ShopError
-from shop.fingerprint import request_fingerprint
-from shop.transaction import write
+from shop.storage import transaction
+from shop.storage.connections import read
+from shop.storage.models import KEEP_ON_ERROR, IdempotencyRecord
+from shop.storage.transaction import write
 
 MAX_KEY_LENGTH = 255
 RETENTION_SECONDS = 24 * 3600

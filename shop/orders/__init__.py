@@ -7,9 +7,9 @@ agent's /complete answer never waits for the merchant's endpoint. A worker takes
 one conditional UPDATE (a lease); a worker that dies mid-send lets the lease run out, and the
 per-worker sweeper picks the row up again.
 
-Failures are retried on the schedule stated in shop.retry_schedule (about a day); after the
+Failures are retried on the schedule stated in shop.orders.retry_schedule (about a day); after the
 last try the row is `gave_up`: logged once with its whole payload, listed by `orders failed`,
-and kept for `orders replay` (shop.retention decides how long). A row whose sink drops orders
+and kept for `orders replay` (shop.checkout.retention decides how long). A row whose sink drops orders
 (LogSink: no orderWebhookUrl) is inserted `dropped` and logged when its transaction commits,
 never retried by itself, and waits for `orders replay` once a URL is set.
 
@@ -19,8 +19,8 @@ For gave_up and dropped rows `next_at` holds when they got there (no try is due 
 
 from __future__ import annotations
 
-from shop.delivery.courier import init_app, schedule, sweep
-from shop.delivery.outbox import (
+from shop.orders.courier import init_app, schedule, sweep
+from shop.orders.outbox import (
     AGENT,
     MERCHANT,
     OPEN_STATES,
@@ -30,8 +30,8 @@ from shop.delivery.outbox import (
     enqueue_order_created,
     enqueue_order_flagged,
 )
-from shop.delivery.replay import dropped_sessions, replay, undelivered
-from shop.delivery.sending import claim, deliver_session, send_claimed
+from shop.orders.replay import dropped_sessions, replay, undelivered
+from shop.orders.sending import claim, deliver_session, send_claimed
 
 __all__ = [
     "AGENT",

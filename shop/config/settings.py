@@ -14,12 +14,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shop.config_fields import Fields
-from shop.database_url import DEFAULT_DATABASE_URL, check_database_url
+from shop.config.fields import Fields
+from shop.config.jsonfile import load_json_file
 from shop.errors import ConfigError
-from shop.jsonfile import load_json_file
 from shop.money import KNOWN_CURRENCIES
-from shop.tax import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
+from shop.pricing.tax import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
+from shop.storage.database_url import DEFAULT_DATABASE_URL, check_database_url
 
 PROVIDERS = ("test", "stripe", "razorpay")
 ACP_VERSIONS = ("2026-04-17", "2026-01-30")

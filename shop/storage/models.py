@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shop.connections import attach
-from shop.sqlite_tuning import tune
+from shop.storage.connections import attach
+from shop.storage.sqlite_tuning import tune
 
 
 class Base(DeclarativeBase):

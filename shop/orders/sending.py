@@ -7,14 +7,15 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, fast_json, metrics, transaction
-from shop.compiled_sql import one_of
-from shop.connections import read
-from shop.db import OrderDelivery
-from shop.delivery.outbox import MERCHANT, OPEN_STATES, _dropped_error
-from shop.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
+from shop import clock, fast_json, metrics
+from shop.orders.outbox import MERCHANT, OPEN_STATES, _dropped_error
+from shop.orders.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
 from shop.state import ShopState
-from shop.transaction import write
+from shop.storage import transaction
+from shop.storage.compiled_sql import one_of
+from shop.storage.connections import read
+from shop.storage.models import OrderDelivery
+from shop.storage.transaction import write
 
 log = logging.getLogger("shop.delivery")
 
@@ -55,7 +56,7 @@ def _record(delivery_id: int, **values: Any) -> None:
 
 def send_claimed(state: ShopState, delivery_id: int) -> bool:
     """Send a claimed message and record the outcome; True when it was delivered."""
-    # Read outside any transaction (shop.connections.read): on SQLite a transaction holds the write
+    # Read outside any transaction (shop.storage.connections.read): on SQLite a transaction holds the write
     # lock, and a slow receiver must not stall every checkout while it answers.
     rows = read(
         select(

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shop.catalog import Catalog, SellableItem
+from shop.config.catalog import Catalog, SellableItem
+from shop.config.settings import Coupon, Settings
 from shop.money import allocate, format_amount, percent_of
-from shop.settings import Coupon, Settings
-from shop.tax import rate_for
+from shop.pricing.tax import rate_for
 
 DIGITAL_OPTION_ID = "digital"
 

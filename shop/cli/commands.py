@@ -6,9 +6,11 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from shop import checkout, clock, delivery, retention, session_rows, stock, transaction
-from shop import webhook_simulate as simulate
+from shop import checkout, clock, orders
+from shop.checkout import retention, session_rows, stock
+from shop.cli import simulate
 from shop.state import get_state
+from shop.storage import transaction
 
 
 def register_commands(app: Flask) -> None:
@@ -66,12 +68,12 @@ def orders_group() -> None:
 @orders_group.command("failed")
 def orders_failed() -> None:
     """List order messages that have not reached the merchant (or the agent platform)."""
-    rows = delivery.undelivered()
+    rows = orders.undelivered()
     if not rows:
         click.echo("every order has been delivered")
     for row in rows:
         kept = ""
-        if row.state in delivery.STRANDED_STATES:
+        if row.state in orders.STRANDED_STATES:
             kept = f"  kept until {clock.iso(row.next_at + retention.UNDELIVERED_KEEP_SECONDS)}"
         click.echo(
             f"{row.session_id}  {row.order_id}  {row.event} -> {row.destination}  "
@@ -107,11 +109,11 @@ def orders_replay(session_id: str | None, all_dropped: bool) -> None:
     if bool(session_id) == all_dropped:
         raise click.UsageError("give one SESSION_ID, or --dropped (not both)")
     state = get_state()
-    sessions = delivery.dropped_sessions() if all_dropped else [session_id or ""]
+    sessions = orders.dropped_sessions() if all_dropped else [session_id or ""]
     if all_dropped and not sessions:
         click.echo("no dropped orders")
         return
-    rows = [row for session in sessions for row in delivery.replay(state, session)]
+    rows = [row for session in sessions for row in orders.replay(state, session)]
     if not rows:
         raise click.ClickException(
             f"no order for session '{session_id}' (not completed, or purged)"

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shop import clock, fast_json
-from shop.db import CheckoutSession
-from shop.pricing import Cart, CartLine, Quote, line_id, price_cart
+from shop.pricing.quotes import Cart, CartLine, Quote, line_id, price_cart
 from shop.state import ShopState
+from shop.storage.models import CheckoutSession
 
 ACP_EVENT_TYPES = ("order_create", "order_update")
 _ADDRESS_KEYS = ("name", "line_one", "line_two", "city", "state", "country", "postal_code")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from shop.config_fields import Fields
+from shop.config.fields import Fields
 
 DEFAULT_TAX_COUNTRY = "US"
 _COUNTRY = re.compile(r"[A-Z]{2}")

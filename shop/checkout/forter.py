@@ -17,14 +17,15 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from shop import buyers, checkout, clock, transaction
-from shop.checkout import SessionInput, SessionView, Status
-from shop.compiled_sql import rows_of
-from shop.db import CheckoutSession
+from shop import checkout, clock
+from shop.checkout import SessionInput, SessionView, Status, buyers
 from shop.errors import InvalidRequestError, ProcessingError, ShopError
 from shop.payments import PaymentCredential
-from shop.pricing import Quote, fulfillment_choices
+from shop.pricing.quotes import Quote, fulfillment_choices
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.models import CheckoutSession
 
 TOTAL_NAMES = ("subtotal", "discount", "shipping", "tax", "total")
 

@@ -1,7 +1,7 @@
 """Orders out: the sinks that send the merchant's order and the ACP order events.
 
 `OrderSink.deliver(order)` is the one hand-off. It raises on failure and never retries; the
-delivery outbox (`shop.delivery`) decides when to try again. Bodies are serialized once and the
+delivery outbox (`shop.orders`) decides when to try again. Bodies are serialized once and the
 bytes signed are the bytes sent, so a receiver can verify the signature on the raw body.
 """
 
@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 import requests
 
 from shop import clock, fast_json
+from shop.config.settings import Settings
 from shop.errors import ConfigError
-from shop.order_payload import build_acp_order_event
+from shop.orders.payload import build_acp_order_event
 from shop.security import hmac_sha256_base64, sign_timestamped
-from shop.settings import Settings
 
 DEFAULT_TIMEOUT = 10.0  # seconds; ORDER_WEBHOOK_TIMEOUT changes it
-MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.retry_schedule.LEASE_SECONDS)
+MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.orders.retry_schedule.LEASE_SECONDS)
 _EXCERPT = 120
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from shop import clock, fast_json, transaction
-from shop.order_payload import build_acp_order_event
+from shop import clock, fast_json
+from shop.orders.payload import build_acp_order_event
 from shop.state import ShopState
-from shop.transaction import write
+from shop.storage import transaction
+from shop.storage.transaction import write
 
 log = logging.getLogger("shop.delivery")
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import and_, not_, select, update
 
-from shop import clock, transaction
-from shop.compiled_sql import rows_of
-from shop.db import OrderDelivery
-from shop.delivery.sending import deliver_session
+from shop import clock
+from shop.orders.sending import deliver_session
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.models import OrderDelivery
 
 log = logging.getLogger("shop.delivery")
 

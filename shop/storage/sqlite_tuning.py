@@ -1,6 +1,6 @@
 """SQLite tuning: the pragmas, BEGIN IMMEDIATE, and one queue for writers across workers.
 
-Applied by `shop.db.init_db` to SQLite engines only; PostgreSQL engines are left alone.
+Applied by `shop.storage.models.init_db` to SQLite engines only; PostgreSQL engines are left alone.
 docs/decisions.md (Storage) gives the durability trade-off of these pragmas.
 """
 
@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: threads still queue; processes fall back to bu
 BUSY_TIMEOUT_SECONDS = 10.0
 _HELD = "shop.writer_queue"  # connection info: this connection holds the queue's turn
 _QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
-_own_transaction: Callable[[], bool] = lambda: False  # noqa: E731 (shop.transaction sets it)
+_own_transaction: Callable[[], bool] = lambda: False  # noqa: E731 (shop.storage.transaction sets it)
 
 
 def set_own_transaction_check(check: Callable[[], bool]) -> None:
@@ -35,7 +35,7 @@ def set_own_transaction_check(check: Callable[[], bool]) -> None:
 
 
 def writer_queue(engine: Engine) -> WriterQueue:
-    """The writer queue of a tuned SQLite engine (shop.transaction takes its turns in it)."""
+    """The writer queue of a tuned SQLite engine (shop.storage.transaction takes its turns in it)."""
     return _QUEUES[engine]
 
 
@@ -123,10 +123,10 @@ def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def open_connection(database: str) -> sqlite3.Connection:
-    """Open an autocommit connection for one thread's reads (shop.connections.read) or writes.
+    """Open an autocommit connection for one thread's reads (shop.storage.connections.read) or writes.
 
     A reader never sends BEGIN: each SELECT is its own WAL read snapshot of the last commit,
-    and needs no turn in the writer queue. A writer (shop.transaction) sends BEGIN IMMEDIATE
+    and needs no turn in the writer queue. A writer (shop.storage.transaction) sends BEGIN IMMEDIATE
     itself, in its turn.
     """
     conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
@@ -136,7 +136,7 @@ def open_connection(database: str) -> sqlite3.Connection:
 
 def _begin(conn: Any, queue: WriterQueue) -> None:
     if conn.get_execution_options().get("shop_read"):
-        return  # shop.connections.read: one SELECT in autocommit, a WAL reader that needs no turn
+        return  # shop.storage.connections.read: one SELECT in autocommit, a WAL reader that needs no turn
     if _own_transaction():
         raise RuntimeError(
             "an ORM Session began a transaction while this thread holds one of "

@@ -16,12 +16,13 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shop import checkout, clock, metrics, refunds, session_rows, transaction
-from shop.checkout import Settlement, Status
-from shop.compiled_sql import rows_of
-from shop.db import CheckoutSession, ProviderEvent
+from shop import checkout, clock, metrics
+from shop.checkout import Settlement, Status, refunds, session_rows
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.compiled_sql import rows_of
+from shop.storage.models import CheckoutSession, ProviderEvent
 
 log = logging.getLogger("shop.payment_events")
 

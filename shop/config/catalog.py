@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shop.config.jsonfile import load_json_file
 from shop.errors import ConfigError
-from shop.jsonfile import load_json_file
 
 _CONDITIONS = ("new", "refurbished", "used")
 

@@ -4,7 +4,7 @@
 from the caller's dict (checked against SQLAlchemy's own `construct_params` when compiled);
 `sql_and_args` also takes statements with per-call IN lists. `Result` answers like the part
 of SQLAlchemy's Result API the app uses. `rows_of` and `one_of` write statements that
-compile once. shop.connections and shop.transaction run what this compiles.
+compile once. shop.storage.connections and shop.storage.transaction run what this compiles.
 """
 
 from __future__ import annotations

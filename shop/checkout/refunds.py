@@ -12,9 +12,10 @@ import logging
 
 from sqlalchemy import select
 
-from shop import delivery, fast_json, transaction
-from shop.db import CheckoutSession
+from shop import fast_json, orders
 from shop.state import ShopState
+from shop.storage import transaction
+from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.refunds")
 
@@ -54,7 +55,7 @@ def cancel_refunded_order(
             paid,
         )
         return "partial_refund"
-    queued = delivery.enqueue_order_canceled(
+    queued = orders.enqueue_order_canceled(
         state,
         session_id,
         fast_json.loads(row.order_payload),
@@ -72,5 +73,5 @@ def cancel_refunded_order(
         amount_refunded,
         reference,
     )
-    delivery.schedule(state, session_id)
+    orders.schedule(state, session_id)
     return "canceled"
