@@ -16,7 +16,7 @@ from shop import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
+SPEC = ROOT / "shop" / "spec" / "acp" / "2026-04-17"
 API_VERSION = "2026-04-17"
 
 pytest_plugins = ["tests.receiver", "tests.fake_psp"]

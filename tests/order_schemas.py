@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared" / "spec" / "acp" / "2026-04-17"
+SPEC = ROOT / "shop" / "spec" / "acp" / "2026-04-17"
 
 
 def _validator(schema: dict[str, Any], registry: Registry | None = None) -> Draft202012Validator:

@@ -19,7 +19,7 @@ from shop.config.settings import Settings, load_settings
 from shop.feeds import google, shopify
 from shop.feeds import json as acp_json
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "acp" / "2026-04-17"
+SPEC = Path(__file__).resolve().parents[1] / "shop" / "spec" / "acp" / "2026-04-17"
 G = "{http://base.google.com/ns/1.0}"
 NASTY_TITLE = 'Tom & Jerry\'s <b>"Best"</b> Mug'
 NASTY_DESCRIPTION = 'Holds 12 oz, dishwasher-safe.\nSays "hello", <loudly> & proudly.'

@@ -32,7 +32,7 @@ from tests.fake_psp import (
     provider_settings,
 )
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "acp" / "2026-04-17"
+SPEC = Path(__file__).resolve().parents[1] / "shop" / "spec" / "acp" / "2026-04-17"
 SESSION = "cs_0123456789abcdef01234567"
 AMOUNT = 49_900  # ₹499.00 in paise
 
