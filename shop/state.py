@@ -1,15 +1,20 @@
-"""The per-app state (settings, catalog, provider, order sink) behind one accessor."""
+"""The per-app state (settings, catalog, provider, order sink) behind one accessor.
+
+A shared module: at run time it imports no package of shop (the types are for readers and
+type checkers only), so every layer may use it without reaching up.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from shop.config.catalog import Catalog
-from shop.config.settings import Settings
-from shop.payments import PaymentProvider
+if TYPE_CHECKING:
+    from shop.config.catalog import Catalog
+    from shop.config.settings import Settings
+    from shop.payments import PaymentProvider
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 from shop import clock
+from shop.storage import expiry
 from tests.conftest import assert_acp, cart
 
 
@@ -226,13 +227,13 @@ def test_purge_forgets_provider_events_after_the_retention_window(app, client, m
         monkeypatch.setattr(clock, "now", lambda: real_now() + timedelta(seconds=seconds))
 
     assert _outcome(client, "evt_old", "payment.succeeded", None) == "paid_without_session"
-    at(retention.PROVIDER_EVENT_RETENTION_SECONDS - 60)
+    at(expiry.PROVIDER_EVENT_RETENTION_SECONDS - 60)
     assert _outcome(client, "evt_new", "payment.succeeded", None) == "paid_without_session"
     with app.app_context():
         # both are younger than the window
         assert retention.purge(app.extensions["shop"]).provider_events == 0
     assert _outcome(client, "evt_old", "payment.succeeded", None) == "duplicate"
-    at(retention.PROVIDER_EVENT_RETENTION_SECONDS + 60)
+    at(expiry.PROVIDER_EVENT_RETENTION_SECONDS + 60)
     with app.app_context():
         assert retention.purge(app.extensions["shop"]).provider_events == 1
         assert db.session.execute(db.select(ProviderEvent.id)).scalars().all() == ["test:evt_new"]

@@ -33,13 +33,11 @@ from sqlalchemy.exc import IntegrityError
 from shop import clock
 from shop.api.fingerprint import request_fingerprint
 from shop.errors import InvalidRequestError, ShopError
-from shop.storage import transaction
-from shop.storage.connections import read
+from shop.storage import read, transaction
 from shop.storage.models import KEEP_ON_ERROR, IdempotencyRecord
 from shop.storage.transaction import write
 
 MAX_KEY_LENGTH = 255
-RETENTION_SECONDS = 24 * 3600
 # A claim older than this belongs to a worker that died mid-request; it may be taken over.
 STALE_CLAIM_SECONDS = 120
 
@@ -292,13 +290,3 @@ def idempotent(
         return wrapper
 
     return decorator
-
-
-def purge_idempotency_records() -> int:
-    """Delete records older than the retention window; return how many."""
-    cutoff = clock.epoch() - RETENTION_SECONDS
-    result = transaction.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
-    )
-    transaction.commit()
-    return result.rowcount or 0

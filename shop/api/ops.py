@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from shop import metrics
 from shop.api.acp import json_response
-from shop.storage.connections import read
+from shop.storage import read
 
 bp = Blueprint("ops", __name__)
 _PING = text("SELECT 1")

@@ -4,6 +4,13 @@ Speaks plain Python and integer minor units; never imports flask.request. The mo
 order a session meets them: `model` (statuses, messages, views), `reading` (load, expire,
 price and assess), `sessions` (create, update, cancel), `paying` (complete), `outcomes` (paid,
 failed, flagged, from complete and provider webhooks), `stuck` (payments that never finish).
+Beside them: `session_rows` (the session table's statements), `stock` (atomic reserve and
+release), `payment_events` and `refunds` (what provider webhooks do to sessions), `buyers`
+(returning buyers), `forter` (Forter's sticky references and accounts), `retention` (what is
+forgotten when).
+
+May import: orders, payments, pricing, config, the public surface of storage, and the shared
+modules in shop/. Never api or cli, never flask.request.
 """
 
 from __future__ import annotations

@@ -23,8 +23,7 @@ from shop.errors import InvalidRequestError, ProcessingError, ShopError
 from shop.payments import PaymentCredential
 from shop.pricing.quotes import Quote, fulfillment_choices
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
+from shop.storage import rows_of, transaction
 from shop.storage.models import CheckoutSession
 
 TOTAL_NAMES = ("subtotal", "discount", "shipping", "tax", "total")

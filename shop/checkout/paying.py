@@ -23,8 +23,7 @@ from shop.checkout.sessions import _provider_unavailable, _require_open
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import one_of
+from shop.storage import one_of, transaction
 from shop.storage.models import CheckoutSession
 from shop.storage.transaction import write
 

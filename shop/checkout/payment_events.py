@@ -20,8 +20,7 @@ from shop import checkout, clock, metrics
 from shop.checkout import Settlement, Status, refunds, session_rows
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
+from shop.storage import rows_of, transaction
 from shop.storage.models import CheckoutSession, ProviderEvent
 
 log = logging.getLogger("shop.payment_events")

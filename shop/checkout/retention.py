@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, func, or_, select
 
 from shop import checkout, clock
-from shop.api.idempotency import purge_idempotency_records
 from shop.checkout import Status
 from shop.orders import OPEN_STATES, STRANDED_STATES
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
-from shop.storage.models import CheckoutSession, OrderDelivery, ProviderEvent
+from shop.storage import rows_of, transaction
+from shop.storage.expiry import (
+    purge_idempotency_records,
+    purge_provider_events,
+)
+from shop.storage.models import CheckoutSession, OrderDelivery
 
 log = logging.getLogger("shop.retention")
 
@@ -26,10 +28,6 @@ GRACE_SECONDS = 3600
 # orderWebhookUrl) keeps its session this long after that, for `orders failed` / `orders replay`.
 UNDELIVERED_KEEP_DAYS = 30
 UNDELIVERED_KEEP_SECONDS = UNDELIVERED_KEEP_DAYS * 86400
-# Provider webhook event ids are remembered (to drop redeliveries) for 7 days: Stripe retries a
-# failed delivery for up to 3 days, Razorpay for 24 h. An event redelivered later is still
-# harmless: every state move is conditional and only goes forward.
-PROVIDER_EVENT_RETENTION_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +100,4 @@ def purge(state: ShopState) -> PurgeResult:
         transaction.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))
         transaction.execute(delete(CheckoutSession).where(CheckoutSession.id.in_(ids)))
     transaction.commit()
-    return PurgeResult(len(ids), purge_idempotency_records(), kept, _purge_provider_events(now))
-
-
-def _purge_provider_events(now: int) -> int:
-    cutoff = now - PROVIDER_EVENT_RETENTION_SECONDS
-    result = transaction.execute(delete(ProviderEvent).where(ProviderEvent.received_at < cutoff))
-    transaction.commit()
-    return result.rowcount or 0
+    return PurgeResult(len(ids), purge_idempotency_records(), kept, purge_provider_events(now))

@@ -16,9 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 
 from shop.checkout.buyers import normal_email, normal_phone
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
-from shop.storage.connections import read
+from shop.storage import read, rows_of, transaction
 from shop.storage.models import CheckoutSession
 from shop.storage.transaction import write
 

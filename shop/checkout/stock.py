@@ -7,8 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import text
 
 from shop.config.catalog import Catalog
-from shop.storage import transaction
-from shop.storage.connections import read
+from shop.storage import read, transaction
 from shop.storage.transaction import write
 
 _RESERVE = text("UPDATE stock_levels SET qty = qty - :n WHERE item_id = :id AND qty >= :n")
@@ -75,7 +74,7 @@ def release_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> None:
 def available_quantities(catalog: Catalog) -> dict[str, int | None]:
     """Return live counts by item id; None means unlimited.
 
-    Read outside the caller's transaction (shop.storage.connections.read): the counts only inform, and the
+    Read outside the caller's transaction (shop.storage.read): the counts only inform, and the
     reservation that matters is the conditional UPDATE in reserve_stock.
     """
     rows = dict(read(_LEVELS))

@@ -9,8 +9,7 @@ from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
 from shop.checkout.reading import _cart_lines, _declined
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
+from shop.storage import rows_of, transaction
 from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")

@@ -16,9 +16,9 @@ from typing import Any
 
 from shop.config.fields import Fields
 from shop.config.jsonfile import load_json_file
+from shop.config.tax_rules import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
 from shop.errors import ConfigError
 from shop.money import KNOWN_CURRENCIES
-from shop.pricing.tax import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
 from shop.storage.database_url import DEFAULT_DATABASE_URL, check_database_url
 
 PROVIDERS = ("test", "stripe", "razorpay")

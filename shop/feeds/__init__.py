@@ -2,8 +2,11 @@
 
 Each format module (`json`, `google`, `shopify`) exposes `render(catalog, settings,
 availability) -> bytes`. `availability` maps a sellable item id to its live count, `None`
-meaning unlimited (as `shop.checkout.stock.available_quantities` returns it). This package holds the
-few rules the three formats share so they never disagree about a product.
+meaning unlimited (as `shop.checkout.stock.available_quantities` returns it). This package
+holds the few rules the three formats share so they never disagree about a product.
+
+May import: config and the shared modules in shop/ (money for decimals). Never storage or
+checkout: the HTTP side (shop.api.feeds) passes the live counts in.
 """
 
 from __future__ import annotations

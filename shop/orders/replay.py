@@ -10,8 +10,7 @@ from sqlalchemy import and_, not_, select, update
 from shop import clock
 from shop.orders.sending import deliver_session
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import rows_of
+from shop.storage import rows_of, transaction
 from shop.storage.models import OrderDelivery
 
 log = logging.getLogger("shop.delivery")

@@ -11,9 +11,7 @@ from shop import clock, fast_json, metrics
 from shop.orders.outbox import MERCHANT, OPEN_STATES, _dropped_error
 from shop.orders.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
 from shop.state import ShopState
-from shop.storage import transaction
-from shop.storage.compiled_sql import one_of
-from shop.storage.connections import read
+from shop.storage import one_of, read, transaction
 from shop.storage.models import OrderDelivery
 from shop.storage.transaction import write
 
@@ -56,7 +54,7 @@ def _record(delivery_id: int, **values: Any) -> None:
 
 def send_claimed(state: ShopState, delivery_id: int) -> bool:
     """Send a claimed message and record the outcome; True when it was delivered."""
-    # Read outside any transaction (shop.storage.connections.read): on SQLite a transaction holds the write
+    # Read outside any transaction (shop.storage.read): on SQLite a transaction holds the write
     # lock, and a slow receiver must not stall every checkout while it answers.
     rows = read(
         select(

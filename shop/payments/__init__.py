@@ -3,6 +3,13 @@
 Providers never touch the database and never return SDK objects; they answer with the
 frozen dataclasses below and raise ProviderError (from shop.errors) when the provider
 could not be reached or answered something we cannot interpret.
+
+Belongs here: the contract, each provider (`offline` is the `test` one), decline wording,
+and parsing each provider's webhooks into PaymentEvents. What an event does to a session is
+checkout's (shop.checkout.payment_events).
+
+May import: pricing, config and the shared modules in shop/. Never storage: providers do
+not touch the database.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Each app's database as the fast paths need it, and reads outside any transaction.
 
-`Database` (one per app, made by shop.storage.models.init_db) holds the engine, its dialect, whether it
+`Database` (one per app, made by models.init_db) holds the engine, its dialect, whether it
 is an SQLite file (`own`: reads and transactions then run on each thread's own sqlite3
 connections) and the writer queue. `read` runs one SELECT on the thread's reader connection;
 `write_on` runs a write on a SQLAlchemy connection already in a transaction (the Session
@@ -53,7 +53,7 @@ class Database:
         return conn
 
     def writer(self) -> sqlite3.Connection:
-        """This thread's connection for shop.storage.transaction (it sends BEGIN IMMEDIATE itself)."""
+        """This thread's connection for storage.transaction (it sends BEGIN IMMEDIATE itself)."""
         conn = getattr(self._local, "writer", None)
         if conn is None:
             conn = self._local.writer = open_connection(self._path)
@@ -61,7 +61,7 @@ class Database:
 
 
 def attach(app: Any, engine: Engine) -> Database:
-    """Make the app's Database for its engine (shop.storage.models.init_db, once the engine is tuned)."""
+    """Make the app's Database for its engine (models.init_db, once the engine is tuned)."""
     bound = app.extensions[_DATABASE] = Database(engine)
     return bound
 

@@ -35,7 +35,7 @@ def set_own_transaction_check(check: Callable[[], bool]) -> None:
 
 
 def writer_queue(engine: Engine) -> WriterQueue:
-    """The writer queue of a tuned SQLite engine (shop.storage.transaction takes its turns in it)."""
+    """The writer queue of a tuned SQLite engine (storage.transaction takes turns in it)."""
     return _QUEUES[engine]
 
 
@@ -123,7 +123,7 @@ def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def open_connection(database: str) -> sqlite3.Connection:
-    """Open an autocommit connection for one thread's reads (shop.storage.connections.read) or writes.
+    """Open an autocommit connection for one thread's reads (shop.storage.read) or writes.
 
     A reader never sends BEGIN: each SELECT is its own WAL read snapshot of the last commit,
     and needs no turn in the writer queue. A writer (shop.storage.transaction) sends BEGIN IMMEDIATE
@@ -136,7 +136,7 @@ def open_connection(database: str) -> sqlite3.Connection:
 
 def _begin(conn: Any, queue: WriterQueue) -> None:
     if conn.get_execution_options().get("shop_read"):
-        return  # shop.storage.connections.read: one SELECT in autocommit, a WAL reader that needs no turn
+        return  # shop.storage.read: one SELECT in autocommit, a WAL reader that needs no turn
     if _own_transaction():
         raise RuntimeError(
             "an ORM Session began a transaction while this thread holds one of "
