@@ -83,6 +83,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
+    from shop.api import unavailable  # issue 16: a failing database answers 503 with a sentence
+
+    unavailable.register(app)
     _register_blueprints(app)
     _register_request_hooks(app)
     orders.init_app(app)

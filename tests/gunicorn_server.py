@@ -31,17 +31,24 @@ def _tail(log: Path, limit: int = 20_000) -> str:
 
 @contextmanager
 def gunicorn_process(
-    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+    env: Mapping[str, str],
+    workers: int = 3,
+    threads: int = 1,
+    app: str = "app:app",
+    log_path: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run gunicorn with the given environment; yield (base URL, process); stop it after.
 
     Its output goes to a temporary log file, not a pipe: nobody reads a pipe while the
     workers run, and a few hundred log lines (one per order in LogSink mode) would fill it
     and block every worker on its next write. The log is shown when gunicorn exits early.
+    With `log_path` the output goes there and is kept, for the test to read.
     """
     port = free_port()
-    with tempfile.NamedTemporaryFile(
-        "wb", prefix="gunicorn-", suffix=".log", delete=False
+    with (
+        open(log_path, "wb")
+        if log_path is not None
+        else tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log", delete=False)
     ) as log_file:
         log = Path(log_file.name)
         proc = subprocess.Popen(
@@ -88,13 +95,18 @@ def gunicorn_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.unlink(missing_ok=True)
+        if log_path is None:
+            log.unlink(missing_ok=True)
 
 
 @contextmanager
 def gunicorn(
-    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+    env: Mapping[str, str],
+    workers: int = 3,
+    threads: int = 1,
+    app: str = "app:app",
+    log_path: Path | None = None,
 ) -> Iterator[str]:
     """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
-    with gunicorn_process(env, workers, threads, app) as (url, _proc):
+    with gunicorn_process(env, workers, threads, app, log_path) as (url, _proc):
         yield url

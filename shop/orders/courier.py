@@ -16,7 +16,7 @@ from shop.orders.outbox import _DROPPED_LOG, _SCHEDULED, OPEN_STATES
 from shop.orders.retry_schedule import sweep_seconds
 from shop.orders.sending import claim, deliver_session, send_claimed
 from shop.state import ShopState
-from shop.storage import transaction
+from shop.storage import health, transaction
 from shop.storage.models import OrderDelivery
 
 log = logging.getLogger("shop.delivery")
@@ -89,10 +89,11 @@ class _Courier:
             with app.app_context():
                 try:
                     deliver_session(state, session_id)
-                except Exception:
-                    log.exception(
-                        "order hand-off for %s failed; the sweeper will retry", session_id
-                    )
+                except Exception as exc:
+                    if health.failure(exc) is None:  # a failing database is said once, not traced
+                        log.exception(
+                            "order hand-off for %s failed; the sweeper will retry", session_id
+                        )
                 finally:
                     transaction.reset()
 
@@ -136,8 +137,9 @@ def _sweeper(app: Flask, interval: float) -> None:
         with app.app_context():
             try:
                 sweep(app.extensions["shop"])
-            except Exception:
-                log.exception("delivery sweep failed; will try again")
+            except Exception as exc:
+                if health.failure(exc) is None:  # a failing database is said once, not traced
+                    log.exception("delivery sweep failed; will try again")
             finally:
                 transaction.reset()
 
