@@ -84,6 +84,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     register_error_handlers(app)
     _register_blueprints(app)
+    # Before the request-id hook: after_request hooks run last-registered first, so the
+    # request log sees the Request-Id that hook sets.
+    from shop.api import request_log
+
+    request_log.init_app(app, request_log.json_logs_enabled(settings.secret("SHOP_LOG_FORMAT")))
     _register_request_hooks(app)
     orders.init_app(app)
     from shop.cli.commands import register_commands
