@@ -18,7 +18,15 @@ from shop import clock, fast_json, metrics
 from shop.checkout import session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
-from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
+from shop.checkout.reading import (
+    _assess,
+    _current,
+    _declined,
+    _notice,
+    _read,
+    _view,
+    check_owner,
+)
 from shop.checkout.sessions import _provider_unavailable, _require_open
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
@@ -59,6 +67,7 @@ def complete_session(
     buyer: Mapping[str, Any] | None = None,
     *,
     commit: bool = True,
+    owner: str | None = None,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
 
@@ -68,11 +77,12 @@ def complete_session(
     # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
     # so the write lock is held only from the claim to the commit.
     row = _current(session_id)
+    details = fast_json.loads(row.cart)
+    check_owner(session_id, details, owner)
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
-        return _view(state, row)  # already paid / paying / over: never charge again
+        return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
-    details = fast_json.loads(row.cart)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)

@@ -32,6 +32,16 @@ def _not_found(session_id: str) -> NotFoundError:
     )
 
 
+def check_owner(session_id: str, details: Mapping[str, Any], owner: str | None) -> None:
+    """Answer 404 to anyone but the API key that created a session.
+
+    `owner` None is a caller that acts for the store itself (Forter, webhooks, the CLI). A
+    session without an owner was made before sessions had one, or by such a caller.
+    """
+    if owner is not None and details.get("owner", owner) != owner:
+        raise _not_found(session_id)
+
+
 def _load(session_id: str) -> Any:
     """Read a session in the current transaction (beginning it); its columns as attributes."""
     row = session_rows.load(session_id)
@@ -209,8 +219,10 @@ def _view(
     )
 
 
-def get_session(state: ShopState, session_id: str) -> SessionView:
+def get_session(state: ShopState, session_id: str, owner: str | None = None) -> SessionView:
     """Return a session as it stands now (expiring it when its TTL has passed)."""
+    record = _read(session_id)
+    check_owner(session_id, fast_json.loads(record.cart), owner)
     return _view(state, _current(session_id))
 
 
