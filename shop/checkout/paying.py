@@ -189,6 +189,7 @@ def complete_session(
         now=(paid_at := clock.epoch()),
         commit=commit,
         quote=quote,  # the price charged: the order payload is not priced a second time
+        details=details,  # and its cart is not decoded a second time
     ):
         metrics.inc("shop_checkouts_completed_total", via="complete")
         # As mark_paid committed it (its condition held, so nothing else wrote in between).

@@ -13,7 +13,7 @@ from shop.checkout import session_rows, stock
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
-from shop.pricing.quotes import Cart, CartLine, Quote, price_cart
+from shop.pricing.quotes import Quote, cart_of, price_cart
 from shop.state import ShopState
 from shop.storage import transaction
 from shop.storage.models import CheckoutSession
@@ -82,22 +82,12 @@ def _expire_if_due(row: Any) -> Any:
     return row
 
 
-def _cart(details: Mapping[str, Any]) -> Cart:
-    address = (details.get("fulfillment_details") or {}).get("address")
-    return Cart(
-        lines=tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
-        address=address,
-        option_id=details.get("option_id"),
-        coupon_codes=tuple(details.get("coupons") or ()),
-    )
-
-
 Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
 
 
 def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
     """Price the cart and list what stands between it and payment."""
-    quote = price_cart(state.settings, state.catalog, _cart(details), clock.now())
+    quote = price_cart(state.settings, state.catalog, cart_of(details), clock.now())
     availability = stock.available_quantities(state.catalog)
     messages: list[Message] = []
     ready = True
@@ -254,5 +244,6 @@ def _declined(content: str | None, code: str = "payment_declined") -> str:
     )
 
 
-def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
-    return [(line.item_id, line.quantity) for line in _cart(fast_json.loads(row.cart)).lines]
+def _cart_lines(details: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The (item id, quantity) pairs of a decoded stored cart."""
+    return [(line["item_id"], line["quantity"]) for line in details["lines"]]
