@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from shop import clock, fast_json, orders
-from shop.checkout import stock
+from shop import clock, fast_json, metrics, orders
+from shop.checkout import stock, tally
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
 from shop.checkout.session_rows import SessionRecord
@@ -302,6 +302,14 @@ def _record_paid(
     paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
         orders.enqueue_order_created(state, session_id, payload, encoded)
+        tally.add("completed")
+        metrics.event(
+            "session_completed",
+            session_id=session_id,
+            order_id=values["p_order"],
+            provider=state.provider.name,
+            amount=amount,
+        )
     return paid
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json
-from shop.checkout import session_rows, stock
+from shop import clock, fast_json, metrics
+from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
@@ -72,12 +72,16 @@ def _current(session_id: str) -> SessionRecord:
 def _expire_if_due(row: Any) -> Any:
     """Expire a session read by _load when its TTL has passed; return it as it is now."""
     if row.status in OPEN and row.expires_at <= clock.epoch():
-        transaction.execute(
+        expired = transaction.execute(
             update(CheckoutSession)
             .where(CheckoutSession.id == row.id, CheckoutSession.status.in_(list(OPEN)))
             .values(status=Status.EXPIRED, updated_at=clock.epoch())
-        )
+        ).rowcount
+        if expired:
+            tally.add("expired")
         transaction.commit()
+        if expired:
+            metrics.SESSIONS_EXPIRED.inc()
         return _load(row.id)
     return row
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json
-from shop.checkout import session_rows
+from shop import clock, fast_json, metrics
+from shop.checkout import session_rows, tally
 from shop.checkout.model import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -150,6 +150,8 @@ def create_session(
     )
     record = _prepare_payment(state, record, assessed[0], assessed[3])
     session_rows.insert_row(record, details)
+    tally.add("sessions_created")
+    metrics.SESSIONS_CREATED.inc()
     if commit:
         transaction.commit()
     return _view(state, record, assessed, details)
@@ -240,9 +242,12 @@ def cancel_session(state: ShopState, session_id: str, owner: str | None = None) 
             ),
         )
     )
+    if result.rowcount == 1:
+        tally.add("canceled")
     transaction.commit()
     if result.rowcount != 1:
         return cancel_session(state, session_id, owner)  # lost a race: answer from the new state
+    metrics.SESSIONS_CANCELED.inc()
     return _view(state, _read(session_id))
 
 
