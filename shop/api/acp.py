@@ -170,6 +170,7 @@ def complete_session(checkout_session_id: str) -> Response:
         acp_parse.buyer(body.get("buyer")),
         commit=False,
         owner=_scope(),
+        offered_handlers_only=True,
     )  # a payment's record commits with the stored response (and even if the answer fails)
     return session_response(view)
 

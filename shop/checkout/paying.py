@@ -30,6 +30,7 @@ from shop.checkout.reading import (
 from shop.checkout.sessions import _provider_unavailable, _require_open
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
+from shop.payments.handlers import check_credential
 from shop.state import ShopState
 from shop.storage import one_of, transaction
 from shop.storage.models import CheckoutSession
@@ -69,11 +70,14 @@ def complete_session(
     *,
     commit: bool = True,
     owner: str | None = None,
+    offered_handlers_only: bool = False,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
 
     With commit=False a successful payment is recorded in a transaction left open for the
-    caller (the ACP surface commits it with the stored response; see mark_paid).
+    caller (the ACP surface commits it with the stored response; see mark_paid). With
+    `offered_handlers_only` (ACP) the credential must be for a payment handler the session
+    advertised, in types that handler takes: else a 400 before any stock or money moves.
     """
     # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
     # so the write lock is held only from the claim to the commit.
@@ -86,6 +90,8 @@ def complete_session(
         return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
+    if offered_handlers_only:
+        check_credential(state.provider.handlers(row.provider_order_id), credential)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)

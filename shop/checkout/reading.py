@@ -13,6 +13,7 @@ from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
+from shop.pricing.countries import is_country
 from shop.pricing.quotes import Quote, cart_of, price_cart
 from shop.state import ShopState
 from shop.storage import transaction
@@ -122,6 +123,19 @@ def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
                 "fulfillment_details.address.",
                 "missing",
                 "$.fulfillment_details.address",
+            )
+        )
+    country = str((_address(details) or {}).get("country") or "")
+    if country and not is_country(country):
+        # Tax and shipping depend on the country: a mistyped one must not price as untaxed.
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                f"'{country[:40]}' is not a country code; send the two-letter ISO 3166-1 "
+                'code of the shipping country, e.g. "US", "DE" or "IN".',
+                "invalid",
+                "$.fulfillment_details.address.country",
             )
         )
     if quote.unknown_option_id is not None:
