@@ -7,8 +7,7 @@ refuses to take payment until the address names a real country.
 from __future__ import annotations
 
 # The 249 officially assigned ISO 3166-1 alpha-2 codes.
-ISO_3166_ALPHA_2 = frozenset(
-    """
+_CODES = """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
     BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
     DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
@@ -18,8 +17,8 @@ ISO_3166_ALPHA_2 = frozenset(
     PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
     SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
     VN VU WF WS YE YT ZA ZM ZW
-    """.split()
-)
+"""
+ISO_3166_ALPHA_2 = frozenset(_CODES.split())
 
 
 def is_country(code: str) -> bool:
