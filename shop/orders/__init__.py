@@ -41,7 +41,7 @@ from shop.orders.outbox import (
     enqueue_order_created,
     enqueue_order_flagged,
 )
-from shop.orders.replay import dropped_sessions, replay, undelivered
+from shop.orders.replay import backlog, dropped_sessions, replay, undelivered
 from shop.orders.sending import claim, deliver_session, due, send_all
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "OPEN_STATES",
     "STRANDED_STATES",
     "agent_event_key",
+    "backlog",
     "claim",
     "deliver_session",
     "dropped_sessions",

@@ -166,21 +166,21 @@ def send_all(state: ShopState, messages: Iterable[Message]) -> int:
     slow receiver must not stall every checkout while it answers.
     """
     delivered = 0
-    failures: list[tuple[Message, str]] = []
+    failures: list[tuple[Message, str, str]] = []
     try:
         for message in messages:
             outcome = _send(state, message)
             if outcome is True:
                 delivered += 1
-            elif isinstance(outcome, str):
-                failures.append((message, outcome))
+            elif isinstance(outcome, tuple):
+                failures.append((message, *outcome))
     finally:
         _record_failures(failures)
     return delivered
 
 
-def _send(state: ShopState, message: Message) -> bool | str | None:
-    """Send one message: True when delivered (and recorded), the reason when it failed.
+def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
+    """Send one message: True when delivered (and recorded), (reason, error class) if not.
 
     None: the lease went to someone else before the send, so the message is theirs. False:
     a sink that drops orders took it (recorded `dropped`).
@@ -201,9 +201,9 @@ def _send(state: ShopState, message: Message) -> bool | str | None:
         else:
             sink.deliver(fast_json.loads(message.payload))
     except Exception as exc:  # a sink must never break the checkout: record and retry
-        return f"{type(exc).__name__}: {exc}"[:500]
+        return f"{type(exc).__name__}: {exc}"[:500], type(exc).__name__
     if getattr(sink, "drops_orders", False):  # a sink that only logs, given a leased row
-        _record_failures([(message, _dropped_error(message.session_id))], dropped=True)
+        _record_failures([(message, _dropped_error(message.session_id), "")], dropped=True)
         metrics.inc(
             "shop_order_deliveries_total", destination=message.destination, outcome="dropped"
         )
@@ -211,6 +211,12 @@ def _send(state: ShopState, message: Message) -> bool | str | None:
     write(_DELIVERED, _key(message))
     transaction.commit()
     metrics.inc("shop_order_deliveries_total", destination=message.destination, outcome="delivered")
+    metrics.event(
+        "order_delivered",
+        order_id=message.order_id,
+        session_id=message.session_id,
+        destination=message.destination,
+    )
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%s %s for session %s delivered to the %s",
@@ -229,18 +235,18 @@ def _renew(message: Message) -> Message | None:
     return replace(message, lease=lease) if renewed else None
 
 
-def _record_failures(failures: list[tuple[Message, str]], dropped: bool = False) -> None:
+def _record_failures(failures: list[tuple[Message, str, str]], dropped: bool = False) -> None:
     """Log one prominent line per failure, then record them all in one transaction."""
     if not failures:
         return
     now = clock.epoch()
     params = []
-    for message, reason in failures:
+    for message, reason, error in failures:
         if dropped:
             state, next_at = "dropped", now
         else:
             gave_up = message.attempts >= MAX_ATTEMPTS
-            _log_failure(message, reason, gave_up)
+            _log_failure(message, reason, gave_up, error)
             state, next_at = (
                 ("gave_up", now) if gave_up else ("failed", now + backoff(message.attempts))
             )
@@ -259,7 +265,7 @@ def _record_failures(failures: list[tuple[Message, str]], dropped: bool = False)
     transaction.commit()
 
 
-def _log_failure(message: Message, reason: str, gave_up: bool) -> None:
+def _log_failure(message: Message, reason: str, gave_up: bool, error: str) -> None:
     """Log one prominent line: the next try, or (after the last) giving up with the order."""
     if gave_up:
         # The whole payload goes in the line: the log keeps the order even after purge.
@@ -294,6 +300,15 @@ def _log_failure(message: Message, reason: str, gave_up: bool) -> None:
         "shop_order_deliveries_total",
         destination=message.destination,
         outcome="gave_up" if gave_up else "failed",
+    )
+    metrics.event(
+        "order_delivery_failed",
+        order_id=message.order_id,
+        session_id=message.session_id,
+        destination=message.destination,
+        attempt=message.attempts,
+        gave_up=gave_up,
+        reason=error,
     )
 
 
