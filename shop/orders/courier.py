@@ -210,9 +210,13 @@ def _in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_child=_in_child)
 
 
+# gunicorn's arbiter sets this in its own environment, which its workers inherit: a mark of
+# the server, not a setting (docs/configuration.md lists what a merchant sets).
+_SERVER_MARK = "SERVER_SOFTWARE"
+
+
 def _under_gunicorn() -> bool:
-    # gunicorn's arbiter sets it in its environment, which its workers inherit.
-    return os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/")
+    return os.environ.get(_SERVER_MARK, "").startswith("gunicorn/")
 
 
 def init_app(app: Flask) -> None:
