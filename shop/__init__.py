@@ -120,10 +120,12 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
     # Only the prefix is logged, never the key.
     prefix = _KEY_PREFIX.match(settings.secret(variable) or "")
     kind = f"a {prefix[0]} key" if prefix else "not a test key"
+    # WARNING, not INFO: gunicorn shows warnings without any logging set up, and a merchant
+    # must see at every start whether real money moves.
     if provider.test_mode:
         log.warning("%s is in test mode (%s is %s): no real money moves", title, variable, kind)
     else:
-        log.info("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
+        log.warning("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
 
 
 def _database_url(url: str) -> str:
