@@ -619,6 +619,34 @@ ENVIRONMENT = (
         "optional, with ACP_WEBHOOK_URL",
         "Signs those events (Merchant-Signature).",
     ),
+    # Watching it (issue 11): README "Watching it".
+    Variable(
+        "SHOP_METRICS_TOKEN",
+        "optional",
+        "Lets a scraper read /metrics from outside loopback: send Authorization: Bearer "
+        "<token>. Without it /metrics answers only loopback requests that came through "
+        "no proxy.",
+    ),
+    Variable(
+        "SHOP_ADMIN_TOKEN",
+        "the /status page",
+        "The sign-in token of the merchant's /status page (a long random value); without it "
+        "the page is off.",
+    ),
+    Variable(
+        "SHOP_LOG_FORMAT",
+        "optional",
+        "json: one JSON line per request and per business event (session completed, "
+        "payment failed, order delivered or failed), never a token, card or address.",
+        secret=False,
+    ),
+    Variable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "optional",
+        "Where gunicorn workers share their metrics; gunicorn.conf.py makes a temporary one "
+        "when unset and empties it at start.",
+        secret=False,
+    ),
 )
 
 # Variables whose names start like ours: a misspelled one is named by `check`.
