@@ -177,4 +177,9 @@ def _register_request_hooks(app: Flask) -> None:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.
         request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
         response.headers["Request-Id"] = request_id
+        # ACP 2026-04-17 echoes Idempotency-Key; every answer to a request carrying one does
+        # (errors and replays too), so an agent can match answers to its retries.
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None:
+            response.headers["Idempotency-Key"] = idempotency_key
         return response

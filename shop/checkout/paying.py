@@ -18,10 +18,19 @@ from shop import clock, fast_json, metrics
 from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid
-from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
+from shop.checkout.reading import (
+    _assess,
+    _current,
+    _declined,
+    _notice,
+    _read,
+    _view,
+    check_owner,
+)
 from shop.checkout.sessions import _provider_unavailable, _require_open
 from shop.errors import ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
+from shop.payments.handlers import check_credential
 from shop.state import ShopState
 from shop.storage import one_of, transaction
 from shop.storage.models import CheckoutSession
@@ -60,22 +69,29 @@ def complete_session(
     buyer: Mapping[str, Any] | None = None,
     *,
     commit: bool = True,
+    owner: str | None = None,
+    offered_handlers_only: bool = False,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
 
     With commit=False a successful payment is recorded in a transaction left open for the
-    caller (the ACP surface commits it with the stored response; see mark_paid).
+    caller (the ACP surface commits it with the stored response; see mark_paid). With
+    `offered_handlers_only` (ACP) the credential must be for a payment handler the session
+    advertised, in types that handler takes: else a 400 before any stock or money moves.
     """
     # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
     # so the write lock is held only from the claim to the commit.
     row = _current(session_id)
+    details = fast_json.loads(row.cart)
+    check_owner(session_id, details, owner)
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED, Status.CANCELED):
         _attempt("not_open")
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
-        return _view(state, row)  # already paid / paying / over: never charge again
+        return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
-    details = fast_json.loads(row.cart)
+    if offered_handlers_only:
+        check_credential(state.provider.handlers(row.provider_order_id), credential)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)

@@ -13,6 +13,7 @@ from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
+from shop.pricing.countries import is_country
 from shop.pricing.quotes import Quote, cart_of, price_cart
 from shop.state import ShopState
 from shop.storage import transaction
@@ -30,6 +31,16 @@ def _not_found(session_id: str) -> NotFoundError:
         f"No checkout session has the id '{session_id}'; create one with POST /checkout_sessions.",
         "$.checkout_session_id",
     )
+
+
+def check_owner(session_id: str, details: Mapping[str, Any], owner: str | None) -> None:
+    """Answer 404 to anyone but the API key that created a session.
+
+    `owner` None is a caller that acts for the store itself (Forter, webhooks, the CLI). A
+    session without an owner was made before sessions had one, or by such a caller.
+    """
+    if owner is not None and details.get("owner", owner) != owner:
+        raise _not_found(session_id)
 
 
 def _load(session_id: str) -> Any:
@@ -112,6 +123,19 @@ def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
                 "fulfillment_details.address.",
                 "missing",
                 "$.fulfillment_details.address",
+            )
+        )
+    country = str((_address(details) or {}).get("country") or "")
+    if country and not is_country(country):
+        # Tax and shipping depend on the country: a mistyped one must not price as untaxed.
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                f"'{country[:40]}' is not a country code; send the two-letter ISO 3166-1 "
+                'code of the shipping country, e.g. "US", "DE" or "IN".',
+                "invalid",
+                "$.fulfillment_details.address.country",
             )
         )
     if quote.unknown_option_id is not None:
@@ -203,8 +227,10 @@ def _view(
     )
 
 
-def get_session(state: ShopState, session_id: str) -> SessionView:
+def get_session(state: ShopState, session_id: str, owner: str | None = None) -> SessionView:
     """Return a session as it stands now (expiring it when its TTL has passed)."""
+    record = _read(session_id)
+    check_owner(session_id, fast_json.loads(record.cart), owner)
     return _view(state, _current(session_id))
 
 

@@ -554,6 +554,24 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_METRICS_TOKEN",
+        "optional",
+        "Lets a scraper from another host read /metrics with Authorization: Bearer <token> "
+        "(loopback needs none).",
+    ),
+    Variable(
+        "SHOP_LOG_FORMAT",
+        "optional",
+        "json: one JSON line per request and per business event, for log search.",
+        secret=False,
+    ),
+    Variable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "optional",
+        "Where the workers' metric files live; gunicorn.conf.py makes a temporary one when unset.",
+        secret=False,
+    ),
+    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "
@@ -619,13 +637,11 @@ ENVIRONMENT = (
         "optional, with ACP_WEBHOOK_URL",
         "Signs those events (Merchant-Signature).",
     ),
-    # Watching it (issue 11): README "Watching it".
     Variable(
         "SHOP_METRICS_TOKEN",
         "optional",
-        "Lets a scraper read /metrics from outside loopback: send Authorization: Bearer "
-        "<token>. Without it /metrics answers only loopback requests that came through "
-        "no proxy.",
+        "Lets a scraper that is not on loopback read /metrics with 'Authorization: Bearer "
+        "<token>'; without it /metrics answers loopback only.",
     ),
     Variable(
         "SHOP_ADMIN_TOKEN",
@@ -636,15 +652,15 @@ ENVIRONMENT = (
     Variable(
         "SHOP_LOG_FORMAT",
         "optional",
-        "json: one JSON line per request and per business event (session completed, "
-        "payment failed, order delivered or failed), never a token, card or address.",
+        "json: one JSON line per request and per business event (no tokens, card data or "
+        "addresses); anything else or unset: plain text lines.",
         secret=False,
     ),
     Variable(
         "PROMETHEUS_MULTIPROC_DIR",
-        "optional",
-        "Where gunicorn workers share their metrics; gunicorn.conf.py makes a temporary one "
-        "when unset and empties it at start.",
+        "set by gunicorn.conf.py",
+        "The directory where each gunicorn worker writes its metrics so every scrape adds "
+        "them up; gunicorn.conf.py sets and cleans it, set it yourself only to move it.",
         secret=False,
     ),
 )

@@ -24,7 +24,8 @@ from shop.money import KNOWN_CURRENCIES
 from shop.storage.database_url import DEFAULT_DATABASE_URL, check_database_url
 
 PROVIDERS = ("test", "stripe", "razorpay")
-ACP_VERSIONS = ("2026-04-17", "2026-01-30")
+# Every released ACP version, newest first; config.json acp.versions may narrow the list.
+ACP_VERSIONS = ("2026-04-17", "2026-01-30", "2026-01-16", "2025-12-12", "2025-09-29")
 DEMO_API_KEY = "demo"
 POLICY_URLS = ("termsUrl", "privacyUrl", "returnsUrl")
 
@@ -233,6 +234,12 @@ def _acp_versions(acp: Fields) -> tuple[str, ...]:
                 "versions",
                 f"holds {version!r}, which is not an API-Version date; "
                 'list dates like ["2026-04-17", "2026-01-30"].',
+            )
+        if version not in ACP_VERSIONS:
+            raise acp.error(
+                "versions",
+                f"holds {version!r}, which is not a released ACP version this store speaks; "
+                f"list some of {', '.join(ACP_VERSIONS)}.",
             )
     return tuple(versions)
 
