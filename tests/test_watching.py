@@ -213,6 +213,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # A click that submits a form returns before the next page has loaded: each lookup
+    # waits (up to this long) for its element to appear on the page that follows.
+    driver.implicitly_wait(15)
     try:
         yield driver
     finally:
