@@ -637,6 +637,26 @@ ENVIRONMENT = (
         "optional, with ACP_WEBHOOK_URL",
         "Signs those events (Merchant-Signature).",
     ),
+    Variable(
+        "SHOP_METRICS_TOKEN",
+        "optional",
+        "Lets a scraper that is not on loopback read /metrics with 'Authorization: Bearer "
+        "<token>'; without it /metrics answers loopback only.",
+    ),
+    Variable(
+        "SHOP_LOG_FORMAT",
+        "optional",
+        "json: one JSON line per request and per business event (no tokens, card data or "
+        "addresses); anything else or unset: plain text lines.",
+        secret=False,
+    ),
+    Variable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "set by gunicorn.conf.py",
+        "The directory where each gunicorn worker writes its metrics so every scrape adds "
+        "them up; gunicorn.conf.py sets and cleans it, set it yourself only to move it.",
+        secret=False,
+    ),
 )
 
 # Variables whose names start like ours: a misspelled one is named by `check`.
