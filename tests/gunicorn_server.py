@@ -42,11 +42,10 @@ def gunicorn_process(
     Its output goes to a temporary log file, not a pipe: nobody reads a pipe while the
     workers run, and a few hundred log lines (one per order in LogSink mode) would fill it
     and block every worker on its next write. The log is shown when gunicorn exits early.
-    With `log_path` the output goes there and is kept, for the test to read.
     """
     port = free_port()
     with (
-        open(log_path, "wb")
+        open(log_path, "wb")  # kept for the caller to read
         if log_path is not None
         else tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log", delete=False)
     ) as log_file:
@@ -101,12 +100,8 @@ def gunicorn_process(
 
 @contextmanager
 def gunicorn(
-    env: Mapping[str, str],
-    workers: int = 3,
-    threads: int = 1,
-    app: str = "app:app",
-    log_path: Path | None = None,
+    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
 ) -> Iterator[str]:
     """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
-    with gunicorn_process(env, workers, threads, app, log_path) as (url, _proc):
+    with gunicorn_process(env, workers, threads, app) as (url, _proc):
         yield url
