@@ -12,9 +12,9 @@ from typing import Any
 from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from shop.config.catalog import load_catalog
-from shop.config.settings import Settings, load_settings
-from shop.errors import ConfigError, register_error_handlers
+from shop.config.files import load_files
+from shop.config.settings import Settings
+from shop.errors import register_error_handlers
 from shop.state import ShopState
 from shop.storage.database_url import database_error
 
@@ -31,14 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     overrides = dict(overrides or {})
     config_overrides = overrides.pop("config", None)
     env = {**os.environ, **{k: str(v) for k, v in overrides.items()}}
-    settings = load_settings(env, config_overrides)
-    catalog = load_catalog(settings.products_path)
-    if any(not p.digital for p in catalog.products) and not settings.shipping:
-        raise ConfigError(
-            f"{settings.config_path}: field 'shipping' is empty but {settings.products_path} has "
-            "physical products; add at least one option like "
-            '{"id": "standard", "title": "Standard", "amount": 500, "minDays": 3, "maxDays": 5}.'
-        )
+    settings, catalog = load_files(env, config_overrides)
 
     app = Flask("shop", instance_path=os.path.abspath("instance"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -59,11 +52,6 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     agent_url = settings.secret("ACP_WEBHOOK_URL")
     agent_secret = settings.secret("ACP_WEBHOOK_SECRET")
     agent_sink = AcpEventSink(agent_url, agent_secret) if agent_url and agent_secret else None
-    if bool(agent_url) != bool(agent_secret):
-        raise ConfigError(
-            "ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
-            "order events to the agent platform, or neither."
-        )
     app.extensions["shop"] = ShopState(
         settings=settings, catalog=catalog, provider=provider, sink=sink, agent_sink=agent_sink
     )
@@ -84,6 +72,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     register_error_handlers(app)
     _register_blueprints(app)
+    # Before the request-id hook: after_request hooks run last-registered first, so the
+    # request log sees the Request-Id that hook sets.
+    from shop.api import request_log
+
+    request_log.init_app(app, request_log.json_logs_enabled(settings.secret("SHOP_LOG_FORMAT")))
     _register_request_hooks(app)
     orders.init_app(app)
     from shop.cli.commands import register_commands
@@ -115,10 +108,12 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
     # Only the prefix is logged, never the key.
     prefix = _KEY_PREFIX.match(settings.secret(variable) or "")
     kind = f"a {prefix[0]} key" if prefix else "not a test key"
+    # WARNING, not INFO: gunicorn shows warnings without any logging set up, and a merchant
+    # must see at every start whether real money moves.
     if provider.test_mode:
         log.warning("%s is in test mode (%s is %s): no real money moves", title, variable, kind)
     else:
-        log.info("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
+        log.warning("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
 
 
 def _database_url(url: str) -> str:
@@ -169,4 +164,9 @@ def _register_request_hooks(app: Flask) -> None:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.
         request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
         response.headers["Request-Id"] = request_id
+        # ACP 2026-04-17 echoes Idempotency-Key; every answer to a request carrying one does
+        # (errors and replays too), so an agent can match answers to its retries.
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None:
+            response.headers["Idempotency-Key"] = idempotency_key
         return response

@@ -21,6 +21,7 @@ POST /v1/payments/{id}/capture; payments are registered by tests with add_razorp
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -82,6 +83,8 @@ class FakePSP:
     hold: str | None = None
     held: threading.Event = field(default_factory=threading.Event)
     resume: threading.Event = field(default_factory=threading.Event)
+    # Keys the provider no longer accepts (rolled or deleted): requests with them get a 401.
+    revoked_keys: set[str] = field(default_factory=set)
 
     def sent(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method matches and path fully matches the regex."""
@@ -138,6 +141,13 @@ class FakePSP:
     # --- Stripe -------------------------------------------------------------------------
 
     def stripe(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/v1/balance":  # `check --online`: a harmless read
+            return 200, {
+                "object": "balance",
+                "livemode": False,
+                "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+                "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+            }
         if method == "POST" and path == "/v1/payment_intents":
             return self._create_intent(body)
         match = re.fullmatch(r"/v1/payment_intents/(pi_\w+)(/cancel)?", path)
@@ -213,6 +223,9 @@ class FakePSP:
     # --- Razorpay -----------------------------------------------------------------------
 
     def razorpay(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/v1/orders":  # `check --online`: a harmless read
+            newest = sorted(self.razorpay_orders.values(), key=lambda o: o["created_at"])[-1:]
+            return 200, {"entity": "collection", "count": len(newest), "items": newest}
         if method == "POST" and path == "/v1/orders":
             order_id = f"order_{secrets.token_hex(7)}"
             self.razorpay_orders[order_id] = {
@@ -306,6 +319,28 @@ class _Handler(BaseHTTPRequestHandler):
                     401,
                     {"error": {"type": "invalid_request_error", "message": "No API key provided."}},
                 )
+            elif self._revoked(fake):
+                status, answer = (
+                    (
+                        401,
+                        {
+                            "error": {
+                                "type": "invalid_request_error",
+                                "message": "Invalid API Key provided: sk_****",
+                            }
+                        },
+                    )
+                    if self.headers.get("Stripe-Version")
+                    else (
+                        401,
+                        {
+                            "error": {
+                                "code": "BAD_REQUEST_ERROR",
+                                "description": "Authentication failed",
+                            }
+                        },
+                    )
+                )
             elif self.headers.get("Stripe-Version"):  # the stripe library always sends it
                 status, answer = self._stripe(fake, path, body)
             elif fake.razorpay_server_errors > 0:
@@ -338,6 +373,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the caller died waiting (a crash test)
             self.close_connection = True
+
+    def _revoked(self, fake: FakePSP) -> bool:
+        kind, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+        if kind == "Basic":
+            credential = base64.b64decode(credential).decode(errors="replace").partition(":")[0]
+        return credential in fake.revoked_keys
 
     def _stripe(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         key = self.headers.get("Idempotency-Key")
