@@ -156,7 +156,7 @@ def main() -> None:
     try:
         _wait(g_port, "GET", "/healthz")
         _wait(u_port, "POST", "/mcp", {"jsonrpc": "2.0", "id": 0, "method": "ping"})
-        status, data = _request(
+        _status, data = _request(
             g_port,
             "POST",
             "/checkout_sessions",

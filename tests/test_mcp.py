@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from shop import clock
 from shop.api.fingerprint import canonical_json
 from shop.api.mcp_tools import build_tools
-from tests.conftest import _REGISTRY, _SCHEMA, ADDRESS_CA, API_VERSION, SPEC, cart, payment
+from tests.conftest import ADDRESS_CA, API_VERSION, SPEC, cart, payment
 
 AUTH = {"Authorization": "Bearer demo"}
 
@@ -47,22 +48,22 @@ def _meta(key: str | None = None) -> dict[str, str]:
 
 def _reference_validator(tool: str) -> Draft202012Validator:
     """The binding's own schema for a tool, its relative $refs resolved by a registry."""
+    bundle = json.loads((SPEC / "schema.agentic_checkout.json").read_text())
     openrpc = json.loads((SPEC / "openrpc.agentic_checkout.json").read_text())
     method = next(m for m in openrpc["methods"] if m["name"] == tool)
     properties = {}
     for param in method["params"]:
         text = json.dumps(param["schema"]).replace(
-            "../json-schema/schema.agentic_checkout.json", _SCHEMA["$id"]
+            "../json-schema/schema.agentic_checkout.json", bundle["$id"]
         )
         text = text.replace('"#/components/schemas/meta"', json.dumps("urn:meta"))
         properties[param["name"]] = json.loads(text)
-    from referencing import Resource
-
-    registry = _REGISTRY.with_resource(
-        "urn:meta",
-        Resource.from_contents(
-            {"$schema": _SCHEMA["$schema"], **openrpc["components"]["schemas"]["meta"]}
-        ),
+    meta = {"$schema": bundle["$schema"], **openrpc["components"]["schemas"]["meta"]}
+    registry = Registry().with_resources(
+        [
+            (bundle["$id"], Resource.from_contents(bundle)),
+            ("urn:meta", Resource.from_contents(meta)),
+        ]
     )
     required = [p["name"] for p in method["params"] if p.get("required")]
     return Draft202012Validator(

@@ -136,6 +136,6 @@ def call_rest(
         status=started["status"],
         body=fast_json.loads(raw) if raw else None,
         request_id=headers.get("request-id"),
-        idempotency_key=environ.get("HTTP_IDEMPOTENCY_KEY"),
+        idempotency_key=meta.get("idempotency_key"),
         replayed=headers.get("idempotent-replayed") == "true",
     )
