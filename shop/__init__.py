@@ -147,15 +147,9 @@ def _register_blueprints(app: Flask) -> None:
 def _register_request_hooks(app: Flask) -> None:
     # Imported here, once per app, not per request: importing retention (the database models
     # and the checkout domain) at the top would make every `import shop` load them all.
-    from shop import clock
     from shop.checkout import retention
 
-    @app.before_request
-    def _purge_now_and_then() -> None:
-        now = clock.epoch()
-        if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
-            app.extensions["shop.last_purge"] = now
-            retention.purge(app.extensions["shop"])
+    retention.init_app(app)  # issue 16: purging runs in the background, never in a request
 
     @app.teardown_appcontext
     def _end_unit_of_work(_error: BaseException | None) -> None:
