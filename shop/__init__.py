@@ -16,7 +16,7 @@ from shop.config.files import load_files
 from shop.config.settings import Settings
 from shop.errors import register_error_handlers
 from shop.state import ShopState
-from shop.storage.database_url import database_error
+from shop.storage.database_url import database_error, with_driver
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("shop")
@@ -120,6 +120,7 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
 
 
 def _database_url(url: str) -> str:
+    url = with_driver(url)  # postgresql:// through psycopg 3 (issue 16)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":

@@ -554,6 +554,13 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_PURGE_SECONDS",
+        "optional",
+        "How often each worker forgets expired sessions and gives the space back, in the "
+        "background, in seconds (default 300).",
+        secret=False,
+    ),
+    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "
