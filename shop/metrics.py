@@ -15,6 +15,10 @@ HELP = {
     "shop_webhook_malformed_total": "Signed provider webhooks whose body could not be read.",
     "shop_webhook_events_total": "Provider webhook events received, by outcome.",
     "shop_order_deliveries_total": "Order hand-offs to the merchant, by outcome.",
+    # payments (issue 14)
+    "shop_payment_setup_errors_total": "Payments refused for the store's own payment setup.",
+    "shop_payment_outcome_unknown_total": "Payment attempts with an unknown outcome.",
+    "shop_duplicate_payments_total": "Second payments for a paid session, by refund outcome.",
 }
 
 
