@@ -84,6 +84,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     register_error_handlers(app)
     _register_blueprints(app)
+    # Before the request-id hook: after_request hooks run last-registered first, so the
+    # request log sees the Request-Id that hook sets.
+    from shop.api import request_log
+
+    request_log.init_app(app, request_log.json_logs_enabled(settings.secret("SHOP_LOG_FORMAT")))
     _register_request_hooks(app)
     orders.init_app(app)
     from shop.cli.commands import register_commands
@@ -115,10 +120,12 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
     # Only the prefix is logged, never the key.
     prefix = _KEY_PREFIX.match(settings.secret(variable) or "")
     kind = f"a {prefix[0]} key" if prefix else "not a test key"
+    # WARNING, not INFO: gunicorn shows warnings without any logging set up, and a merchant
+    # must see at every start whether real money moves.
     if provider.test_mode:
         log.warning("%s is in test mode (%s is %s): no real money moves", title, variable, kind)
     else:
-        log.info("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
+        log.warning("%s is LIVE (%s is %s): payments move real money", title, variable, kind)
 
 
 def _database_url(url: str) -> str:
@@ -169,4 +176,9 @@ def _register_request_hooks(app: Flask) -> None:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.
         request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
         response.headers["Request-Id"] = request_id
+        # ACP 2026-04-17 echoes Idempotency-Key; every answer to a request carrying one does
+        # (errors and replays too), so an agent can match answers to its retries.
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None:
+            response.headers["Idempotency-Key"] = idempotency_key
         return response

@@ -89,13 +89,12 @@ class ProviderError(Exception):
         self.outcome_unknown = outcome_unknown
 
 
-def render_acp_error(exc: ShopError) -> Any:
-    """Render a ShopError as the ACP flat Error response."""
+def render_acp_error(exc: ShopError, shape: Any = None) -> Any:
+    """Render a ShopError as the ACP flat Error response (`shape`: one ACP version's Error)."""
     from flask import Response
 
-    response = Response(
-        fast_json.dumps_bytes(exc.to_acp()), status=exc.status, mimetype="application/json"
-    )
+    body = exc.to_acp() if shape is None else shape(exc.to_acp())
+    response = Response(fast_json.dumps_bytes(body), status=exc.status, mimetype="application/json")
     for name, value in exc.headers.items():
         response.headers[name] = value
     if not exc.replayable:

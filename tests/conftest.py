@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SPEC = ROOT / "shop" / "spec" / "acp" / "2026-04-17"
 API_VERSION = "2026-04-17"
+# Every released ACP version the store speaks, oldest first (shop/spec/acp/<version>/).
+ACP_VERSIONS = ("2025-09-29", "2025-12-12", "2026-01-16", "2026-01-30", "2026-04-17")
 
 pytest_plugins = ["tests.receiver", "tests.fake_psp"]
 
@@ -162,12 +164,26 @@ def _validate_acp_responses(app: Any, violations: list[str]) -> None:
             )
             return response
         name = _acp_schema_name(request.path, response.status_code, body)
-        for error in acp_validator(name).iter_errors(body):
+        version = _answered_version(request, name, body)
+        for error in acp_errors(body, name, version):
             violations.append(
                 f"{request.method} {request.path} -> {response.status_code} "
-                f"({name}) {list(error.path)}: {error.message}"
+                f"({name}) [{version}] {list(error.path)}: {error.message}"
             )
         return response
+
+
+def _answered_version(request: Any, name: str, body: Any) -> str:
+    """The version whose schema an ACP response must meet: the request's API-Version.
+
+    Discovery and the answers to a missing or unsupported API-Version are today's.
+    """
+    version = request.headers.get("API-Version", "").strip()
+    if name == "DiscoveryResponse" or version not in ACP_VERSIONS:
+        return API_VERSION
+    if name == "Error" and "supported_versions" in body:
+        return API_VERSION
+    return version
 
 
 def join_deliveries(timeout: float = 10.0) -> None:
@@ -277,29 +293,66 @@ def payment(token: str = "tok_visa") -> dict[str, Any]:
     }
 
 
-def _registry() -> tuple[Registry, dict[str, Any]]:
-    schema = json.loads((SPEC / "schema.agentic_checkout.json").read_text())
+def _draft4_exclusive_minimum(node: Any) -> Any:
+    """Read draft-4's `minimum: 0, exclusiveMinimum: true` as 2020-12's `exclusiveMinimum: 0`.
+
+    2025-09-29's Item.quantity is written the draft-4 way inside a 2020-12 schema, where a
+    boolean exclusiveMinimum is not allowed (jsonschema reads True as the number 1, refusing
+    quantity 1). The intent, a quantity above 0, is what the tests check.
+    """
+    if isinstance(node, dict):
+        node = {k: _draft4_exclusive_minimum(v) for k, v in node.items()}
+        if node.get("exclusiveMinimum") is True and "minimum" in node:
+            node["exclusiveMinimum"] = node.pop("minimum")
+        return node
+    if isinstance(node, list):
+        return [_draft4_exclusive_minimum(v) for v in node]
+    return node
+
+
+def _registry(version: str) -> tuple[Registry, dict[str, Any]]:
+    path = ROOT / "shop" / "spec" / "acp" / version / "schema.agentic_checkout.json"
+    schema = _draft4_exclusive_minimum(json.loads(path.read_text()))
     resource = Resource.from_contents(schema)
     return Registry().with_resource(schema["$id"], resource), schema
 
 
-_REGISTRY, _SCHEMA = _registry()
+# Every version's bundle has the same $id, so each gets a registry of its own.
+_SCHEMAS = {version: _registry(version) for version in ACP_VERSIONS}
 
 
-def acp_validator(name: str) -> Draft202012Validator:
-    """Return a validator for one $defs entry of the official ACP checkout schema.
+def acp_validator(name: str, version: str = API_VERSION) -> Draft202012Validator:
+    """Return a validator for one $defs entry of a version's official ACP checkout schema.
 
     Formats (uri, date-time, email) are checked too: rfc3986-validator and rfc3339-validator
     are installed for exactly this.
     """
+    registry, schema = _SCHEMAS[version]
     return Draft202012Validator(
-        {"$ref": f"{_SCHEMA['$id']}#/$defs/{name}"},
-        registry=_REGISTRY,
+        {"$ref": f"{schema['$id']}#/$defs/{name}"},
+        registry=registry,
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
 
 
-def assert_acp(body: dict[str, Any], name: str) -> None:
-    """Fail with every schema violation when body is not a valid ACP `name`."""
-    errors = sorted(acp_validator(name).iter_errors(body), key=lambda e: list(e.path))
+def acp_errors(body: Any, name: str, version: str = API_VERSION) -> list[Any]:
+    """Every violation of a version's `name` schema by body.
+
+    2025-09-29's CheckoutSessionWithOrder is allOf [CheckoutSessionBase, {order}] while that
+    base has additionalProperties false and no `order`: no body can meet it (its OpenAPI says
+    the same; 2025-12-12 added `order` to the base). For that version a completed session is
+    checked as the base without `order`, and `order` as an Order.
+    """
+    if version == "2025-09-29" and name == "CheckoutSessionWithOrder" and "order" in body:
+        rest = {k: v for k, v in body.items() if k != "order"}
+        return [
+            *acp_validator("CheckoutSession", version).iter_errors(rest),
+            *acp_validator("Order", version).iter_errors(body["order"]),
+        ]
+    return list(acp_validator(name, version).iter_errors(body))
+
+
+def assert_acp(body: dict[str, Any], name: str, version: str = API_VERSION) -> None:
+    """Fail with every schema violation when body is not a valid ACP `name` of `version`."""
+    errors = sorted(acp_errors(body, name, version), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])

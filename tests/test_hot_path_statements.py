@@ -101,6 +101,47 @@ def test_the_order_payload_reuses_the_quote_that_was_charged(make_app, monkeypat
     assert next(t["amount"] for t in order["totals"] if t["type"] == "total") == charged
 
 
+def test_complete_reads_the_session_once_and_decodes_its_cart_once(make_app, monkeypatch):
+    from shop import fast_json
+    from shop.checkout import session_rows as rows
+
+    sink = RecordingSink()
+    app = make_app(sink=sink)
+    acp = AcpClient(app.test_client())
+    created = acp.create(cart(("ebook-single", 2), address=None))
+    assert created.status_code == 201, created.get_json()
+    session_id = created.get_json()["id"]
+
+    reads: list[str] = []
+    decoded: list[str] = []
+    real_find, real_load, real_loads = rows.find, rows.load, fast_json.loads
+
+    def counting_find(sid: str) -> Any:
+        reads.append(sid)
+        return real_find(sid)
+
+    def counting_load(sid: str) -> Any:
+        reads.append(sid)
+        return real_load(sid)
+
+    def counting_loads(text: Any) -> Any:
+        value = real_loads(text)
+        if isinstance(value, dict) and "lines" in value:  # a session's stored cart
+            decoded.append(text)
+        return value
+
+    monkeypatch.setattr(rows, "find", counting_find)
+    monkeypatch.setattr(rows, "load", counting_load)
+    monkeypatch.setattr(fast_json, "loads", counting_loads)
+    done = acp.post(f"/checkout_sessions/{session_id}/complete", payment(), key="pay")
+    assert done.status_code == 200, done.get_json()
+    assert done.get_json()["status"] == "completed"
+    join_deliveries()
+    assert reads == [session_id], "the session row is read once along complete"
+    assert len(decoded) == 1, "its stored cart is decoded once along complete"
+    assert len(sink.orders) == 1
+
+
 def _construct_params_args(entry: Any, params: Any) -> tuple[Any, ...]:
     values = entry.compiled.construct_params(params or {})
     return tuple(values[name] for name in entry.positions)

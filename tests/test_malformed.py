@@ -427,7 +427,13 @@ def test_version_error_lists_supported_versions(client):
     response = client.post(
         "/checkout_sessions", json=cart(), headers=_headers(API_Version="1999-01-01")
     )
-    assert response.get_json()["supported_versions"] == ["2026-04-17", "2026-01-30"]
+    assert response.get_json()["supported_versions"] == [
+        "2026-04-17",
+        "2026-01-30",
+        "2026-01-16",
+        "2025-12-12",
+        "2025-09-29",
+    ]
 
 
 @pytest.mark.parametrize("body", [b for _, b in UNREADABLE], ids=[n for n, _ in UNREADABLE])

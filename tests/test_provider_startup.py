@@ -39,14 +39,14 @@ def _mode_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         (
             "stripe",
             {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "sk_live_51abcdef"},
-            logging.INFO,
+            logging.WARNING,
             "Stripe is LIVE (STRIPE_SECRET_KEY is a sk_live_ key): payments move real money",
         ),
         (
             "stripe",
-            {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "51abcdef"},
-            logging.INFO,
-            "Stripe is LIVE (STRIPE_SECRET_KEY is not a test key): payments move real money",
+            {**STRIPE, **ACCOUNT, "STRIPE_SECRET_KEY": "rk_live_51abcdef"},
+            logging.WARNING,
+            "Stripe is LIVE (STRIPE_SECRET_KEY is a rk_live_ key): payments move real money",
         ),
         (
             "razorpay",
@@ -57,7 +57,7 @@ def _mode_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         (
             "razorpay",
             {**RAZORPAY, "RAZORPAY_KEY_ID": "rzp_live_abcdef"},
-            logging.INFO,
+            logging.WARNING,
             "Razorpay is LIVE (RAZORPAY_KEY_ID is a rzp_live_ key): payments move real money",
         ),
     ],
@@ -69,6 +69,32 @@ def test_one_line_says_test_or_live(make_app, caplog, provider, env, level, line
     assert [(r.levelno, r.getMessage()) for r in records] == [(level, line)]
     key = env.get("STRIPE_SECRET_KEY") or env["RAZORPAY_KEY_ID"]
     assert not any(key in r.getMessage() for r in caplog.records)  # only the prefix is named
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable", "value", "shown"),
+    [
+        ("stripe", "STRIPE_SECRET_KEY", "pk_test_oops51abcdef", "starts with pk_test_"),
+        ("stripe", "STRIPE_SECRET_KEY", "hello-there", "starts with none of them"),
+        ("stripe", "STRIPE_SECRET_KEY", "51abcdef0000", "starts with none of them"),
+        ("stripe", "STRIPE_SECRET_KEY", "whsec_abcdef0000", "starts with none of them"),
+        ("razorpay", "RAZORPAY_KEY_ID", "rzp_secret_abcdef", "starts with none of them"),
+        ("razorpay", "RAZORPAY_KEY_ID", "sk_live_abcdef", "starts with sk_live_"),
+    ],
+)
+def test_a_key_without_a_real_prefix_stops_start_up_naming_the_variable(
+    make_app, provider, variable, value, shown
+):
+    env = {**(STRIPE if provider == "stripe" else RAZORPAY), **ACCOUNT, variable: value}
+    env.setdefault("STRIPE_SECRET_KEY", "sk_test_51abcdef")
+    env.setdefault("RAZORPAY_KEY_ID", "rzp_test_abcdef")
+    with pytest.raises(ConfigError) as exc:
+        make_app(config={"paymentProvider": provider}, env=env)
+    message = str(exc.value)
+    assert message.startswith(f"{variable} is not a ")
+    assert shown in message
+    assert value not in message  # the key itself is never repeated
+    assert "\n" not in message
 
 
 def test_offline_provider_with_api_keys_says_no_money_moves(make_app, caplog):

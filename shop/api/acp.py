@@ -10,6 +10,7 @@ from shop import checkout, fast_json
 from shop.api import acp_parse
 from shop.api.acp_render import PROTOCOL_VERSION, render_session
 from shop.api.acp_signing import verify_request
+from shop.api.acp_versions import Adapter, adapter_for
 from shop.api.idempotency import idempotent
 from shop.config.settings import Settings
 from shop.errors import InvalidRequestError, ShopError, render_acp_error
@@ -48,6 +49,20 @@ def _authenticate(settings: Settings) -> str:
     )
 
 
+def _version(settings: Settings) -> str:
+    """The request's API-Version when this store speaks it, else "" (today's shapes, which
+    can carry `supported_versions`).
+
+    Set before authentication, so even a 401 answers in the shapes the agent asked for.
+    """
+    version = request.headers.get("API-Version", "").strip()
+    return version if version in settings.acp_versions else ""
+
+
+def _adapter() -> Adapter:
+    return adapter_for(g.get("acp_version", ""))
+
+
 def _check_version(settings: Settings) -> None:
     versions = settings.acp_versions
     version = request.headers.get("API-Version", "").strip()
@@ -67,6 +82,7 @@ def _guard() -> None:
     if request.endpoint == "acp.discovery":
         return
     settings = get_state().settings
+    g.acp_version = _version(settings)
     g.api_key_name = _authenticate(settings)
     _check_version(settings)
     signing_secret = settings.secret("ACP_SIGNING_SECRET")
@@ -79,15 +95,33 @@ def _scope() -> str:
 
 
 def _body() -> dict[str, Any]:
-    """The request body as a JSON object, decoded strictly once per request."""
+    """The request body as a JSON object, decoded strictly once per request (as sent: the
+    idempotency fingerprint is the agent's own body)."""
     if "acp_body" not in g:
         g.acp_body = acp_parse.json_object(request.get_data(cache=True))
     return g.acp_body
 
 
-acp_idempotent = idempotent(render_acp_error, _scope, _body)
+def _request() -> dict[str, Any]:
+    """The request body in today's shapes, whatever API-Version it was sent in."""
+    return _adapter().request(_body())
+
+
+def render_error(exc: ShopError) -> Response:
+    """Render a ShopError as the flat Error of the request's API-Version."""
+    return render_acp_error(exc, _adapter().error)
+
+
+def session_response(view: checkout.SessionView, status: int = 200) -> Response:
+    """Render a session in the request's API-Version."""
+    return json_response(_adapter().session(render_session(get_state(), view)), status)
+
+
+bp.register_error_handler(ShopError, render_error)
+
+acp_idempotent = idempotent(render_error, _scope, _body)
 # For handlers that leave their one transaction to the layer (commit=False).
-acp_idempotent_one_transaction = idempotent(render_acp_error, _scope, _body, one_transaction=True)
+acp_idempotent_one_transaction = idempotent(render_error, _scope, _body, one_transaction=True)
 
 
 @bp.post("/checkout_sessions")
@@ -96,9 +130,9 @@ acp_idempotent_one_transaction = idempotent(render_acp_error, _scope, _body, one
 def create_session() -> Response:
     state = get_state()
     view = checkout.create_session(
-        state, acp_parse.session_input(_body(), creating=True), commit=False
+        state, acp_parse.session_input(_request(), creating=True), commit=False, owner=_scope()
     )  # committed with the stored response
-    return json_response(render_session(state, view), 201)
+    return session_response(view, 201)
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>")
@@ -108,38 +142,47 @@ def create_session() -> Response:
 def update_session(checkout_session_id: str) -> Response:
     state = get_state()
     view = checkout.update_session(
-        state, checkout_session_id, acp_parse.session_input(_body(), creating=False), commit=False
+        state,
+        checkout_session_id,
+        acp_parse.session_input(_request(), creating=False),
+        commit=False,
+        owner=_scope(),
     )  # committed with the stored response
-    return json_response(render_session(state, view))
+    return session_response(view)
 
 
 @bp.get("/checkout_sessions/<checkout_session_id>")
 @bp.get("/acp/checkout/<checkout_session_id>")
 def get_session(checkout_session_id: str) -> Response:
-    state = get_state()
-    return json_response(render_session(state, checkout.get_session(state, checkout_session_id)))
+    return session_response(checkout.get_session(get_state(), checkout_session_id, owner=_scope()))
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>/complete")
 @bp.post("/acp/checkout/<checkout_session_id>/complete")
 @acp_idempotent
 def complete_session(checkout_session_id: str) -> Response:
-    state = get_state()
-    body = _body()
+    body = _request()
     credential = acp_parse.payment_credential(body)
     view = checkout.complete_session(
-        state, checkout_session_id, credential, acp_parse.buyer(body.get("buyer")), commit=False
+        get_state(),
+        checkout_session_id,
+        credential,
+        acp_parse.buyer(body.get("buyer")),
+        commit=False,
+        owner=_scope(),
+        offered_handlers_only=True,
     )  # a payment's record commits with the stored response (and even if the answer fails)
-    return json_response(render_session(state, view))
+    return session_response(view)
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>/cancel")
 @bp.post("/acp/checkout/<checkout_session_id>/cancel")
 @acp_idempotent
 def cancel_session(checkout_session_id: str) -> Response:
-    state = get_state()
     _body()  # a malformed body is still a 400, even though cancel reads nothing from it
-    return json_response(render_session(state, checkout.cancel_session(state, checkout_session_id)))
+    return session_response(
+        checkout.cancel_session(get_state(), checkout_session_id, owner=_scope())
+    )
 
 
 @bp.get("/.well-known/acp.json")
@@ -160,4 +203,4 @@ def discovery() -> Response:
     )
 
 
-__all__ = ["PROTOCOL_VERSION", "bp", "json_response"]
+__all__ = ["PROTOCOL_VERSION", "bp", "json_response", "render_error", "session_response"]

@@ -30,7 +30,7 @@ from flask import Response, request
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shop import clock
+from shop import clock, metrics
 from shop.api.fingerprint import request_fingerprint
 from shop.errors import InvalidRequestError, ShopError
 from shop.storage import read, transaction
@@ -81,12 +81,14 @@ def _fingerprint(body: Any) -> str:
 
 
 def _replay(row: Any) -> Response:
+    metrics.IDEMPOTENCY.labels(outcome="replayed").inc()
     response = Response(row.response_body, status=row.status_code, mimetype="application/json")
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
 def _in_flight(age: int) -> InvalidRequestError:
+    metrics.IDEMPOTENCY.labels(outcome="in_flight").inc()
     retry = max(1, math.ceil(min(STALE_CLAIM_SECONDS - age, 2)))
     return InvalidRequestError(
         "idempotency_in_flight",
@@ -108,6 +110,7 @@ def _known(scope: str, key: str, fingerprint: str) -> Response | bool:
         return False
     existing = rows[0]
     if existing.request_hash != fingerprint:
+        metrics.IDEMPOTENCY.labels(outcome="conflict").inc()
         raise InvalidRequestError(
             "idempotency_conflict",
             "This Idempotency-Key was already used with a different "

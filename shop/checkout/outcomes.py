@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 
 from shop import clock, fast_json, metrics, orders
-from shop.checkout import stock
+from shop.checkout import stock, tally
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
 from shop.checkout.session_rows import SessionRecord
@@ -108,7 +108,7 @@ def fail_payment(
     """
     if not reference:
         return False
-    lines = _cart_lines(_load(session_id))
+    lines = _cart_lines(fast_json.loads(_load(session_id).cart))
     return _release(
         state, session_id, lines, _declined(message), CheckoutSession.payment_reference == reference
     )
@@ -128,9 +128,10 @@ def settle_payment(
     flagged for review. `amount` None (the provider does not say) is taken as the total.
     """
     row = _load(session_id)
+    details = fast_json.loads(row.cart)
     currency_now = row.currency
-    _retake_stock(state, session_id, _cart_lines(row), reference)
-    payload = _payload(state, row, reference, amount)
+    _retake_stock(state, session_id, _cart_lines(details), reference)
+    payload = _payload(state, row, reference, amount, details=details)
     total = next((t["amount"] for t in payload["totals"] if t["type"] == "total"), None)
     paid = amount if amount is not None else total
     if not _record_paid(state, session_id, reference, paid or 0, payload, None):
@@ -294,6 +295,7 @@ def mark_paid(
     now: int | None = None,
     commit: bool = True,
     quote: Quote | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> bool:
     """Record a final payment and queue the order hand-off; False when it was already recorded.
 
@@ -301,9 +303,10 @@ def mark_paid(
     default it is read. Either way _record_paid's condition re-checks the status. With
     commit=False the transaction is left open, marked KEEP_ON_ERROR: the ACP surface commits
     it with the stored response, and commits it even when anything after fails. `quote` is
-    the price of `row`'s cart when the caller just made it (complete: the quote charged).
+    the price of `row`'s cart when the caller just made it (complete: the quote charged), and
+    `details` that cart decoded.
     """
-    payload = _payload(state, row or _read(session_id), reference, amount, quote)
+    payload = _payload(state, row or _read(session_id), reference, amount, quote, details)
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
         transaction.info()[KEEP_ON_ERROR] = True
@@ -344,6 +347,14 @@ def _record_paid(
     paid = write(_PAID_FROM if from_status else _PAID_UNLESS_COMPLETED, values) == 1
     if paid:
         orders.enqueue_order_created(state, session_id, payload, encoded)
+        tally.add("completed")
+        metrics.event(
+            "session_completed",
+            session_id=session_id,
+            order_id=values["p_order"],
+            provider=state.provider.name,
+            amount=amount,
+        )
     return paid
 
 
@@ -353,11 +364,17 @@ def _payload(
     reference: str | None,
     amount: int | None,
     quote: Quote | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the order payload; a failure must never keep a paid session from completing."""
     try:
         return order_payload(
-            state, row, reference=reference, provider=state.provider.name, quote=quote
+            state,
+            row,
+            reference=reference,
+            provider=state.provider.name,
+            quote=quote,
+            details=details,
         )
     except Exception:
         # e.g. the item was removed from products.json while the payment was pending.
@@ -370,5 +387,10 @@ def _payload(
             row.id,
         )
         return minimal_order_payload(
-            state, row, reference=reference, provider=state.provider.name, amount=amount or 0
+            state,
+            row,
+            reference=reference,
+            provider=state.provider.name,
+            amount=amount or 0,
+            details=details,
         )

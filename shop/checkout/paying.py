@@ -15,16 +15,25 @@ from typing import Any
 from sqlalchemy import bindparam, update
 
 from shop import clock, fast_json, metrics
-from shop.checkout import session_rows, stock
+from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
 from shop.checkout.outcomes import _finish, _release, mark_paid, refund_duplicate
-from shop.checkout.reading import _assess, _current, _declined, _notice, _read, _view
+from shop.checkout.reading import (
+    _assess,
+    _current,
+    _declined,
+    _notice,
+    _read,
+    _view,
+    check_owner,
+)
 from shop.checkout.session_rows import SessionRecord
 from shop.checkout.sessions import _provider_unavailable, _require_open
 from shop.errors import ProviderError, ShopError
 from shop.money import charge_amount
 from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentCredential
 from shop.payments.declines import decline
+from shop.payments.handlers import check_credential
 from shop.state import ShopState
 from shop.storage import one_of, transaction
 from shop.storage.models import CheckoutSession
@@ -55,6 +64,7 @@ _CLAIM = (
 )
 
 
+@metrics.COMPLETE_SECONDS.time()
 def complete_session(
     state: ShopState,
     session_id: str,
@@ -62,22 +72,31 @@ def complete_session(
     buyer: Mapping[str, Any] | None = None,
     *,
     commit: bool = True,
+    owner: str | None = None,
+    offered_handlers_only: bool = False,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
 
     With commit=False a successful payment is recorded in a transaction left open for the
-    caller (the ACP surface commits it with the stored response; see mark_paid).
+    caller (the ACP surface commits it with the stored response; see mark_paid). With
+    `offered_handlers_only` (ACP) the credential must be for a payment handler the session
+    advertised, in types that handler takes: else a 400 before any stock or money moves.
     """
     # Read outside the transaction; the claim below re-checks status and cart in its WHERE,
     # so the write lock is held only from the claim to the commit.
     row = _current(session_id)
+    details = fast_json.loads(row.cart)
+    check_owner(session_id, details, owner)
     if row.status == Status.IN_PROGRESS and unknown_attempt(row.payment_reference):
         return _resolve_unknown(state, row)  # learn what the lost attempt did; never charge
+    if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED, Status.CANCELED):
+        _attempt("not_open")
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
-        return _view(state, row)  # already paid / paying / over: never charge again
+        return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
-    details = fast_json.loads(row.cart)
+    if offered_handlers_only:
+        check_credential(state.provider.handlers(row.provider_order_id), credential)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)
@@ -85,6 +104,7 @@ def complete_session(
     assessed = _assess(state, details)
     quote, _messages, _availability, ready = assessed
     if not ready:
+        _attempt("not_ready")
         new = replace(row, cart=cart, status=Status.NOT_READY, updated_at=clock.epoch())
         written = session_rows.update_open(row, new, details)
         transaction.commit()
@@ -118,7 +138,9 @@ def complete_session(
     short = stock.reserve_stock(state.catalog, lines) if claimed else None
     if not claimed or short is not None:
         transaction.rollback()
+        _attempt("out_of_stock" if short is not None else "not_open")
         if short is not None:
+            tally.add("out_of_stock")
             item = state.catalog.items[short]
             index = next(i for i, (item_id, _q) in enumerate(lines) if item_id == short)
             _finish(
@@ -153,18 +175,23 @@ def complete_session(
         if exc.outcome_unknown:
             # The provider may have charged: keep the stock and the session paying, remember
             # the attempt, and learn the outcome before anyone is told anything.
+            _attempt("provider_error")
             _mark_unknown(state, session_id, request.idempotency_key)
             raise _outcome_unknown(exc) from exc
+        reason = "provider_unavailable" if exc.retryable else "provider_error"
+        _payment_failed(state, session_id, reason)
         _release(state, session_id, lines, "[]")
         raise _provider_unavailable(exc, paying=True) from exc
     except Exception:
         # An unexpected bug must not strand reserved stock: give it back, then let it surface.
         _release(state, session_id, lines, "[]")
         raise
+    metrics.PROVIDER_LAST_ANSWER.labels(provider=state.provider.name).set(clock.epoch())
     if result.status == ChargeStatus.AUTHENTICATION_REQUIRED:
         result = _needs_authentication(result)
     if result.status == ChargeStatus.DECLINED:
         metrics.inc("shop_payment_declines_total", via="complete")
+        _payment_failed(state, session_id, result.decline_code or "declined")
         _release(
             state,
             session_id,
@@ -175,6 +202,7 @@ def complete_session(
             ),
         )
     elif result.status == ChargeStatus.PENDING:
+        _attempt("pending")
         _finish(
             session_id,
             Status.IN_PROGRESS,
@@ -191,8 +219,10 @@ def complete_session(
         now=(paid_at := clock.epoch()),
         commit=commit,
         quote=quote,  # the price charged: the order payload is not priced a second time
+        details=details,  # and its cart is not decoded a second time
     ):
         metrics.inc("shop_checkouts_completed_total", via="complete")
+        _attempt("completed")
         # As mark_paid committed it (its condition held, so nothing else wrote in between).
         done = replace(
             mine,
@@ -310,3 +340,21 @@ def _refund_if_duplicate(state: ShopState, session_id: str, reference: str) -> N
     current = _read(session_id)
     if current.status == Status.COMPLETED and current.payment_reference not in (None, reference):
         refund_duplicate(state, session_id, reference, current.payment_reference)
+
+
+def _attempt(outcome: str) -> None:
+    metrics.COMPLETE_ATTEMPTS.labels(outcome=outcome).inc()
+
+
+def _payment_failed(state: ShopState, session_id: str, reason: str) -> None:
+    """Count a failed payment (in the transaction the caller commits) and log the event."""
+    provider = state.provider.name
+    reason = tally.reason_name(reason)
+    if reason.startswith("provider_"):
+        metrics.PROVIDER_LAST_ERROR.labels(provider=provider).set(clock.epoch())
+        _attempt("provider_error")
+    else:
+        _attempt("declined")
+    metrics.PAYMENT_FAILURES.labels(provider=provider, reason=reason).inc()
+    tally.add(f"payment_failed.{reason}")
+    metrics.event("payment_failed", session_id=session_id, provider=provider, reason=reason)

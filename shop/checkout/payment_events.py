@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shop import checkout, clock, metrics
-from shop.checkout import Settlement, Status, refunds, session_rows
+from shop.checkout import Settlement, Status, refunds, session_rows, tally
 from shop.payments import EventKind, PaymentEvent
 from shop.state import ShopState
 from shop.storage import rows_of, transaction
@@ -151,6 +151,14 @@ def _failed(state: ShopState, session_id: str, event: PaymentEvent) -> str:
         )
     if checkout.fail_payment(state, session_id, event.reference, event.message):
         metrics.inc("shop_payment_declines_total", via="webhook")
+        metrics.PAYMENT_FAILURES.labels(provider=state.provider.name, reason="webhook_failed").inc()
+        tally.add("payment_failed.webhook_failed")  # committed by record()
+        metrics.event(
+            "payment_failed",
+            session_id=session_id,
+            provider=state.provider.name,
+            reason="webhook_failed",
+        )
         return "payment_failed"
     if status != Status.IN_PROGRESS:
         return f"ignored_in_status:{status}"  # a late failure never un-pays a session

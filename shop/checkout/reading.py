@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlalchemy import update
 
-from shop import clock, fast_json
-from shop.checkout import session_rows, stock
+from shop import clock, fast_json, metrics
+from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import NotFoundError
-from shop.pricing.quotes import Cart, CartLine, Quote, price_cart
+from shop.pricing.countries import is_country
+from shop.pricing.quotes import Quote, cart_of, price_cart
 from shop.state import ShopState
 from shop.storage import transaction
 from shop.storage.models import CheckoutSession
@@ -30,6 +31,16 @@ def _not_found(session_id: str) -> NotFoundError:
         f"No checkout session has the id '{session_id}'; create one with POST /checkout_sessions.",
         "$.checkout_session_id",
     )
+
+
+def check_owner(session_id: str, details: Mapping[str, Any], owner: str | None) -> None:
+    """Answer 404 to anyone but the API key that created a session.
+
+    `owner` None is a caller that acts for the store itself (Forter, webhooks, the CLI). A
+    session without an owner was made before sessions had one, or by such a caller.
+    """
+    if owner is not None and details.get("owner", owner) != owner:
+        raise _not_found(session_id)
 
 
 def _load(session_id: str) -> Any:
@@ -62,24 +73,18 @@ def _current(session_id: str) -> SessionRecord:
 def _expire_if_due(row: Any) -> Any:
     """Expire a session read by _load when its TTL has passed; return it as it is now."""
     if row.status in OPEN and row.expires_at <= clock.epoch():
-        transaction.execute(
+        expired = transaction.execute(
             update(CheckoutSession)
             .where(CheckoutSession.id == row.id, CheckoutSession.status.in_(list(OPEN)))
             .values(status=Status.EXPIRED, updated_at=clock.epoch())
-        )
+        ).rowcount
+        if expired:
+            tally.add("expired")
         transaction.commit()
+        if expired:
+            metrics.SESSIONS_EXPIRED.inc()
         return _load(row.id)
     return row
-
-
-def _cart(details: Mapping[str, Any]) -> Cart:
-    address = (details.get("fulfillment_details") or {}).get("address")
-    return Cart(
-        lines=tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
-        address=address,
-        option_id=details.get("option_id"),
-        coupon_codes=tuple(details.get("coupons") or ()),
-    )
 
 
 Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
@@ -87,7 +92,7 @@ Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
 
 def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
     """Price the cart and list what stands between it and payment."""
-    quote = price_cart(state.settings, state.catalog, _cart(details), clock.now())
+    quote = price_cart(state.settings, state.catalog, cart_of(details), clock.now())
     availability = stock.available_quantities(state.catalog)
     messages: list[Message] = []
     ready = True
@@ -118,6 +123,19 @@ def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
                 "fulfillment_details.address.",
                 "missing",
                 "$.fulfillment_details.address",
+            )
+        )
+    country = str((_address(details) or {}).get("country") or "")
+    if country and not is_country(country):
+        # Tax and shipping depend on the country: a mistyped one must not price as untaxed.
+        ready = False
+        messages.append(
+            Message(
+                "error",
+                f"'{country[:40]}' is not a country code; send the two-letter ISO 3166-1 "
+                'code of the shipping country, e.g. "US", "DE" or "IN".',
+                "invalid",
+                "$.fulfillment_details.address.country",
             )
         )
     if quote.unknown_option_id is not None:
@@ -209,8 +227,10 @@ def _view(
     )
 
 
-def get_session(state: ShopState, session_id: str) -> SessionView:
+def get_session(state: ShopState, session_id: str, owner: str | None = None) -> SessionView:
     """Return a session as it stands now (expiring it when its TTL has passed)."""
+    record = _read(session_id)
+    check_owner(session_id, fast_json.loads(record.cart), owner)
     return _view(state, _current(session_id))
 
 
@@ -242,5 +262,6 @@ def _declined(content: str | None, code: str = "payment_declined") -> str:
     )
 
 
-def _cart_lines(row: CheckoutSession) -> list[tuple[str, int]]:
-    return [(line.item_id, line.quantity) for line in _cart(fast_json.loads(row.cart)).lines]
+def _cart_lines(details: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The (item id, quantity) pairs of a decoded stored cart."""
+    return [(line["item_id"], line["quantity"]) for line in details["lines"]]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, func, or_, select
 
 from shop import checkout, clock
-from shop.checkout import Status
+from shop.checkout import Status, tally
 from shop.orders import OPEN_STATES, STRANDED_STATES
 from shop.state import ShopState
 from shop.storage import rows_of, transaction
@@ -95,6 +95,7 @@ def purge(state: ShopState) -> PurgeResult:
             clock.iso(delivery_row.next_at),
             UNDELIVERED_KEEP_DAYS,
         )
+    tally.purge(now)
     ids = list(transaction.execute(doomed).scalars())
     if ids:
         transaction.execute(delete(OrderDelivery).where(OrderDelivery.session_id.in_(ids)))

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import update
 
 from shop import clock, fast_json, metrics
-from shop.checkout import session_rows
+from shop.checkout import session_rows, tally
 from shop.checkout.model import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -19,7 +19,15 @@ from shop.checkout.model import (
     Status,
     new_session_id,
 )
-from shop.checkout.reading import _assess, _current, _expire_if_due, _load, _read, _view
+from shop.checkout.reading import (
+    _assess,
+    _current,
+    _expire_if_due,
+    _load,
+    _read,
+    _view,
+    check_owner,
+)
 from shop.checkout.session_rows import SessionRecord
 from shop.errors import InvalidRequestError, ProviderError, ShopError
 from shop.pricing.quotes import CartLine, Quote
@@ -110,16 +118,24 @@ def _prepare_payment(
 
 
 def create_session(
-    state: ShopState, change: SessionInput, session_id: str | None = None, *, commit: bool = True
+    state: ShopState,
+    change: SessionInput,
+    session_id: str | None = None,
+    *,
+    commit: bool = True,
+    owner: str | None = None,
 ) -> SessionView:
     """Open a new session from a create request.
 
     With commit=False the row is written in the caller's transaction, which commits it (the
-    ACP surface commits it with the stored idempotent response).
+    ACP surface commits it with the stored idempotent response). `owner` (the API key's name)
+    is the only caller that may read or change the session afterwards.
     """
     if change.lines is None:
         change = replace(change, lines=())
-    details = _merge(state, {"lines": []}, change)
+    details = _merge(
+        state, {"lines": []} if owner is None else {"lines": [], "owner": owner}, change
+    )
     assessed = _assess(state, details)
     now = clock.epoch()
     record = SessionRecord(
@@ -134,6 +150,8 @@ def create_session(
     )
     record = _prepare_payment(state, record, assessed[0], assessed[3])
     session_rows.insert_row(record, details)
+    tally.add("sessions_created")
+    metrics.SESSIONS_CREATED.inc()
     if commit:
         transaction.commit()
     return _view(state, record, assessed, details)
@@ -156,7 +174,12 @@ UPDATE_TRIES = 5
 
 
 def update_session(
-    state: ShopState, session_id: str, change: SessionInput, *, commit: bool = True
+    state: ShopState,
+    session_id: str,
+    change: SessionInput,
+    *,
+    commit: bool = True,
+    owner: str | None = None,
 ) -> SessionView:
     """Apply an update request to an open session.
 
@@ -167,10 +190,12 @@ def update_session(
     """
     for _try in range(UPDATE_TRIES):
         seen = _current(session_id)
+        stored = fast_json.loads(seen.cart)
+        check_owner(session_id, stored, owner)
         _require_open(seen, "updated")
         if seen.status == Status.EXPIRED:
-            return _view(state, seen)
-        details = _merge(state, fast_json.loads(seen.cart), change)
+            return _view(state, seen, details=stored)
+        details = _merge(state, stored, change)
         assessed = _assess(state, details)
         new = replace(
             seen,
@@ -195,9 +220,10 @@ def update_session(
     )
 
 
-def cancel_session(state: ShopState, session_id: str) -> SessionView:
+def cancel_session(state: ShopState, session_id: str, owner: str | None = None) -> SessionView:
     """Cancel an open session; completed, canceled and paying sessions answer 405."""
     row = _expire_if_due(_load(session_id))
+    check_owner(session_id, fast_json.loads(row.cart), owner)
     if row.status not in OPEN:
         raise ShopError(
             405,
@@ -216,9 +242,12 @@ def cancel_session(state: ShopState, session_id: str) -> SessionView:
             ),
         )
     )
+    if result.rowcount == 1:
+        tally.add("canceled")
     transaction.commit()
     if result.rowcount != 1:
-        return cancel_session(state, session_id)  # lost a race: answer from the new state
+        return cancel_session(state, session_id, owner)  # lost a race: answer from the new state
+    metrics.SESSIONS_CANCELED.inc()
     return _view(state, _read(session_id))
 
 

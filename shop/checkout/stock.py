@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import text
 
+from shop import metrics
 from shop.config.catalog import Catalog
 from shop.storage import read, transaction
 from shop.storage.transaction import write
@@ -58,6 +59,7 @@ def reserve_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> str | N
         if item is None or item.inventory is None:
             continue
         if write(_RESERVE, {"id": item_id, "n": qty}) != 1:
+            metrics.STOCK_OUTS.labels(item=item_id).inc()
             return item_id
     return None
 

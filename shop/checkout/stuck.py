@@ -6,7 +6,7 @@ import logging
 
 from sqlalchemy import or_
 
-from shop import clock
+from shop import clock, fast_json
 from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
 from shop.checkout.reading import _cart_lines, _declined
@@ -64,7 +64,8 @@ def release_stuck_payments(state: ShopState) -> list[str]:
             )
         ).all()
         for row in rows:
-            session_id, reference, lines = row.id, row.payment_reference, _cart_lines(row)
+            session_id, reference = row.id, row.payment_reference
+            lines = _cart_lines(fast_json.loads(row.cart))
             if _release(
                 state,
                 session_id,

@@ -1,5 +1,8 @@
 """The merchant's files and environment, read once into frozen, validated values.
 
+`schema` (the one definition of every key and variable: the parser, the unknown-key
+sentence and docs/configuration.md all read it), `strict` (unknown keys -> one sentence with
+the nearest known key and the line), `reference` (renders docs/configuration.md),
 `settings` (config.json and the environment -> Settings), `fields` (typed readers that name
 the file and key in every error), `catalog` (products.json -> Catalog), `tax_rules`
 (tax.homeCountry, tax.nexus), `jsonfile` (reading a JSON file with one-sentence errors),

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shop.config.jsonfile import load_json_file
+from shop.config.schema import PRODUCT, PRODUCTS_FILE, VARIANT
+from shop.config.strict import check_known
 from shop.errors import ConfigError
 
 _CONDITIONS = ("new", "refurbished", "used")
@@ -79,23 +81,27 @@ class Catalog:
 
 def load_catalog(path: str) -> Catalog:
     """Read and validate products.json; raise ConfigError naming the product and field."""
-    data = load_json_file(path, "products.json")
+    data = load_json_file(path, "products.json", "SHOP_PRODUCTS")
+    trail: tuple[str, ...] = ()
     if isinstance(data, dict) and isinstance(data.get("products"), list):
-        data = data["products"]
+        check_known(data, PRODUCTS_FILE, path)
+        data, trail = data["products"], ("products",)
     if not isinstance(data, list):
         raise ConfigError(
             f"{path}: the file must be a JSON list of products, like "
             '[{"id": "widget", "title": "…", "price": 2999, "inventory": 10}].'
         )
-    return parse_catalog(data, path)
+    return parse_catalog(data, path, trail)
 
 
-def parse_catalog(data: list[Any], path: str = "products.json") -> Catalog:
+def parse_catalog(
+    data: list[Any], path: str = "products.json", trail: tuple[str, ...] = ()
+) -> Catalog:
     """Validate a list of product dicts and build the Catalog."""
     products: list[Product] = []
     items: dict[str, SellableItem] = {}
     for index, raw in enumerate(data):
-        product = _parse_product(raw, index, path)
+        product = _parse_product(raw, index, path, (*trail, index))
         products.append(product)
         if product.variants:
             for variant in product.variants:
@@ -182,7 +188,7 @@ def _optional_int(raw: dict[str, Any], name: str, where: str) -> int | None:
     return value
 
 
-def _parse_product(raw: Any, index: int, path: str) -> Product:
+def _parse_product(raw: Any, index: int, path: str, trail: tuple[str | int, ...]) -> Product:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: entry #{index + 1} must be an object with an 'id', got {raw!r}."
@@ -190,6 +196,7 @@ def _parse_product(raw: Any, index: int, path: str) -> Product:
     pid = raw.get("id")
     if not isinstance(pid, str) or not pid.strip():
         raise ConfigError(f"{path}: entry #{index + 1} needs an 'id' text value (e.g. \"widget\").")
+    check_known(raw, PRODUCT, path, trail, f"product '{pid}'")
     w = lambda name: _where(path, pid, name)  # noqa: E731
     images = raw.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
@@ -215,7 +222,10 @@ def _parse_product(raw: Any, index: int, path: str) -> Product:
             "'inventory' and remove it from the product."
         )
     price = _price(raw, w("price")) if not has_variants or "price" in raw else None
-    variants = tuple(_parse_variant(v, i, path, pid, price) for i, v in enumerate(raw_variants))
+    variants = tuple(
+        _parse_variant(v, i, path, pid, price, (*trail, "variants", i))
+        for i, v in enumerate(raw_variants)
+    )
     return Product(
         id=pid,
         title=_text(raw, "title", w("title"), required=True) or pid,
@@ -236,13 +246,21 @@ def _parse_product(raw: Any, index: int, path: str) -> Product:
     )
 
 
-def _parse_variant(raw: Any, index: int, path: str, pid: str, default_price: int | None) -> Variant:
+def _parse_variant(
+    raw: Any,
+    index: int,
+    path: str,
+    pid: str,
+    default_price: int | None,
+    trail: tuple[str | int, ...],
+) -> Variant:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].strip():
         raise ConfigError(
             f"{path}: product '{pid}', variant #{index + 1} needs an 'id' text value."
         )
     vid = raw["id"]
     where = f"{path}: product '{pid}', variant '{vid}'"
+    check_known(raw, VARIANT, path, trail, f"product '{pid}', variant '{vid}'")
     if "price" in raw or default_price is None:
         price = _price(raw, f"{where}, field 'price'")
     else:

@@ -8,11 +8,16 @@ no wrong type can reach the rest of the code as a traceback (`"acp": []`, `"bear
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from shop.config.schema import Shape
+from shop.config.strict import check_known
 from shop.errors import ConfigError
+
+# A getter called without a default takes the key's default from the schema.
+SCHEMA_DEFAULT: Any = object()
 
 
 def _kind(value: Any) -> str:
@@ -35,15 +40,44 @@ def _kind(value: Any) -> str:
 class Fields:
     """One JSON object of a merchant's file, read field by field with typed getters."""
 
-    __slots__ = ("_data", "label", "path", "prefix")
+    __slots__ = ("_data", "label", "path", "prefix", "shape", "trail")
 
     def __init__(
-        self, data: Mapping[str, Any], path: str, prefix: str = "", label: str = ""
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        prefix: str = "",
+        label: str = "",
+        shape: Shape | None = None,
+        trail: Sequence[str | int] = (),
     ) -> None:
         self._data = data
         self.path = path
         self.prefix = prefix  # dotted path of this object: "tax.nexus."
         self.label = label  # names a list entry: "shipping option 'express', "
+        self.shape = shape  # the keys this object may have (shop/config/schema.py)
+        self.trail = tuple(trail)  # keys and indexes from the file's top to this object
+        if shape is not None:
+            check_known(data, shape, path, self.trail, label)
+
+    def _default(self, key: str, default: Any) -> Any:
+        if self.shape is None or self.shape.free_keys:
+            return None if default is SCHEMA_DEFAULT else default
+        spec = self.shape.key(key)
+        if spec is None:  # a programming error: read only keys the schema defines
+            raise KeyError(f"{self.shape.title} has no key {key!r} in shop/config/schema.py")
+        return spec.default if default is SCHEMA_DEFAULT else default
+
+    def entry(self, key: str, index: int, label: str) -> Fields:
+        """Return entry `index` of the list `key` as Fields (the caller checked it is an object)."""
+        spec = self.shape.key(key) if self.shape else None
+        return Fields(
+            self._data[key][index],
+            self.path,
+            label=label,
+            shape=spec.shape if spec else None,
+            trail=(*self.trail, key, index),
+        )
 
     def where(self, key: str) -> str:
         """Return "<file>: field '<dotted.path>'" for a field of this object."""
@@ -53,8 +87,9 @@ class Fields:
         """Return a ConfigError about one field: "<file>: field '<key>' <message>"."""
         return ConfigError(f"{self.where(key)} {message}")
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: str, default: Any = SCHEMA_DEFAULT) -> Any:
         """Return a field's value unchecked (None and absent give the default)."""
+        default = self._default(key, default)
         value = self._data.get(key)
         return default if value is None else value
 
@@ -66,16 +101,30 @@ class Fields:
         value = self.raw(key, {})
         if not isinstance(value, dict):
             raise self._wrong(key, 'an object like {"…": …}')
-        return Fields(value, self.path, f"{self.prefix}{key}.", self.label)
+        spec = self.shape.key(key) if self.shape else None
+        return Fields(
+            value,
+            self.path,
+            f"{self.prefix}{key}.",
+            self.label,
+            shape=spec.shape if spec else None,
+            trail=(*self.trail, key),
+        )
 
     def mapping(self) -> dict[str, Any]:
         """Return this object's data as a plain dict."""
         return dict(self._data)
 
     def text(
-        self, key: str, default: str | None = None, *, example: str = "", allow_empty: bool = False
+        self,
+        key: str,
+        default: Any = SCHEMA_DEFAULT,
+        *,
+        example: str = "",
+        allow_empty: bool = False,
     ) -> str | None:
         """Return a non-empty text field, or the default when absent or null."""
+        default = self._default(key, default)
         value = self._data.get(key)
         if value is None:
             return default
@@ -86,8 +135,9 @@ class Fields:
             raise self._wrong(key, f"a non-empty text value in double quotes{hint}")
         return value
 
-    def boolean(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: Any = SCHEMA_DEFAULT) -> bool:
         """Return a true/false field; text such as "false" is refused (it would read as true)."""
+        default = self._default(key, default)
         value = self._data.get(key)
         if value is None:
             return default
@@ -98,13 +148,14 @@ class Fields:
     def integer(
         self,
         key: str,
-        default: int | None = None,
+        default: Any = SCHEMA_DEFAULT,
         *,
         minimum: int = 0,
         maximum: int | None = None,
         unit: str = "",
     ) -> int | None:
         """Return a whole-number field within [minimum, maximum], or the default."""
+        default = self._default(key, default)
         value = self._data.get(key)
         if value is None:
             return default
@@ -132,7 +183,9 @@ class Fields:
             raise self._wrong(key, "a list [ … ]")
         return value
 
-    def url(self, key: str, default: str | None = None, *, base: str | None = None) -> str | None:
+    def url(
+        self, key: str, default: Any = SCHEMA_DEFAULT, *, base: str | None = None
+    ) -> str | None:
         """Return an http(s) URL; with `base`, a path such as "/terms" is resolved against it."""
         value = self.text(key, default, example="https://example.com/…")
         if value is None:

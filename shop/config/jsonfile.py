@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from shop.errors import ConfigError
 
 
-def load_json_file(path: str, label: str) -> Any:
+def load_json_file(path: str, label: str, variable: str) -> Any:
     """Parse a JSON file; raise ConfigError naming the file, line and column on any problem."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
+        where = os.path.abspath(path)
+        how = (
+            f"{variable} is not set, so {label} is read from the current directory {os.getcwd()}"
+            if path == label
+            else f"{variable} is {path!r}"
+        )
         raise ConfigError(
-            f"{path}: file not found; create it or point the right variable at your {label}."
+            f"{path}: file not found ({where}); {how}. Run from the store's directory, or set "
+            f"{variable} to your {label}'s full path (e.g. {variable}=/etc/shop/{label})."
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}).") from None

@@ -1,7 +1,8 @@
 """Settings: config.json + environment -> one frozen, validated Settings object.
 
-Every field of config.json is read through shop/config_fields.py, so a wrong type or value
-stops start-up with one sentence naming the file, the field and the fix.
+Every key of config.json is read through shop/config/fields.py against its definition in
+shop/config/schema.py, so an unknown key, a wrong type or value stops start-up with one
+sentence naming the file, the key and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from shop.config.fields import Fields
 from shop.config.jsonfile import load_json_file
+from shop.config.schema import CONFIG
 from shop.config.tax_rules import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
 from shop.config.three_ds import ThreeDSConfig, parse_three_ds
 from shop.errors import ConfigError
@@ -23,7 +25,8 @@ from shop.money import KNOWN_CURRENCIES, provider_takes
 from shop.storage.database_url import DEFAULT_DATABASE_URL, check_database_url
 
 PROVIDERS = ("test", "stripe", "razorpay")
-ACP_VERSIONS = ("2026-04-17", "2026-01-30")
+# Every released ACP version, newest first; config.json acp.versions may narrow the list.
+ACP_VERSIONS = ("2026-04-17", "2026-01-30", "2026-01-16", "2025-12-12", "2025-09-29")
 DEMO_API_KEY = "demo"
 POLICY_URLS = ("termsUrl", "privacyUrl", "returnsUrl")
 
@@ -34,6 +37,32 @@ PROVIDER_SECRETS = {
 }
 
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# The real prefixes of the keys whose form says test or live money; anything else is a paste
+# of the wrong thing (a publishable pk_ key, a webhook secret, "hello").
+KEY_PREFIXES = {
+    "STRIPE_SECRET_KEY": ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
+    "RAZORPAY_KEY_ID": ("rzp_live_", "rzp_test_"),
+}
+_WHERE_KEYS = {
+    "STRIPE_SECRET_KEY": "Stripe Dashboard -> Developers -> API keys (the secret key)",
+    "RAZORPAY_KEY_ID": "Razorpay Dashboard -> Account & Settings -> API Keys (the Key Id)",
+}
+_SAFE_PREFIX = re.compile(r"[a-z]{2,5}_(?:test|live)_")
+
+
+def check_key_form(name: str, value: str) -> None:
+    """Raise ConfigError when a provider key does not start with one of its real prefixes."""
+    prefixes = KEY_PREFIXES.get(name)
+    if prefixes is None or value.startswith(prefixes):
+        return
+    seen = _SAFE_PREFIX.match(value)  # only a prefix is ever shown, never the key
+    starts = f"starts with {seen[0]}" if seen else "starts with none of them"
+    raise ConfigError(
+        f"{name} is not a {name.split('_')[0].title()} key: it must start with "
+        f"{', '.join(prefixes[:-1])} or {prefixes[-1]}, and it {starts}; copy it from "
+        f"{_WHERE_KEYS[name]} into the environment."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,24 +128,24 @@ def load_settings(
     """Read config.json (SHOP_CONFIG) and the environment; raise ConfigError on any mistake."""
     env = dict(os.environ if env is None else env)
     config_path = env.get("SHOP_CONFIG") or "config.json"
-    data = load_json_file(config_path, "config.json")
+    data = load_json_file(config_path, "config.json", "SHOP_CONFIG")
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path}: the file must be one JSON object of settings.")
     if config_overrides:
         data = {**data, **config_overrides}
-    return _parse(Fields(data, config_path), env)
+    return _parse(Fields(data, config_path, shape=CONFIG), env)
 
 
 def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
     path = cfg.path
-    currency = cfg.text("currency", "usd", example="usd") or "usd"
+    currency = cfg.text("currency", example="usd") or "usd"
     if currency.lower() not in KNOWN_CURRENCIES:
         raise cfg.error(
             "currency",
             f"is {currency!r}, which is not a known ISO 4217 code; "
             'use a lower-case code such as "usd", "eur", "inr" or "jpy".',
         )
-    provider = cfg.text("paymentProvider", "test") or "test"
+    provider = cfg.text("paymentProvider") or "test"
     if provider not in PROVIDERS:
         raise cfg.error("paymentProvider", f"is {provider!r}; use one of {', '.join(PROVIDERS)}.")
     if not provider_takes(provider, currency):
@@ -133,6 +162,8 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
                 f"{name} is not set; export it before starting (it never goes in "
                 "config.json).",
             )
+    for name in PROVIDER_SECRETS.get(provider, ()):
+        check_key_form(name, env[name])
     api_keys = _api_keys(env.get("SHOP_API_KEYS", ""))
     demo_mode = provider == "test" and not api_keys
     if not api_keys and not demo_mode:
@@ -144,7 +175,7 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         )
     if demo_mode:
         api_keys = {DEMO_API_KEY: "demo"}
-    store_url = cfg.url("storeUrl", "https://shop.example") or ""
+    store_url = cfg.url("storeUrl") or ""
     tax = cfg.obj("tax")
     tax_country = parse_home_country(tax)
     forter = cfg.obj("forter")
@@ -154,7 +185,7 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         config_path=path,
         products_path=env.get("SHOP_PRODUCTS") or "products.json",
         database_url=check_database_url(env.get("SHOP_DATABASE_URL") or DEFAULT_DATABASE_URL),
-        store_name=cfg.text("storeName", "My Store") or "My Store",
+        store_name=cfg.text("storeName") or "My Store",
         store_url=store_url,
         currency=currency.lower(),
         payment_provider=provider,
@@ -162,13 +193,13 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         # The scheme is checked where the sink is built (shop/orders.py).
         order_webhook_url=cfg.text("orderWebhookUrl", example="https://example.com/hooks/orders"),
         session_ttl_minutes=cfg.integer(
-            "sessionTtlMinutes", 60, minimum=1, maximum=7 * 24 * 60, unit=" (minutes)"
+            "sessionTtlMinutes", minimum=1, maximum=7 * 24 * 60, unit=" (minutes)"
         )
         or 60,
         shipping=tuple(_shipping(cfg)),
         tax_nexus=parse_nexus(tax.obj("nexus"), tax_country),
         tax_country=tax_country,
-        shipping_taxable=tax.boolean("shippingTaxable", False),
+        shipping_taxable=tax.boolean("shippingTaxable"),
         coupons={c.code.upper(): c for c in _coupons(cfg)},
         policies=_policies(cfg.obj("policies"), store_url),
         order_status_url_template=cfg.text(
@@ -177,8 +208,8 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         feed_basic_auth_user=feed.text("basicAuthUser"),
         feed_brand=feed.text("brand"),
         acp_versions=_acp_versions(cfg.obj("acp")),
-        forter_bearer=forter.boolean("bearer", True),
-        forter_hmac=forter.boolean("hmac", False),
+        forter_bearer=forter.boolean("bearer"),
+        forter_hmac=forter.boolean("hmac"),
         blocked_buyers=frozenset(b.strip().lower() for b in blocked),
         api_keys=api_keys,
         demo_mode=demo_mode,
@@ -213,6 +244,12 @@ def _acp_versions(acp: Fields) -> tuple[str, ...]:
                 f"holds {version!r}, which is not an API-Version date; "
                 'list dates like ["2026-04-17", "2026-01-30"].',
             )
+        if version not in ACP_VERSIONS:
+            raise acp.error(
+                "versions",
+                f"holds {version!r}, which is not a released ACP version this store speaks; "
+                f"list some of {', '.join(ACP_VERSIONS)}.",
+            )
     return tuple(versions)
 
 
@@ -221,7 +258,7 @@ def _policies(policies: Fields, store_url: str) -> dict[str, Any]:
     for key in POLICY_URLS:
         resolved[key] = policies.url(key, base=store_url)
     resolved["returnWindowDays"] = policies.integer(
-        "returnWindowDays", None, maximum=3650, unit=" (days)"
+        "returnWindowDays", maximum=3650, unit=" (days)"
     )
     return {k: v for k, v in resolved.items() if v is not None}
 
@@ -231,7 +268,7 @@ def _shipping(cfg: Fields) -> list[ShippingOption]:
     for i, opt in enumerate(cfg.items("shipping")):
         if not isinstance(opt, dict) or not isinstance(opt.get("id"), str) or not opt["id"]:
             raise ConfigError(f"{cfg.path}: shipping option #{i + 1} needs an 'id' text value.")
-        option = Fields(opt, cfg.path, label=f"shipping option '{opt['id']}', ")
+        option = cfg.entry("shipping", i, label=f"shipping option '{opt['id']}', ")
         if opt["id"] in seen:
             raise option.error("id", "is used twice; give each option its own id.")
         seen.add(opt["id"])
@@ -239,7 +276,7 @@ def _shipping(cfg: Fields) -> list[ShippingOption]:
         max_days = option.integer("maxDays")
         if min_days is not None and max_days is not None and min_days > max_days:
             raise option.error("minDays", f"({min_days}) is more than maxDays ({max_days}).")
-        amount = option.integer("amount", None, unit=" in minor units (500 = $5.00)")
+        amount = option.integer("amount", unit=" in minor units (500 = $5.00)")
         if amount is None:
             raise option.error(
                 "amount", "is missing; set the price in minor units (500 = $5.00, 0 for free)."
@@ -248,7 +285,7 @@ def _shipping(cfg: Fields) -> list[ShippingOption]:
             ShippingOption(
                 id=opt["id"],
                 title=option.text("title", opt["id"]) or opt["id"],
-                description=option.text("description", "", allow_empty=True) or "",
+                description=option.text("description", allow_empty=True) or "",
                 amount=amount,
                 carrier=option.text("carrier"),
                 min_days=min_days,
@@ -264,7 +301,7 @@ def _coupons(cfg: Fields) -> list[Coupon]:
     for i, c in enumerate(cfg.items("coupons")):
         if not isinstance(c, dict) or not isinstance(c.get("code"), str) or not c["code"].strip():
             raise ConfigError(f"{cfg.path}: coupon #{i + 1} needs a 'code' text value.")
-        coupon = Fields(c, cfg.path, label=f"coupon '{c['code']}', ")
+        coupon = cfg.entry("coupons", i, label=f"coupon '{c['code']}', ")
         if c["code"].strip().upper() in seen:
             raise coupon.error(
                 "code", "is listed twice (codes ignore case); keep one entry per code."
@@ -288,9 +325,9 @@ def _coupons(cfg: Fields) -> list[Coupon]:
                 code=c["code"].strip(),
                 percent_off=None if percent is None else Decimal(str(percent)),
                 amount_off=coupon.integer(
-                    "amountOff", None, minimum=1, unit=" in minor units (500 = $5.00)"
+                    "amountOff", minimum=1, unit=" in minor units (500 = $5.00)"
                 ),
-                min_subtotal=coupon.integer("minSubtotal", 0, unit=" in minor units") or 0,
+                min_subtotal=coupon.integer("minSubtotal", unit=" in minor units") or 0,
                 expires=_expiry(coupon),
             )
         )

@@ -36,7 +36,7 @@ from shop.orders.outbox import (
     enqueue_order_created,
     enqueue_order_flagged,
 )
-from shop.orders.replay import dropped_sessions, replay, undelivered
+from shop.orders.replay import backlog, dropped_sessions, replay, undelivered
 from shop.orders.sending import claim, deliver_session, send_claimed
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "OPEN_STATES",
     "STRANDED_STATES",
     "agent_event_key",
+    "backlog",
     "claim",
     "deliver_session",
     "dropped_sessions",

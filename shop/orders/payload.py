@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shop import clock, fast_json
-from shop.pricing.quotes import Cart, CartLine, Quote, line_id, price_cart
+from shop.pricing.quotes import Quote, cart_of, line_id, price_cart
 from shop.state import ShopState
 from shop.storage.models import CheckoutSession
 
@@ -23,24 +23,21 @@ def order_payload(
     reference: str | None = None,
     provider: str | None = None,
     quote: Quote | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the payload for a session's order, priced as the session stands now.
 
     `quote` is the cart's price when the caller has just made it (complete: the quote whose
-    total was charged), so the cart is not priced a second time.
+    total was charged), so the cart is not priced a second time; `details` is `row.cart`
+    decoded, when the caller holds it, so it is not decoded a second time.
     """
     if row.order_payload:
         return fast_json.loads(row.order_payload)
-    details = fast_json.loads(row.cart)
+    if details is None:
+        details = fast_json.loads(row.cart)
     address = (details.get("fulfillment_details") or {}).get("address")
     if quote is None:
-        cart = Cart(
-            tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
-            address,
-            details.get("option_id"),
-            tuple(details.get("coupons") or ()),
-        )
-        quote = price_cart(state.settings, state.catalog, cart, clock.now())
+        quote = price_cart(state.settings, state.catalog, cart_of(details), clock.now())
     order_id = f"order_{row.id}"
     totals = [
         {"type": "items_base_amount", "display_text": "Item(s) total", "amount": quote.items_base}
@@ -97,7 +94,13 @@ def order_payload(
 
 
 def minimal_order_payload(
-    state: ShopState, row: CheckoutSession, *, reference: str | None, provider: str, amount: int
+    state: ShopState,
+    row: CheckoutSession,
+    *,
+    reference: str | None,
+    provider: str,
+    amount: int,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return a payload from the stored cart alone, for when pricing it again failed.
 
@@ -105,7 +108,8 @@ def minimal_order_payload(
     and the amount paid are known; per-line prices are sent as 0 and the `total` entry holds
     what was charged.
     """
-    details = fast_json.loads(row.cart)
+    if details is None:
+        details = fast_json.loads(row.cart)
     lines = []
     for index, line in enumerate(details.get("lines") or ()):
         item = state.catalog.item(line["item_id"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import and_, not_, select, update
+from sqlalchemy import and_, func, not_, select, update
 
 from shop import clock
 from shop.orders.sending import deliver_session
 from shop.state import ShopState
-from shop.storage import rows_of, transaction
+from shop.storage import read, rows_of, transaction
 from shop.storage.models import OrderDelivery
 
 log = logging.getLogger("shop.delivery")
@@ -25,6 +25,23 @@ def undelivered() -> list[Any]:
         .where(OrderDelivery.state != "delivered")
         .order_by(OrderDelivery.created_at, OrderDelivery.id)
     ).all()
+
+
+def backlog() -> list[tuple[str, str, int, int]]:
+    """(destination, state, how many, oldest created_at) of the messages not delivered yet."""
+    return [
+        (destination, state, count, oldest)
+        for destination, state, count, oldest in read(
+            select(
+                OrderDelivery.destination,
+                OrderDelivery.state,
+                func.count(),
+                func.min(OrderDelivery.created_at),
+            )
+            .where(OrderDelivery.state != "delivered")
+            .group_by(OrderDelivery.destination, OrderDelivery.state)
+        )
+    ]
 
 
 def replay(state: ShopState, session_id: str) -> list[Any]:

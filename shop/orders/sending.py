@@ -88,6 +88,9 @@ def send_claimed(state: ShopState, delivery_id: int) -> bool:
         return False
     _record(delivery_id, state="delivered", last_error=None)
     metrics.inc("shop_order_deliveries_total", destination=destination, outcome="delivered")
+    metrics.event(
+        "order_delivered", order_id=order_id, session_id=session_id, destination=destination
+    )
     log.info("%s %s for session %s delivered to the %s", event, order_id, session_id, destination)
     return True
 
@@ -138,6 +141,15 @@ def _failed(
         "shop_order_deliveries_total",
         destination=destination,
         outcome="gave_up" if gave_up else "failed",
+    )
+    metrics.event(
+        "order_delivery_failed",
+        order_id=order_id,
+        session_id=session_id,
+        destination=destination,
+        attempt=attempts,
+        gave_up=gave_up,
+        reason=type(exc).__name__,
     )
     transaction.rollback()
     now = clock.epoch()

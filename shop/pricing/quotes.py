@@ -30,6 +30,17 @@ class Cart:
     coupon_codes: tuple[str, ...] = ()
 
 
+def cart_of(details: Mapping[str, Any]) -> Cart:
+    """Read the cart a session stores (its decoded `cart` column) into a Cart."""
+    address = (details.get("fulfillment_details") or {}).get("address")
+    return Cart(
+        lines=tuple(CartLine(li["item_id"], li["quantity"]) for li in details["lines"]),
+        address=address,
+        option_id=details.get("option_id"),
+        coupon_codes=tuple(details.get("coupons") or ()),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class QuoteLine:
     id: str

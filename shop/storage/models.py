@@ -168,6 +168,17 @@ class OrderDelivery(db.Model):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class HourlyCount(db.Model):
+    """Business counts per UTC hour (sessions created, completed, payment failures by reason):
+    what the /status page shows for today and charts. Names and numbers only, no buyer data."""
+
+    __tablename__ = "hourly_counts"
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch of the hour's start
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 def init_db(app: Flask) -> None:
     """Bind the database to the app, create missing tables and add missing columns."""
     url = str(app.config.get("SQLALCHEMY_DATABASE_URI", ""))
