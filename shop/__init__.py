@@ -12,9 +12,9 @@ from typing import Any
 from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from shop.config.catalog import load_catalog
-from shop.config.settings import Settings, load_settings
-from shop.errors import ConfigError, register_error_handlers
+from shop.config.files import load_files
+from shop.config.settings import Settings
+from shop.errors import register_error_handlers
 from shop.state import ShopState
 from shop.storage.database_url import database_error
 
@@ -31,14 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     overrides = dict(overrides or {})
     config_overrides = overrides.pop("config", None)
     env = {**os.environ, **{k: str(v) for k, v in overrides.items()}}
-    settings = load_settings(env, config_overrides)
-    catalog = load_catalog(settings.products_path)
-    if any(not p.digital for p in catalog.products) and not settings.shipping:
-        raise ConfigError(
-            f"{settings.config_path}: field 'shipping' is empty but {settings.products_path} has "
-            "physical products; add at least one option like "
-            '{"id": "standard", "title": "Standard", "amount": 500, "minDays": 3, "maxDays": 5}.'
-        )
+    settings, catalog = load_files(env, config_overrides)
 
     app = Flask("shop", instance_path=os.path.abspath("instance"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -59,11 +52,6 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     agent_url = settings.secret("ACP_WEBHOOK_URL")
     agent_secret = settings.secret("ACP_WEBHOOK_SECRET")
     agent_sink = AcpEventSink(agent_url, agent_secret) if agent_url and agent_secret else None
-    if bool(agent_url) != bool(agent_secret):
-        raise ConfigError(
-            "ACP_WEBHOOK_URL and ACP_WEBHOOK_SECRET go together: set both to send "
-            "order events to the agent platform, or neither."
-        )
     app.extensions["shop"] = ShopState(
         settings=settings, catalog=catalog, provider=provider, sink=sink, agent_sink=agent_sink
     )

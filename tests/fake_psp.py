@@ -99,6 +99,8 @@ class FakePSP:
     hold: str | None = None
     held: threading.Event = field(default_factory=threading.Event)
     resume: threading.Event = field(default_factory=threading.Event)
+    # Keys the provider no longer accepts (rolled or deleted): requests with them get a 401.
+    revoked_keys: set[str] = field(default_factory=set)
 
     def sent(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method matches and path fully matches the regex."""
@@ -181,6 +183,13 @@ class FakePSP:
 
     def stripe(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Act on a valid Stripe request; StripeRefusal for what fails while acting."""
+        if method == "GET" and path == "/v1/balance":  # `check --online`: a harmless read
+            return 200, {
+                "object": "balance",
+                "livemode": False,
+                "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+                "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+            }
         if method == "POST" and path == "/v1/payment_methods":
             return 200, self._create_payment_method(body)
         if method == "POST" and path == "/v1/payment_intents":
@@ -339,6 +348,9 @@ class FakePSP:
     # --- Razorpay -----------------------------------------------------------------------
 
     def razorpay(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/v1/orders":  # `check --online`: a harmless read
+            newest = sorted(self.razorpay_orders.values(), key=lambda o: o["created_at"])[-1:]
+            return 200, {"entity": "collection", "count": len(newest), "items": newest}
         if method == "POST" and path == "/v1/orders":
             if not isinstance(body.get("amount"), int) or body["amount"] < 100:
                 return 400, _razorpay_error(
@@ -530,11 +542,17 @@ class _Handler(BaseHTTPRequestHandler):
             fake.held.set()
             fake.resume.wait(10)
 
+    def _revoked(self, fake: FakePSP) -> bool:
+        kind, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+        if kind == "Basic":
+            credential = base64.b64decode(credential).decode(errors="replace").partition(":")[0]
+        return credential in fake.revoked_keys
+
     def _razorpay(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         expected = base64.b64encode(f"{RAZORPAY_KEY_ID}:{RAZORPAY_KEY_SECRET}".encode()).decode()
         self._wait_if_held(fake, path)
         with fake.lock:
-            if self.headers.get("Authorization") != f"Basic {expected}":
+            if self.headers.get("Authorization") != f"Basic {expected}" or self._revoked(fake):
                 return 401, _RAZORPAY_AUTH_FAILED
             if fake.razorpay_server_errors > 0:
                 fake.razorpay_server_errors -= 1
@@ -544,7 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stripe(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         auth = self.headers.get("Authorization") or ""
         key = auth.removeprefix("Bearer ")
-        if not auth.startswith("Bearer ") or key not in _STRIPE_KEYS:
+        if not auth.startswith("Bearer ") or key not in _STRIPE_KEYS or self._revoked(fake):
             shown = f"{key[:8]}****{key[-3:]}" if len(key) > 12 else "****"
             return 401, {
                 "error": {

@@ -24,6 +24,7 @@ import stripe
 import typing_extensions
 from stripe._request_options import RequestOptions
 from stripe.params import (
+    BalanceRetrieveParams,
     PaymentIntentCancelParams,
     PaymentIntentCreateParams,
     PaymentIntentRetrieveParams,
@@ -37,6 +38,7 @@ _OPTION_KEYS = frozenset(RequestOptions.__annotations__)
 
 # (method, path regex) -> the library's params for that endpoint.
 ENDPOINTS: list[tuple[str, str, type]] = [
+    ("GET", r"/v1/balance", BalanceRetrieveParams),
     ("POST", r"/v1/payment_intents", PaymentIntentCreateParams),
     ("GET", r"/v1/payment_intents/search", PaymentIntentSearchParams),
     ("GET", r"/v1/payment_intents/pi_\w+", PaymentIntentRetrieveParams),

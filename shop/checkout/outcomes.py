@@ -163,8 +163,7 @@ def settle_payment(
             {"reason": "amount_mismatch", "amount_paid": paid, "currency_paid": paid_currency},
         )
         settled = Settlement.COMPLETED_AMOUNT_MISMATCH
-    transaction.commit()
-    orders.schedule(state, session_id)
+    transaction.commit()  # the order goes out on the hand-off thread once committed
     return settled
 
 
@@ -248,8 +247,14 @@ def refund_duplicate(state: ShopState, session_id: str, reference: str, paid_by:
         {"reason": "duplicate_payment", "refunded_payment": reference, "refund": refund_id},
     )
     transaction.commit()
-    if flagged:
-        orders.schedule(state, session_id)
+    log.error(
+        "DUPLICATE PAYMENT REFUNDED: %s payment %s (refund %s) for session %s%s",
+        state.provider.name,
+        reference,
+        refund_id,
+        session_id,
+        "; order.flagged sent" if flagged else "; the session was already flagged",
+    )
     return "duplicate_refunded"
 
 
@@ -257,8 +262,6 @@ def flag_for_review(state: ShopState, session_id: str, reason: str, reference: s
     """Flag a session for review and queue order.flagged once; False when already flagged."""
     flagged = _flag(state, session_id, reference, {"reason": reason})
     transaction.commit()
-    if flagged:
-        orders.schedule(state, session_id)
     return flagged
 
 
@@ -312,8 +315,6 @@ def mark_paid(
         transaction.info()[KEEP_ON_ERROR] = True
     else:
         transaction.commit()
-    if paid:
-        orders.schedule(state, session_id)
     return paid
 
 

@@ -1,4 +1,4 @@
-"""`flask --app app …` commands: purge, stock, orders, webhooks."""
+"""`flask --app app …` commands: purge, stock, orders, webhooks, check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask.cli import AppGroup, with_appcontext
 from shop import checkout, clock, orders
 from shop.checkout import retention, session_rows, stock
 from shop.cli import simulate
+from shop.cli.check import check_command
 from shop.state import get_state
 from shop.storage import transaction
 
@@ -19,6 +20,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(stock_command)
     app.cli.add_command(orders_group)
     app.cli.add_command(webhooks_group)
+    app.cli.add_command(check_command)
 
 
 @click.command("purge")
@@ -104,11 +106,28 @@ def orders_failed() -> None:
     is_flag=True,
     help="Replay every order dropped for want of orderWebhookUrl.",
 )
-def orders_replay(session_id: str | None, all_dropped: bool) -> None:
+@click.option(
+    "--unsigned",
+    is_flag=True,
+    help="Send without a Signature on purpose (only for a store that runs without "
+    "ORDER_WEBHOOK_SECRET).",
+)
+def orders_replay(session_id: str | None, all_dropped: bool, unsigned: bool) -> None:
     """Send SESSION_ID's order again now (same order id: safe for a deduping receiver)."""
     if bool(session_id) == all_dropped:
         raise click.UsageError("give one SESSION_ID, or --dropped (not both)")
     state = get_state()
+    settings = state.settings
+    if settings.order_webhook_url and not settings.secret("ORDER_WEBHOOK_SECRET") and not unsigned:
+        # A shell without the server's environment would send the order unsigned: the
+        # receiver refuses it and the order goes back to failed (issue 15).
+        raise click.ClickException(
+            "ORDER_WEBHOOK_SECRET is not set in this shell, so the order would go out "
+            "unsigned and a receiver that checks signatures would refuse it; run the command "
+            "with the store's environment (flask --env-file /etc/shop/env --app app orders "
+            "replay …, or `set -a; . /etc/shop/env; set +a` first), or add --unsigned if your "
+            "store really sends orders unsigned."
+        )
     sessions = orders.dropped_sessions() if all_dropped else [session_id or ""]
     if all_dropped and not sessions:
         click.echo("no dropped orders")

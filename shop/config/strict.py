@@ -118,3 +118,29 @@ def _find(text: str, pos: int, trail: list[str | int]) -> int | None:
             index += 1
         return None
     return None
+
+
+def all_unknown(
+    data: Any, shape: Shape, path: str, trail: Sequence[str | int] = (), label: str = ""
+) -> list[str]:
+    """Return a sentence for every unknown key anywhere in `data` (for `check`)."""
+    found: list[str] = []
+    if not isinstance(data, dict) or shape.free_keys:
+        return found
+    for key, value in data.items():
+        spec = shape.key(key)
+        if spec is None:
+            found.append(str(unknown_key(key, shape, path, trail, label)))
+            continue
+        if spec.shape is None:
+            continue
+        if isinstance(value, list) and spec.type.startswith("list"):
+            for i, entry in enumerate(value):
+                name = entry.get("id") or entry.get("code") if isinstance(entry, dict) else None
+                inner = f"{spec.shape.title.removeprefix('a ')} '{name}'" if name else ""
+                if label and inner:
+                    inner = f"{label.rstrip(', ')}, {inner}"
+                found += all_unknown(entry, spec.shape, path, (*trail, key, i), inner)
+        else:
+            found += all_unknown(value, spec.shape, path, (*trail, key), label or key)
+    return found
