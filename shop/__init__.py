@@ -130,7 +130,7 @@ def _register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(acp.bp)
     app.register_blueprint(ops.bp)
-    for name in ("feeds", "forter", "psp_webhooks"):
+    for name in ("feeds", "forter", "psp_webhooks", "openapi"):
         try:
             module = __import__(f"shop.api.{name}", fromlist=["bp"])
         except ModuleNotFoundError as exc:
