@@ -695,7 +695,8 @@ ENVIRONMENT = (
     Variable(
         "SHOP_ADMIN_TOKEN",
         "the /status page",
-        "The sign-in token of the merchant's /status page (a long random value); without it "
+        "The sign-in token of the merchant's /status page (random, 16 characters or more); "
+        "without it "
         "the page is off.",
     ),
     Variable(
