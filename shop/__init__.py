@@ -71,6 +71,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
+    from shop.api import body_deadline
+
+    # First hook: a late body is refused at once.
+    body_deadline.init_app(app, MAX_BODY_BYTES, body_deadline.body_seconds(settings.env))
     _register_blueprints(app)
     # Before the request-id hook: after_request hooks run last-registered first, so the
     # request log sees the Request-Id that hook sets.
