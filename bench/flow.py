@@ -2,10 +2,22 @@
 
 Run:  .venv/bin/python bench/flow.py [--clients 32] [--seconds 10] [--rounds 3]
                                      [--workers 4] [--threads 1] [--client-procs 1]
+                                     [--no-receiver]
 
-Both servers run under the same gunicorn settings, side by side, and the same load generator
-drives them in alternating rounds, so the ratio of their req/s within a round is the number
-to watch (targets: flow >= 35% of bare; p95 of complete < 50 ms at 32 clients).
+The store runs as merchants run it: `orderWebhookUrl` points at a minimal receiver in its
+own process on loopback (bench/receiver.py), and orders are signed with
+ORDER_WEBHOOK_SECRET. Beside it, the same store with no orderWebhookUrl (LogSink: orders
+only logged, as a fresh install runs) and a bare Flask app, all under the same gunicorn
+settings; the same load generator drives them in alternating rounds, so the ratio of a
+store's req/s to the bare app's within a round is the number to watch (targets: flow >= 35%
+of bare; p95 of complete < 50 ms at 32 clients; with the receiver, server CPU per completed
+order at most 0.5 ms above the LogSink store's, and every order delivered within 2 s of the
+load stopping). `--no-receiver` measures only the LogSink store.
+
+For the receiver's store each round also reports deliveries: how many of the orders
+completed in the round had arrived when the load stopped, and how long after it stopped the
+last one arrived. Server CPU per completed order counts the workers' CPU from the start of
+the round until the last order arrived, so the hand-off's work is in it wherever it fell.
 
 The default settings are the deployment the README recommends on 2 cores: 4 sync workers
 (`--threads 1`) behind nginx. A sync worker answers one request per connection and closes
@@ -16,29 +28,32 @@ The load generator is a raw HTTP/1.1 client on asyncio (keep-alive connections, 
 client, no third-party HTTP library) so that it costs the shared CPUs as little as possible:
 a heavy client shrinks both numbers and flatters the ratio. Each round prints the client's
 and the server's CPU milliseconds per request, and the load average, so a reader can tell a
-busy machine from a slow server. The flow runs on the offline `test` provider with LogSink
-(no orderWebhookUrl), as a fresh install does.
+busy machine from a slow server. The flow runs on the offline `test` provider.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.gunicorn_server import gunicorn_process  # noqa: E402
+from tests.gunicorn_server import free_port, gunicorn_process  # noqa: E402
 
 API_HEADERS = (
     b"Authorization: Bearer demo\r\nAPI-Version: 2026-04-17\r\nContent-Type: application/json\r\n"
@@ -117,11 +132,12 @@ async def _timed(
     return answer
 
 
-async def bare(conn: Connection, latencies: Latencies) -> None:
+async def bare(conn: Connection, latencies: Latencies) -> bool:
     """One request to the bare Flask endpoint."""
     status, _ = await _timed(latencies, "bare", conn.post("/bare", b"{}", API_HEADERS))
     if status != 200:
         raise RuntimeError(f"bare answered {status}")
+    return False
 
 
 def _session_id(body: bytes) -> str:
@@ -134,8 +150,8 @@ def _session_id(body: bytes) -> str:
     return body[start : body.index(b'"', start)].decode()
 
 
-async def flow(conn: Connection, latencies: Latencies) -> None:
-    """One checkout: create -> update (address) -> complete (tok_visa)."""
+async def flow(conn: Connection, latencies: Latencies) -> bool:
+    """One checkout: create -> update (address) -> complete (tok_visa); True once paid."""
 
     def headers() -> bytes:
         return API_HEADERS + b"Idempotency-Key: %s\r\n" % str(uuid.uuid4()).encode()
@@ -154,9 +170,10 @@ async def flow(conn: Connection, latencies: Latencies) -> None:
     )
     if status != 200 or b'"status":"completed"' not in body:
         raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
+    return True
 
 
-SCENARIOS: dict[str, Callable[[Connection, Latencies], Awaitable[None]]] = {
+SCENARIOS: dict[str, Callable[[Connection, Latencies], Awaitable[bool]]] = {
     "bare": bare,
     "flow": flow,
 }
@@ -173,29 +190,31 @@ def _client_process(
     """Run `clients` connections in one process until the deadline; put what they measured."""
     host, port = url.removeprefix("http://").split(":")
 
-    async def client(latencies: Latencies, failures: list[str]) -> None:
+    async def client(latencies: Latencies, failures: list[str], paid: list[int]) -> None:
         conn = Connection(host, int(port))
         step = SCENARIOS[scenario]
         try:
             while time.time() < start_at + seconds:
                 try:
-                    await step(conn, latencies)
+                    if await step(conn, latencies):
+                        paid[0] += 1
                 except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     conn.close()
         finally:
             conn.close()
 
-    async def run() -> tuple[Latencies, list[str]]:
+    async def run() -> tuple[Latencies, list[str], int]:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         latencies: Latencies = {}
         failures: list[str] = []
-        await asyncio.gather(*(client(latencies, failures) for _ in range(clients)))
-        return latencies, failures
+        paid = [0]
+        await asyncio.gather(*(client(latencies, failures, paid) for _ in range(clients)))
+        return latencies, failures, paid[0]
 
     cpu = time.process_time()
-    latencies, failures = asyncio.run(run())
-    results.put((latencies, failures, time.process_time() - cpu))
+    latencies, failures, paid = asyncio.run(run())
+    results.put((latencies, failures, paid, time.process_time() - cpu))
 
 
 def _server_cpu(proc_pid: int) -> float:
@@ -211,10 +230,69 @@ def _server_cpu(proc_pid: int) -> float:
         return 0.0
 
 
+class Receiver:
+    """bench/receiver.py in its own process, and what it has counted."""
+
+    def __init__(self, secret: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks/orders"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench/receiver.py"), "--port", str(self.port)],
+            env={**os.environ, "ORDER_WEBHOOK_SECRET": secret},
+        )
+        self._http = requests.Session()
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.stats()
+                return
+            except requests.ConnectionError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("bench/receiver.py did not start") from None
+                time.sleep(0.05)
+
+    def stats(self) -> dict[str, float]:
+        """What arrived so far (bench/receiver.py's GET /stats)."""
+        return self._http.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
+
+    def wait_for(self, orders: int, timeout: float) -> dict[str, float]:
+        """Poll until `orders` distinct orders have arrived (or the timeout); return the stats."""
+        deadline = time.time() + timeout
+        while (got := self.stats())["orders"] < orders and time.time() < deadline:
+            time.sleep(0.02)
+        return got
+
+    def stop(self) -> None:
+        self._http.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def receiver_process(secret: str) -> Iterator[Receiver]:
+    """Run bench/receiver.py for the length of the benchmark."""
+    receiver = Receiver(secret)
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
 def measure(
-    url: str, server_pid: int, scenario: str, clients: int, seconds: float, procs: int
+    url: str,
+    server_pid: int,
+    scenario: str,
+    clients: int,
+    seconds: float,
+    procs: int,
+    receiver: Receiver | None = None,
+    drain_seconds: float = 30.0,
 ) -> dict[str, object]:
-    """Drive one server for `seconds` with `clients` connections split over `procs` processes."""
+    """Drive one server for `seconds` with `clients` connections split over `procs` processes.
+
+    With a `receiver`, wait after the load until every order completed in this measurement
+    has arrived (at most `drain_seconds`), and count the server's CPU until then.
+    """
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.time() + 0.5
@@ -224,6 +302,7 @@ def measure(
         for n in shares
         if n
     ]
+    before = receiver.stats() if receiver is not None else None
     for worker in workers:
         worker.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -231,24 +310,43 @@ def measure(
     latencies: Latencies = {}
     failures: list[str] = []
     client_cpu = 0.0
+    paid = 0
     for _ in workers:
-        got, failed, cpu = results.get()
+        got, failed, n_paid, cpu = results.get()
         for name, values in got.items():
             latencies.setdefault(name, []).extend(values)
         failures.extend(failed)
+        paid += n_paid
         client_cpu += cpu
+    stopped_at = time.time()
     server_cpu = _server_cpu(server_pid) - server_before
     for worker in workers:
         worker.join()
     total = sum(len(v) for v in latencies.values())
-    return {
+    result: dict[str, object] = {
         "latencies": latencies,
         "failures": failures,
         "requests": total,
+        "paid": paid,
         "rps": total / seconds,
         "client_ms": 1000 * client_cpu / max(total, 1),
         "server_ms": 1000 * server_cpu / max(total, 1),
+        "server_ms_per_order": 1000 * server_cpu / max(paid, 1),
     }
+    if receiver is not None and before is not None:
+        at_stop = receiver.stats()
+        done = receiver.wait_for(int(before["orders"]) + paid, drain_seconds)
+        server_cpu = _server_cpu(server_pid) - server_before
+        result.update(
+            arrived_during=int(at_stop["orders"] - before["orders"]),
+            arrived=int(done["orders"] - before["orders"]),
+            duplicates=int(done["duplicates"] - before["duplicates"]),
+            bad_signatures=int(done["bad_signatures"] - before["bad_signatures"]),
+            lag=max(0.0, done["last_at"] - stopped_at),
+            server_ms_per_order=1000 * server_cpu / max(paid, 1),
+            receiver_ms_per_order=1000 * (done["cpu"] - before["cpu"]) / max(paid, 1),
+        )
+    return result
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -256,9 +354,9 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def report(label: str, result: dict[str, object]) -> None:
-    """Print req/s, CPU per request, and p50/p95/p99 per endpoint."""
+    """Print req/s, CPU per request, and p50/p95/p99 per endpoint (and deliveries)."""
     print(
-        f"  {label:<13} {result['rps']:7.0f} req/s  ({result['requests']} requests; CPU per "
+        f"  {label:<20} {result['rps']:7.0f} req/s  ({result['requests']} requests; CPU per "
         f"request: server {result['server_ms']:.2f} ms, client {result['client_ms']:.2f} ms)"
     )
     latencies: Latencies = result["latencies"]  # type: ignore[assignment]
@@ -269,9 +367,85 @@ def report(label: str, result: dict[str, object]) -> None:
             f"  p95={_percentile(values, 0.95) * 1000:6.1f} ms"
             f"  p99={_percentile(values, 0.99) * 1000:6.1f} ms"
         )
+    if result["paid"]:
+        print(f"    server CPU per completed order: {result['server_ms_per_order']:.2f} ms")
+    if "arrived" in result:
+        print(
+            f"    orders: {result['paid']} completed, {result['arrived_during']} had arrived "
+            f"when the load stopped, {result['arrived']} in all; last one "
+            f"{result['lag']:.2f} s after the load stopped; duplicates {result['duplicates']}, "
+            f"bad signatures {result['bad_signatures']}; receiver CPU per order "
+            f"{result['receiver_ms_per_order']:.2f} ms"
+        )
     failures: list[str] = result["failures"]  # type: ignore[assignment]
     if failures:
         print(f"    FAILED {len(failures)} times; first: {failures[0]}")
+
+
+def _store_env(tmp: str, name: str, webhook_url: str | None, secret: str) -> dict[str, str]:
+    """Files and environment of one store: the test catalog (widget unlimited), its own DB."""
+    products = json.loads((ROOT / "tests/data/products.json").read_text())
+    products[0]["inventory"] = 100_000_000
+    (Path(tmp) / "products.json").write_text(json.dumps(products))
+    config = json.loads((ROOT / "tests/data/config.json").read_text())
+    if webhook_url:
+        config["orderWebhookUrl"] = webhook_url
+    (Path(tmp) / f"config-{name}.json").write_text(json.dumps(config))
+    return {
+        "SHOP_CONFIG": str(Path(tmp) / f"config-{name}.json"),
+        "SHOP_PRODUCTS": str(Path(tmp) / "products.json"),
+        "SHOP_DATABASE_URL": f"sqlite:///{tmp}/{name}.sqlite3",
+        "SHOP_API_KEYS": "",
+        "ORDER_WEBHOOK_SECRET": secret if webhook_url else "",
+        "ACP_WEBHOOK_URL": "",
+        "ACP_WEBHOOK_SECRET": "",
+    }
+
+
+LOGSINK, RECEIVER = "flow, no receiver", "flow, receiver"
+
+
+def summarize(rounds: list[dict[str, dict[str, object]]]) -> None:
+    """Print each store's numbers over the rounds: medians and ranges, side by side."""
+    print("summary (median, range over rounds; ratios to the bare app of the same round):")
+    baseline: list[float] = []
+    for label in (LOGSINK, RECEIVER):
+        got = [r for r in rounds if label in r]
+        if not got:
+            continue
+        ratios = [r[label]["rps"] / r["bare"]["rps"] for r in got]  # type: ignore[operator]
+        p95 = [_percentile(sorted(r[label]["latencies"]["complete"]), 0.95) * 1000 for r in got]  # type: ignore[index]
+        cpu = [float(r[label]["server_ms_per_order"]) for r in got]  # type: ignore[arg-type]
+
+        def spread(values: list[float], fmt: str) -> str:
+            return (
+                f"{format(statistics.median(values), fmt)} "
+                f"({format(min(values), fmt)}-{format(max(values), fmt)})"
+            )
+
+        line = (
+            f"  {label:<20} flow/bare {spread([100 * x for x in ratios], '.0f')} %, "
+            f"complete p95 {spread(p95, '.1f')} ms, server CPU per order {spread(cpu, '.2f')} ms"
+        )
+        if label == LOGSINK:
+            baseline = cpu
+        elif baseline:
+            extra = [c - b for c, b in zip(cpu, baseline, strict=False)]
+            line += f" (+{spread(extra, '.2f')} ms over no receiver)"
+        print(line)
+        if label == RECEIVER:
+            lag = [float(r[label]["lag"]) for r in got]  # type: ignore[arg-type]
+            during = [
+                100 * int(r[label]["arrived_during"]) / max(int(r[label]["paid"]), 1)  # type: ignore[call-overload]
+                for r in got
+            ]
+            lost = sum(int(r[label]["paid"]) - int(r[label]["arrived"]) for r in got)  # type: ignore[call-overload]
+            dupes = sum(int(r[label]["duplicates"]) for r in got)  # type: ignore[call-overload]
+            print(
+                f"  {'':<20} arrived while the load ran {spread(during, '.0f')} %, last order "
+                f"{spread(lag, '.2f')} s after the load stopped; not arrived {lost}, "
+                f"duplicates {dupes}"
+            )
 
 
 def main() -> None:
@@ -288,76 +462,65 @@ def main() -> None:
         default=1,
         help="processes the load generator spreads its clients over",
     )
+    parser.add_argument(
+        "--no-receiver",
+        action="store_true",
+        help="measure only the store without orderWebhookUrl (orders logged, not sent)",
+    )
     args = parser.parse_args()
+    secret = "whsec_bench_" + uuid.uuid4().hex
 
-    with tempfile.TemporaryDirectory() as tmp:
-        products = json.loads((ROOT / "tests/data/products.json").read_text())
-        products[0]["inventory"] = 100_000_000
-        (Path(tmp) / "products.json").write_text(json.dumps(products))
-        env = {
-            "SHOP_CONFIG": str(ROOT / "tests/data/config.json"),
-            "SHOP_PRODUCTS": str(Path(tmp) / "products.json"),
-            "SHOP_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-            "SHOP_API_KEYS": "",
-        }
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         settings = {"workers": args.workers, "threads": args.threads}
         print(
             f"gunicorn --workers {args.workers} --threads {args.threads} "
-            f"({'sync' if args.threads == 1 else 'gthread'}) for both; "
+            f"({'sync' if args.threads == 1 else 'gthread'}) for every app; "
             f"{args.clients} clients in {args.client_procs} process(es); {args.seconds:g} s "
             f"per measurement, {args.rounds} round(s); {os.cpu_count()} CPUs"
         )
-        ratios, complete_p95, bare_ms = [], [], []
-        with (
-            gunicorn_process({}, app="bench.bare_app:app", **settings) as (bare_url, bare_p),
-            gunicorn_process(env, **settings) as (shop_url, shop_p),
-        ):
-            for url, pid, scenario in (
-                (bare_url, bare_p.pid, "bare"),
-                (shop_url, shop_p.pid, "flow"),
-            ):
-                measure(url, pid, scenario, args.clients, args.warmup, args.client_procs)
-            for round_no in range(1, args.rounds + 1):
-                load = os.getloadavg()
-                print(
-                    f"round {round_no}: load average before {load[0]:.2f} {load[1]:.2f} "
-                    f"{load[2]:.2f}"
-                )
-                bare_result = measure(
-                    bare_url, bare_p.pid, "bare", args.clients, args.seconds, args.client_procs
-                )
-                report("bare flask", bare_result)
-                flow_result = measure(
-                    shop_url, shop_p.pid, "flow", args.clients, args.seconds, args.client_procs
-                )
-                report("checkout flow", flow_result)
-                ratio = flow_result["rps"] / bare_result["rps"]  # type: ignore[operator]
-                p95 = (
-                    _percentile(
-                        sorted(flow_result["latencies"]["complete"]),  # type: ignore[index]
-                        0.95,
-                    )
-                    * 1000
-                )
-                ratios.append(ratio)
-                complete_p95.append(p95)
-                bare_ms.append(float(bare_result["server_ms"]))  # type: ignore[arg-type]
-                print(
-                    f"  flow / bare = {ratio:.0%} (target >= 35%); complete p95 = {p95:.1f} ms "
-                    "(target < 50 ms)"
-                )
-        # A round whose bare app needed far more CPU per request than its best round ran on a
-        # busy or throttled machine: its low bare req/s would flatter the ratio, so "best"
-        # leaves it out (the median keeps every round).
-        fair = [i for i, ms in enumerate(bare_ms) if ms <= 1.5 * min(bare_ms)]
-        if len(fair) < len(ratios):
-            skipped = ", ".join(str(i + 1) for i in range(len(ratios)) if i not in fair)
-            print(f"round(s) {skipped}: bare app slowed (CPU per request > 1.5x its best)")
-        print(
-            f"best round: flow / bare = {max(ratios[i] for i in fair):.0%}, complete p95 = "
-            f"{min(complete_p95[i] for i in fair):.1f} ms; median: "
-            f"{statistics.median(ratios):.0%}, {statistics.median(complete_p95):.1f} ms"
+        bare_url, bare_p = stack.enter_context(
+            gunicorn_process({}, app="bench.bare_app:app", **settings)
         )
+        stores: list[tuple[str, str, int, Receiver | None]] = []
+        url, proc = stack.enter_context(
+            gunicorn_process(_store_env(tmp, "logsink", None, secret), **settings)
+        )
+        stores.append((LOGSINK, url, proc.pid, None))
+        if not args.no_receiver:
+            receiver = stack.enter_context(receiver_process(secret))
+            url, proc = stack.enter_context(
+                gunicorn_process(_store_env(tmp, "receiver", receiver.url, secret), **settings)
+            )
+            stores.append((RECEIVER, url, proc.pid, receiver))
+            print(f"orders to {receiver.url} (bench/receiver.py, pid {receiver.proc.pid}), signed")
+
+        common = (args.clients, args.warmup, args.client_procs)
+        measure(bare_url, bare_p.pid, "bare", *common)
+        for _label, url, pid, receiver in stores:
+            measure(url, pid, "flow", *common, receiver=receiver)
+        rounds: list[dict[str, dict[str, object]]] = []
+        common = (args.clients, args.seconds, args.client_procs)
+        for round_no in range(1, args.rounds + 1):
+            load = os.getloadavg()
+            print(
+                f"round {round_no}: load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            )
+            results = {"bare": measure(bare_url, bare_p.pid, "bare", *common)}
+            report("bare flask", results["bare"])
+            for label, url, pid, receiver in stores:
+                results[label] = measure(url, pid, "flow", *common, receiver=receiver)
+                report(label, results[label])
+                ratio = results[label]["rps"] / results["bare"]["rps"]  # type: ignore[operator]
+                p95 = _percentile(sorted(results[label]["latencies"]["complete"]), 0.95)  # type: ignore[index]
+                print(
+                    f"    flow / bare = {ratio:.0%} (target >= 35%); complete p95 = "
+                    f"{p95 * 1000:.1f} ms (target < 50 ms)"
+                )
+            rounds.append(results)
+        summarize(rounds)
+        load = os.getloadavg()
+        print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -185,12 +185,11 @@ def _answered_version(request: Any, name: str, body: Any) -> str:
 
 
 def join_deliveries(timeout: float = 10.0) -> None:
-    """Wait for every background order hand-off thread (so none outlives its test)."""
-    import threading
+    """Wait until the order hand-off thread has sent everything queued (so no send outlives
+    its test); the thread itself waits, idle, for the next order."""
+    from shop.orders import wait_for_hand_offs
 
-    for thread in threading.enumerate():
-        if thread.name.startswith("deliver-"):
-            thread.join(timeout)
+    wait_for_hand_offs(timeout)
 
 
 @pytest.fixture

@@ -31,7 +31,11 @@ def _tail(log: Path, limit: int = 20_000) -> str:
 
 @contextmanager
 def gunicorn_process(
-    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+    env: Mapping[str, str],
+    workers: int = 3,
+    threads: int = 1,
+    app: str = "app:app",
+    log_path: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run gunicorn with the given environment; yield (base URL, process); stop it after.
 
@@ -40,8 +44,10 @@ def gunicorn_process(
     and block every worker on its next write. The log is shown when gunicorn exits early.
     """
     port = free_port()
-    with tempfile.NamedTemporaryFile(
-        "wb", prefix="gunicorn-", suffix=".log", delete=False
+    with (
+        open(log_path, "wb")  # kept for the caller to read
+        if log_path is not None
+        else tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log", delete=False)
     ) as log_file:
         log = Path(log_file.name)
         proc = subprocess.Popen(
@@ -88,7 +94,8 @@ def gunicorn_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.unlink(missing_ok=True)
+        if log_path is None:
+            log.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -159,8 +159,7 @@ def settle_payment(
             {"reason": "amount_mismatch", "amount_paid": paid, "currency_paid": paid_currency},
         )
         settled = Settlement.COMPLETED_AMOUNT_MISMATCH
-    transaction.commit()
-    orders.schedule(state, session_id)
+    transaction.commit()  # the order goes out on the hand-off thread once committed
     return settled
 
 
@@ -212,8 +211,6 @@ def flag_for_review(state: ShopState, session_id: str, reason: str, reference: s
     """Flag a session for review and queue order.flagged once; False when already flagged."""
     flagged = _flag(state, session_id, reference, {"reason": reason})
     transaction.commit()
-    if flagged:
-        orders.schedule(state, session_id)
     return flagged
 
 
@@ -267,8 +264,6 @@ def mark_paid(
         transaction.info()[KEEP_ON_ERROR] = True
     else:
         transaction.commit()
-    if paid:
-        orders.schedule(state, session_id)
     return paid
 
 

@@ -2,23 +2,26 @@
 
 Unique per (session, destination, event), so however many paths confirm a payment, one row
 exists. A row whose sink drops orders (LogSink) is inserted `dropped` and logged at commit.
+Any other row is inserted already leased to this process (`delivering`, its first try
+counted): when the transaction commits, the hand-off thread sends it as a `Message` with no
+further read or lease. If this process dies first, the lease runs out and a sweeper sends it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
 from shop import clock, fast_json
 from shop.orders.payload import build_acp_order_event
+from shop.orders.retry_schedule import LEASE_SECONDS
 from shop.state import ShopState
 from shop.storage import transaction
 from shop.storage.transaction import write
-
-log = logging.getLogger("shop.delivery")
 
 log = logging.getLogger("shop.delivery")
 
@@ -28,6 +31,19 @@ STRANDED_STATES = ("gave_up", "dropped")  # paid, not delivered, waiting for `or
 
 MERCHANT = "merchant"
 AGENT = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One outbox row as its sender holds it (everything the send and its record need)."""
+
+    session_id: str
+    order_id: str
+    destination: str
+    event: str
+    payload: str  # the row's JSON text: the bytes that are sent
+    attempts: int  # tries so far, counting the one its lease is for
+    lease: int  # the row's next_at while its sender holds it (0: not leased)
 
 
 def agent_event_key(event: Mapping[str, Any]) -> str:
@@ -42,12 +58,12 @@ def agent_event_key(event: Mapping[str, Any]) -> str:
 _ADD = text(
     "INSERT INTO order_deliveries (session_id, order_id, destination, event, payload, state, "
     "attempts, next_at, last_error, created_at) VALUES (:session_id, :order_id, :destination, "
-    ":event, :payload, :state, :attempts, :now, :error, :now) "
+    ":event, :payload, :state, :attempts, :next_at, :error, :now) "
     "ON CONFLICT (session_id, destination, event) DO NOTHING"
 )
-# Session.info: (sink, destination, message, its JSON as the row holds it) to log at commit
+# transaction.info: (sink, destination, message, its JSON as the row holds it) to log at commit
 _DROPPED_LOG = "shop.dropped_orders"
-_SCHEDULED = "shop.scheduled_hand_offs"  # Session.info: (app, state, session id) to send at commit
+_HANDED_OFF = "shop.handed_off"  # transaction.info: (state, Message) to send once committed
 
 
 def _dropped_error(session_id: str) -> str:
@@ -71,21 +87,24 @@ def _add(
     `encoded` is `payload` as fast_json.dumps writes it, when the caller already has it. A
     message to a sink that drops orders (LogSink) is stored `dropped` at once (one try,
     nobody to retry to) and the sink logs it when the transaction commits: no hand-off
-    thread, lease or second transaction for an order that goes nowhere.
+    thread, lease or second transaction for an order that goes nowhere. Any other message is
+    stored leased to this process for its first try, and handed off at commit.
     """
     if destination == AGENT:
         event = agent_event_key(payload)  # a later status is a new message, not a repeat
     drops = bool(getattr(sink, "drops_orders", False))
+    now = clock.epoch()
     params = {
         "session_id": session_id,
         "order_id": order_id,
         "destination": destination,
         "event": event,
         "payload": (text_payload := fast_json.dumps(payload) if encoded is None else encoded),
-        "state": "dropped" if drops else "pending",
-        "attempts": 1 if drops else 0,
+        "state": "dropped" if drops else "delivering",
+        "attempts": 1,
         "error": _dropped_error(session_id) if drops else None,
-        "now": clock.epoch(),
+        "now": now,
+        "next_at": now if drops else now + LEASE_SECONDS,
     }
     if write(_ADD, params) != 1:
         return False  # already queued by another path (exactly once)
@@ -93,6 +112,11 @@ def _add(
         transaction.info().setdefault(_DROPPED_LOG, []).append(
             (sink, destination, payload, text_payload)
         )
+    else:
+        message = Message(
+            session_id, order_id, destination, event, text_payload, 1, params["next_at"]
+        )
+        transaction.info().setdefault(_HANDED_OFF, []).append(message)
     return True
 
 

@@ -1,14 +1,29 @@
-"""Sending one message: take its lease, call the sink, record delivered / failed / gave_up."""
+"""Sending messages: hold a lease, call the sink, record delivered / failed / gave_up.
+
+A `Message` is a row as the sender needs it, keyed by its unique (session, destination,
+event), so nothing is read again before it goes. Whoever holds a row's lease is the one who
+sends it: the hand-off thread holds the lease its paying transaction inserted the row with;
+the sweeper and `orders replay` take leases with one conditional UPDATE per row, all in one
+transaction. A lease is `state = 'delivering'` with `next_at` in the future; it is still ours
+while `next_at` is the value we set. Before a send that could outlast the lease, the lease is
+taken again; if someone else has it, the message is left to them.
+
+Each delivered message is recorded in a transaction of its own at once: a 2xx whose record
+waited for other sends would be sent again after a crash. Failures are not sent again until
+their backoff has passed, so their records may wait for the next one.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
 from shop import clock, fast_json, metrics
-from shop.orders.outbox import MERCHANT, OPEN_STATES, _dropped_error
+from shop.orders.outbox import MERCHANT, OPEN_STATES, Message, _dropped_error
 from shop.orders.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
 from shop.state import ShopState
 from shop.storage import one_of, read, transaction
@@ -17,159 +32,65 @@ from shop.storage.transaction import write
 
 log = logging.getLogger("shop.delivery")
 
-log = logging.getLogger("shop.delivery")
+# A sink without a `timeout` is given this long before its lease is taken again.
+UNKNOWN_SEND_SECONDS = 30.0
+LEASE_MARGIN_SECONDS = 5  # a send starts only with at least its timeout plus this left
 
 
 def _sink(state: ShopState, destination: str) -> Any:
     return state.sink if destination == MERCHANT else state.agent_sink
 
 
-def claim(delivery_id: int) -> bool:
-    """Take the lease on one message; False when another worker has it or it is done."""
-    now = clock.epoch()
-    taken = (
-        transaction.execute(
-            update(OrderDelivery)
-            .where(
-                OrderDelivery.id == delivery_id,
-                OrderDelivery.state.in_(OPEN_STATES),
-                OrderDelivery.next_at <= now,
-            )
-            .values(
-                state="delivering", next_at=now + LEASE_SECONDS, attempts=OrderDelivery.attempts + 1
-            )
-        ).rowcount
-        == 1
-    )
-    transaction.commit()
-    return taken
-
-
-def _record(delivery_id: int, **values: Any) -> None:
-    transaction.execute(
-        update(OrderDelivery).where(OrderDelivery.id == delivery_id).values(**values)
-    )
-    transaction.commit()
-
-
-def send_claimed(state: ShopState, delivery_id: int) -> bool:
-    """Send a claimed message and record the outcome; True when it was delivered."""
-    # Read outside any transaction (shop.storage.read): on SQLite a transaction holds the write
-    # lock, and a slow receiver must not stall every checkout while it answers.
-    rows = read(
-        select(
-            OrderDelivery.order_id,
-            OrderDelivery.session_id,
-            OrderDelivery.destination,
-            OrderDelivery.event,
-            OrderDelivery.attempts,
-            OrderDelivery.payload,
-        ).where(OrderDelivery.id == delivery_id)
-    )
-    if not rows:
-        return False
-    order_id, session_id, destination, event, attempts, payload = rows[0]
-    sink = _sink(state, destination)
-    try:
-        if sink is None:
-            raise RuntimeError(f"no {destination} destination is configured any more")
-        sink.deliver(fast_json.loads(payload))
-    except Exception as exc:  # a sink must never break the checkout: record and retry
-        _failed(delivery_id, order_id, session_id, destination, event, attempts, payload, exc)
-        return False
-    if getattr(sink, "drops_orders", False):  # LogSink logged it; nobody received it
-        metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
-        _record(
-            delivery_id,
-            state="dropped",
-            next_at=clock.epoch(),
-            last_error=_dropped_error(session_id),
-        )
-        return False
-    _record(delivery_id, state="delivered", last_error=None)
-    metrics.inc("shop_order_deliveries_total", destination=destination, outcome="delivered")
-    metrics.event(
-        "order_delivered", order_id=order_id, session_id=session_id, destination=destination
-    )
-    log.info("%s %s for session %s delivered to the %s", event, order_id, session_id, destination)
-    return True
-
-
-def _failed(
-    delivery_id: int,
-    order_id: str,
-    session_id: str,
-    destination: str,
-    event: str,
-    attempts: int,
-    payload: str,
-    exc: Exception,
-) -> None:
-    """Log one prominent line and schedule the next try, or give up after the last."""
-    gave_up = attempts >= MAX_ATTEMPTS
-    reason = f"{type(exc).__name__}: {exc}"[:500]
-    if gave_up:
-        # The whole payload goes in the line: the log keeps the order even after purge.
-        compact = fast_json.dumps(fast_json.loads(payload))
-        log.error(
-            "ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
-            "reason=%s — GIVING UP after %d tries; replay with `flask --app app orders "
-            "replay %s`; payload=%s",
-            order_id,
-            session_id,
-            destination,
-            event,
-            attempts,
-            reason,
-            attempts,
-            session_id,
-            compact,
-        )
-    else:
-        log.error(
-            "ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
-            "reason=%s — retrying in %ds",
-            order_id,
-            session_id,
-            destination,
-            event,
-            attempts,
-            reason,
-            backoff(attempts),
-        )
-    metrics.inc(
-        "shop_order_deliveries_total",
-        destination=destination,
-        outcome="gave_up" if gave_up else "failed",
-    )
-    metrics.event(
-        "order_delivery_failed",
-        order_id=order_id,
-        session_id=session_id,
-        destination=destination,
-        attempt=attempts,
-        gave_up=gave_up,
-        reason=type(exc).__name__,
-    )
-    transaction.rollback()
-    now = clock.epoch()
-    _record(
-        delivery_id,
-        state="gave_up" if gave_up else "failed",
-        last_error=reason,
-        next_at=now if gave_up else now + backoff(attempts),
-    )
-
-
-_DUE = (
-    select(
-        OrderDelivery.id,
-        OrderDelivery.destination,
-        OrderDelivery.payload,
-    )
+_KEY = (
+    OrderDelivery.session_id == bindparam("m_session"),
+    OrderDelivery.destination == bindparam("m_destination"),
+    OrderDelivery.event == bindparam("m_event"),
+)
+_OURS = (*_KEY, OrderDelivery.state == "delivering", OrderDelivery.next_at == bindparam("m_lease"))
+# Take a due row (pending, failed, or leased by a sender that died).
+_CLAIM = (
+    update(OrderDelivery)
     .where(
-        OrderDelivery.session_id == bindparam("session_id"),
+        *_KEY, one_of(OrderDelivery.state, OPEN_STATES), OrderDelivery.next_at <= bindparam("m_now")
+    )
+    .values(state="delivering", next_at=bindparam("m_new"), attempts=OrderDelivery.attempts + 1)
+)
+# Keep a lease we hold for longer (before a send that could outlast it).
+_RENEW = update(OrderDelivery).where(*_OURS).values(next_at=bindparam("m_new"))
+# Delivered is recorded whoever holds the lease now: it is true, and a sender that took the
+# row over records its own failure only while it still holds that lease.
+_DELIVERED = (
+    update(OrderDelivery)
+    .where(*_KEY, OrderDelivery.state != "delivered")
+    .values(state="delivered", last_error=None)
+)
+_FAILED = (
+    update(OrderDelivery)
+    .where(*_OURS)
+    .values(
+        state=bindparam("m_state"), next_at=bindparam("m_next"), last_error=bindparam("m_error")
+    )
+)
+_DUE_COLUMNS = (
+    OrderDelivery.session_id,
+    OrderDelivery.order_id,
+    OrderDelivery.destination,
+    OrderDelivery.event,
+    OrderDelivery.payload,
+    OrderDelivery.attempts,
+)
+_DUE = (
+    select(*_DUE_COLUMNS)
+    .where(one_of(OrderDelivery.state, OPEN_STATES), OrderDelivery.next_at <= bindparam("m_now"))
+    .order_by(OrderDelivery.next_at)
+    .limit(bindparam("m_limit"))
+)
+_DUE_OF_SESSION = (
+    select(*_DUE_COLUMNS)
+    .where(
+        OrderDelivery.session_id == bindparam("m_session"),
         one_of(OrderDelivery.state, OPEN_STATES),
+        OrderDelivery.next_at <= bindparam("m_now"),
     )
     .order_by(OrderDelivery.id)
 )
@@ -178,47 +99,219 @@ _DUE = (
 _DROP = (
     update(OrderDelivery)
     .where(
-        OrderDelivery.id == bindparam("d_id"),
-        one_of(OrderDelivery.state, OPEN_STATES),
-        OrderDelivery.next_at <= bindparam("d_now"),
+        *_KEY, one_of(OrderDelivery.state, OPEN_STATES), OrderDelivery.next_at <= bindparam("m_now")
     )
     .values(
         state="dropped",
-        next_at=bindparam("d_now"),
+        next_at=bindparam("m_now"),
         attempts=OrderDelivery.attempts + 1,
-        last_error=bindparam("d_error"),
+        last_error=bindparam("m_error"),
     )
 )
 
 
+def _key(message: Message) -> dict[str, Any]:
+    return {
+        "m_session": message.session_id,
+        "m_destination": message.destination,
+        "m_event": message.event,
+    }
+
+
+def due(limit: int = 50, session_id: str | None = None) -> list[Message]:
+    """Return due rows (oldest first), read outside any transaction; not leased yet.
+
+    A `Message` here holds the row's tries so far, and no lease (`claim` takes them).
+    """
+    now = clock.epoch()
+    if session_id is None:
+        rows = read(_DUE, {"m_now": now, "m_limit": limit})
+    else:
+        rows = read(_DUE_OF_SESSION, {"m_now": now, "m_session": session_id})
+    return [Message(s, o, d, e, p, a, 0) for s, o, d, e, p, a in rows]
+
+
+def claim(state: ShopState, rows: Sequence[Message]) -> list[Message]:
+    """Take the leases on due rows in one transaction; return the ones we got, leased.
+
+    Rows for a sink that drops orders (LogSink) are recorded `dropped` instead, and logged.
+    """
+    if not rows:
+        return []
+    now = clock.epoch()
+    lease = now + LEASE_SECONDS
+    taken, dropped = [], []
+    for row in rows:
+        sink = _sink(state, row.destination)
+        if getattr(sink, "drops_orders", False):
+            params = {**_key(row), "m_now": now, "m_error": _dropped_error(row.session_id)}
+            if write(_DROP, params) == 1:
+                dropped.append((sink, row))
+        elif write(_CLAIM, {**_key(row), "m_now": now, "m_new": lease}) == 1:
+            taken.append(replace(row, attempts=row.attempts + 1, lease=lease))
+    transaction.commit()
+    for sink, row in dropped:
+        metrics.inc("shop_order_deliveries_total", destination=row.destination, outcome="dropped")
+        try:
+            sink.deliver(fast_json.loads(row.payload))
+        except Exception:  # the row is kept as dropped for `orders replay` either way
+            log.exception("logging dropped order for session %s failed", row.session_id)
+    return taken
+
+
+def send_all(state: ShopState, messages: Iterable[Message]) -> int:
+    """Send leased messages one after another; return how many were delivered.
+
+    No transaction is open while a sink works: on SQLite one would hold the write lock, and a
+    slow receiver must not stall every checkout while it answers.
+    """
+    delivered = 0
+    failures: list[tuple[Message, str, str]] = []
+    try:
+        for message in messages:
+            outcome = _send(state, message)
+            if outcome is True:
+                delivered += 1
+            elif isinstance(outcome, tuple):
+                failures.append((message, *outcome))
+    finally:
+        _record_failures(failures)
+    return delivered
+
+
+def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
+    """Send one message: True when delivered (and recorded), (reason, error class) if not.
+
+    None: the lease went to someone else before the send, so the message is theirs. False:
+    a sink that drops orders took it (recorded `dropped`).
+    """
+    sink = _sink(state, message.destination)
+    timeout = getattr(sink, "timeout", None) or UNKNOWN_SEND_SECONDS
+    if message.lease - clock.epoch() < timeout + LEASE_MARGIN_SECONDS:
+        renewed = _renew(message)
+        if renewed is None:
+            return None
+        message = renewed
+    try:
+        if sink is None:
+            raise RuntimeError(f"no {message.destination} destination is configured any more")
+        send_stored = getattr(sink, "send_stored", None)
+        if send_stored is not None:
+            send_stored(message.payload, message.order_id, message.event)
+        else:
+            sink.deliver(fast_json.loads(message.payload))
+    except Exception as exc:  # a sink must never break the checkout: record and retry
+        return f"{type(exc).__name__}: {exc}"[:500], type(exc).__name__
+    if getattr(sink, "drops_orders", False):  # a sink that only logs, given a leased row
+        _record_failures([(message, _dropped_error(message.session_id), "")], dropped=True)
+        metrics.inc(
+            "shop_order_deliveries_total", destination=message.destination, outcome="dropped"
+        )
+        return False
+    write(_DELIVERED, _key(message))
+    transaction.commit()
+    metrics.inc("shop_order_deliveries_total", destination=message.destination, outcome="delivered")
+    metrics.event(
+        "order_delivered",
+        order_id=message.order_id,
+        session_id=message.session_id,
+        destination=message.destination,
+    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s for session %s delivered to the %s",
+            message.event,
+            message.order_id,
+            message.session_id,
+            message.destination,
+        )
+    return True
+
+
+def _renew(message: Message) -> Message | None:
+    lease = clock.epoch() + LEASE_SECONDS
+    renewed = write(_RENEW, {**_key(message), "m_lease": message.lease, "m_new": lease}) == 1
+    transaction.commit()
+    return replace(message, lease=lease) if renewed else None
+
+
+def _record_failures(failures: list[tuple[Message, str, str]], dropped: bool = False) -> None:
+    """Log one prominent line per failure, then record them all in one transaction."""
+    if not failures:
+        return
+    now = clock.epoch()
+    params = []
+    for message, reason, error in failures:
+        if dropped:
+            state, next_at = "dropped", now
+        else:
+            gave_up = message.attempts >= MAX_ATTEMPTS
+            _log_failure(message, reason, gave_up, error)
+            state, next_at = (
+                ("gave_up", now) if gave_up else ("failed", now + backoff(message.attempts))
+            )
+        params.append(
+            {
+                **_key(message),
+                "m_lease": message.lease,
+                "m_state": state,
+                "m_next": next_at,
+                "m_error": reason,
+            }
+        )
+    failures.clear()
+    for values in params:
+        write(_FAILED, values)
+    transaction.commit()
+
+
+def _log_failure(message: Message, reason: str, gave_up: bool, error: str) -> None:
+    """Log one prominent line: the next try, or (after the last) giving up with the order."""
+    if gave_up:
+        # The whole payload goes in the line: the log keeps the order even after purge.
+        compact = fast_json.dumps(fast_json.loads(message.payload))
+        log.error(
+            "ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
+            "reason=%s — GIVING UP after %d tries; replay with `flask --app app orders "
+            "replay %s`; payload=%s",
+            message.order_id,
+            message.session_id,
+            message.destination,
+            message.event,
+            message.attempts,
+            reason,
+            message.attempts,
+            message.session_id,
+            compact,
+        )
+    else:
+        log.error(
+            "ORDER DELIVERY FAILED order=%s session=%s to=%s event=%s attempt=%d "
+            "reason=%s — retrying in %ds",
+            message.order_id,
+            message.session_id,
+            message.destination,
+            message.event,
+            message.attempts,
+            reason,
+            backoff(message.attempts),
+        )
+    metrics.inc(
+        "shop_order_deliveries_total",
+        destination=message.destination,
+        outcome="gave_up" if gave_up else "failed",
+    )
+    metrics.event(
+        "order_delivery_failed",
+        order_id=message.order_id,
+        session_id=message.session_id,
+        destination=message.destination,
+        attempt=message.attempts,
+        gave_up=gave_up,
+        reason=error,
+    )
+
+
 def deliver_session(state: ShopState, session_id: str) -> int:
     """Claim and send every due message of one session in this thread; return how many went."""
-    sent = 0
-    for delivery_id, destination, payload in read(_DUE, {"session_id": session_id}):
-        sink = _sink(state, destination)
-        if getattr(sink, "drops_orders", False):
-            _drop(sink, delivery_id, destination, session_id, payload)
-        elif claim(delivery_id):
-            sent += send_claimed(state, delivery_id)
-    return sent
-
-
-def _drop(sink: Any, delivery_id: int, destination: str, session_id: str, payload: str) -> None:
-    """Record a message to a sink that drops orders as `dropped`, then let the sink log it."""
-    now = clock.epoch()
-    dropped = write(
-        _DROP,
-        {
-            "d_id": delivery_id,
-            "d_now": now,
-            "d_error": _dropped_error(session_id),
-        },
-    )
-    transaction.commit()
-    if dropped != 1:
-        return  # another worker (or the sweeper) had it
-    metrics.inc("shop_order_deliveries_total", destination=destination, outcome="dropped")
-    try:
-        sink.deliver(fast_json.loads(payload))
-    except Exception:  # the row is kept as dropped for `orders replay` either way
-        log.exception("logging dropped order for session %s failed", session_id)
+    return send_all(state, claim(state, due(session_id=session_id)))

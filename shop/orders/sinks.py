@@ -2,7 +2,8 @@
 
 `OrderSink.deliver(order)` is the one hand-off. It raises on failure and never retries; the
 delivery outbox (`shop.orders`) decides when to try again. Bodies are serialized once and the
-bytes signed are the bytes sent, so a receiver can verify the signature on the raw body.
+bytes signed are the bytes sent, so a receiver can verify the signature on the raw body. The
+HTTP sinks send over kept-alive connections, one set per destination (`transport`).
 """
 
 from __future__ import annotations
@@ -19,20 +20,13 @@ from shop import clock, fast_json
 from shop.config.settings import Settings
 from shop.errors import ConfigError
 from shop.orders.payload import build_acp_order_event
+from shop.orders.transport import DeliveryError as DeliveryError
+from shop.orders.transport import Transport, where
 from shop.security import hmac_sha256_base64, sign_timestamped
 
 DEFAULT_TIMEOUT = 10.0  # seconds; ORDER_WEBHOOK_TIMEOUT changes it
 MAX_TIMEOUT = 30.0  # well inside the delivery lease (shop.orders.retry_schedule.LEASE_SECONDS)
-_EXCERPT = 120
-
-
-class DeliveryError(Exception):
-    """An order did not reach its destination; the message is one line and holds no secret."""
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
+_where = where
 
 
 class OrderSink(Protocol):
@@ -42,6 +36,9 @@ class OrderSink(Protocol):
     orders as `dropped`, so `orders failed` lists them and `orders replay` can send them once
     a real destination is configured; its `log_dropped(order, body)`, when it has one, is
     given the row's JSON text with the order, so the text is logged as stored.
+
+    A sink may also have `send_stored(text, order_id, event)`: the outbox then hands it the
+    message as its row holds it (JSON text), so it is not decoded only to be encoded again.
     """
 
     def deliver(self, order: dict[str, Any]) -> None:
@@ -51,39 +48,6 @@ class OrderSink(Protocol):
 
 def _encode(body: Mapping[str, Any]) -> bytes:
     return fast_json.dumps_bytes(body)
-
-
-def _where(url: str) -> str:
-    """The URL without query or credentials: safe to put in a log line."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "…"
-
-
-def _post(http: Any, url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
-    """POST exact bytes; raise DeliveryError unless the answer is 2xx."""
-    try:
-        # Redirects are failures: requests would replay a POST as a body-less GET.
-        response = http.post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-        )
-    except requests.Timeout as exc:
-        raise DeliveryError(
-            f"no answer from {_where(url)} within {timeout:g}s ({type(exc).__name__})"
-        ) from exc
-    except requests.RequestException as exc:  # refused, DNS, TLS, reset …
-        raise DeliveryError(f"could not reach {_where(url)} ({type(exc).__name__})") from exc
-    if not 200 <= response.status_code < 300:
-        excerpt = _one_line(response.text or "")
-        raise DeliveryError(
-            f"{_where(url)} answered HTTP {response.status_code}"
-            + (f": {excerpt}" if excerpt else ""),
-            status=response.status_code,
-        )
 
 
 def _check_url(url: str) -> None:
@@ -107,18 +71,24 @@ class WebhookSink:
         self.url = url
         self._secret = secret
         self.timeout = timeout
-        self._http = session if session is not None else requests
+        self._transport = Transport(url, timeout, session)
 
     def __repr__(self) -> str:
         return f"WebhookSink({_where(self.url)!r}, signed={self._secret is not None})"
 
     def deliver(self, order: dict[str, Any]) -> None:
         """Send one order; raise DeliveryError on a non-2xx answer, a timeout or no connection."""
-        body = _encode(order)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(order)}
+        self._send(_encode(order), idempotency_key(order))
+
+    def send_stored(self, text: str, order_id: str, event: str) -> None:
+        """Send a message as the outbox row holds it (its JSON text); raise as `deliver` does."""
+        self._send(text.encode(), _key(order_id, event))
+
+    def _send(self, body: bytes, key: str) -> None:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if self._secret is not None:
             headers["Signature"] = hmac_sha256_base64(self._secret, body)
-        _post(self._http, self.url, body, headers, self.timeout)
+        self._transport.post(body, headers)
 
 
 def idempotency_key(order: Mapping[str, Any]) -> str:
@@ -126,8 +96,10 @@ def idempotency_key(order: Mapping[str, Any]) -> str:
 
     A receiver that dedupes on the header must not drop an order.flagged as a repeat.
     """
-    order_id = str(order["order"]["id"])
-    event = order.get("event", "order.created")
+    return _key(str(order["order"]["id"]), order.get("event", "order.created"))
+
+
+def _key(order_id: str, event: str) -> str:
     return order_id if event == "order.created" else f"{order_id}:{event}"
 
 
@@ -186,7 +158,7 @@ class AcpEventSink:
         self.url = url
         self._secret = secret
         self.timeout = timeout
-        self._http = session if session is not None else requests
+        self._transport = Transport(url, timeout, session)
 
     def __repr__(self) -> str:
         return f"AcpEventSink({_where(self.url)!r})"
@@ -196,13 +168,19 @@ class AcpEventSink:
         event = (
             order if "data" in order else build_acp_order_event("order_create", order, "confirmed")
         )
-        body = _encode(event)
+        self._send(_encode(event))
+
+    def send_stored(self, text: str, order_id: str, event: str) -> None:
+        """Send an ACP event as the outbox row holds it (the agent's rows hold whole events)."""
+        self._send(text.encode())
+
+    def _send(self, body: bytes) -> None:
         headers = {
             "Content-Type": "application/json",
             "Merchant-Signature": sign_timestamped(self._secret, body, clock.epoch()),
             "Request-Id": f"req_{uuid.uuid4().hex}",
         }
-        _post(self._http, self.url, body, headers, self.timeout)
+        self._transport.post(body, headers)
 
 
 def build_sink(settings: Settings, logger: logging.Logger) -> OrderSink:

@@ -1,0 +1,220 @@
+"""POSTing exact bytes to one destination over kept-alive connections.
+
+A sink sends every message to the same URL, so it keeps its connections open between
+messages (http.client, a few idle ones per destination, any thread may take one): no TCP
+or TLS handshake per order, and none of the per-call work of `requests`, which cost more CPU
+than the checkout itself. A kept-alive connection the receiver has closed is noticed before
+it is used; one that breaks while the request is being written is replaced and the request
+written once more (nothing was answered yet). Anything else that goes wrong is a failed
+delivery, retried later by the outbox.
+
+When the environment names a proxy for the URL (HTTPS_PROXY, HTTP_PROXY, not excluded by
+NO_PROXY), or a caller passes its own `requests.Session`, messages go through `requests`,
+which speaks to proxies; its session keeps connections alive too.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import select
+import ssl
+import threading
+import weakref
+from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
+
+import requests
+
+MAX_IDLE = 4  # kept-alive connections per destination (the hand-off thread and sweepers)
+MAX_ANSWER_BYTES = 64 * 1024  # read at most this much of an answer; more: close the connection
+_EXCERPT = 120
+
+
+class DeliveryError(Exception):
+    """An order did not reach its destination; the message is one line and holds no secret."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def where(url: str) -> str:
+    """The URL without query or credentials: safe to put in a log line."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "…"
+
+
+def _refused(url: str, status: int, answer: bytes) -> DeliveryError:
+    excerpt = _one_line(answer.decode("utf-8", "replace"))
+    return DeliveryError(
+        f"{where(url)} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
+        status=status,
+    )
+
+
+def _uses_proxy(url: str) -> bool:
+    parts = urlsplit(url)
+    proxies = getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not proxy_bypass_environment(parts.hostname or "", proxies)
+
+
+class Transport:
+    """POST to one URL; `post` raises DeliveryError unless the answer is 2xx."""
+
+    def __init__(self, url: str, timeout: float, session: requests.Session | None = None) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.timeout = timeout
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._auth: str | None = None
+        if parts.username is not None:  # as requests does: credentials in the URL are Basic auth
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._auth = "Basic " + base64.b64encode(pair.encode("latin-1")).decode()
+        self._requests = session
+        if session is None and _uses_proxy(url):
+            self._requests = requests.Session()
+        self._idle: list[http.client.HTTPConnection] = []
+        # A sink dropped with its app closes its connections (no socket left for the GC).
+        weakref.finalize(self, _close_all, self._idle)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._tls: ssl.SSLContext | None = None
+
+    def post(self, body: bytes, headers: dict[str, str]) -> None:
+        """POST exact bytes; raise DeliveryError unless the answer is 2xx."""
+        if self._auth is not None:
+            headers = {"Authorization": self._auth, **headers}
+        if self._requests is not None:
+            self._post_with_requests(body, headers)
+            return
+        conn, reused = self._take()
+        try:
+            try:
+                status, answer = self._exchange(conn, body, headers)
+            except (ConnectionResetError, BrokenPipeError):  # RemoteDisconnected is a reset
+                if not reused:
+                    raise
+                # The receiver closed the kept-alive connection before answering (as a server
+                # does to an idle one): write the request once more on a new connection.
+                conn.close()
+                conn = self._connect()
+                status, answer = self._exchange(conn, body, headers)
+        except TimeoutError as exc:
+            conn.close()
+            raise DeliveryError(
+                f"no answer from {where(self.url)} within {self.timeout:g}s ({type(exc).__name__})"
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:  # refused, DNS, TLS, reset …
+            conn.close()
+            raise DeliveryError(
+                f"could not reach {where(self.url)} ({type(exc).__name__})"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(conn)
+        if not 200 <= status < 300:
+            raise _refused(self.url, status, answer)
+
+    def _exchange(
+        self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        conn.request("POST", self._target, body, headers)
+        response = conn.getresponse()
+        answer = response.read(MAX_ANSWER_BYTES)
+        if not response.isclosed():  # a longer answer than we read: do not reuse
+            conn.close()
+        return response.status, answer
+
+    def close(self) -> None:
+        """Close the idle connections (a later post opens new ones)."""
+        with self._lock:
+            _close_all(self._idle)
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection that is still open (True), or a new one (False)."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets stay the parent's
+                _close_all(self._idle)  # closes this process's copies of them only
+                self._pid = os.getpid()
+            while self._idle:
+                conn = self._idle.pop()
+                if not _dropped(conn):
+                    return conn, True
+                conn.close()
+        return self._connect(), False
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        if conn.sock is None:  # the answer said `Connection: close`
+            return
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        if self._tls is None:
+            self._tls = _tls_context()
+        return http.client.HTTPSConnection(
+            self._host, self._port, timeout=self.timeout, context=self._tls
+        )
+
+    def _post_with_requests(self, body: bytes, headers: dict[str, str]) -> None:
+        assert self._requests is not None
+        try:
+            # Redirects are failures: requests would replay a POST as a body-less GET.
+            response = self._requests.post(
+                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.Timeout as exc:
+            raise DeliveryError(
+                f"no answer from {where(self.url)} within {self.timeout:g}s ({type(exc).__name__})"
+            ) from exc
+        except requests.RequestException as exc:  # refused, DNS, TLS, reset …
+            raise DeliveryError(
+                f"could not reach {where(self.url)} ({type(exc).__name__})"
+            ) from exc
+        if not 200 <= response.status_code < 300:
+            raise _refused(self.url, response.status_code, response.content[:MAX_ANSWER_BYTES])
+
+
+def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+    while connections:
+        connections.pop().close()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when an idle connection cannot carry another request (closed by the receiver)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        # An idle kept-alive socket has nothing to read; readable means EOF (or stray bytes).
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Verify certificates against the same CA bundle requests uses (certifi's)."""
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - requests depends on certifi
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
