@@ -135,7 +135,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(acp.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(status.bp)
-    for name in ("feeds", "forter", "psp_webhooks", "openapi"):
+    for name in ("feeds", "forter", "psp_webhooks", "openapi", "mcp"):
         try:
             module = __import__(f"shop.api.{name}", fromlist=["bp"])
         except ModuleNotFoundError as exc:
