@@ -291,6 +291,10 @@ def test_behind_the_shipped_nginx_site(stack):
 
     # A lying Content-Length stops at nginx: after client_body_timeout it closes the connection
     # (logging 408), and gunicorn never sees the request.
+    deadline = time.monotonic() + 5  # the access line is written after the answer
+    while created.headers["Request-Id"] not in stack["log"].read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     posts = stack["log"].read_text().count("POST /checkout_sessions")
     context = ssl.create_default_context(cafile=cert)
     with (
