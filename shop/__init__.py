@@ -75,6 +75,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     # First hook: a late body is refused at once.
     body_deadline.init_app(app, MAX_BODY_BYTES, body_deadline.body_seconds(settings.env))
+    from shop.api import unavailable  # issue 16: a failing database answers 503 with a sentence
+
+    unavailable.register(app)
     _register_blueprints(app)
     # Before the request-id hook: after_request hooks run last-registered first, so the
     # request log sees the Request-Id that hook sets.
