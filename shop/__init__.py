@@ -74,7 +74,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     from shop.api import body_deadline
 
     # First hook: a late body is refused at once.
-    body_deadline.init_app(app, MAX_BODY_BYTES, body_deadline.body_seconds(settings.env))
+    body_deadline.init_app(app, MAX_BODY_BYTES, settings.body_timeout)
     from shop.api import unavailable  # issue 16: a failing database answers 503 with a sentence
 
     unavailable.register(app)

@@ -326,3 +326,21 @@ def test_behind_the_shipped_nginx_site(stack):
             for _ in range(70)
         ]
     assert 429 in codes and 404 in codes
+
+
+def test_every_command_docs_deploy_md_runs_exists(make_app):
+    """The merchant types `shop <command>` (docs/deploy.md's shortcut for flask … --app app)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    assert "--env-file /etc/shop/env --app app" in text
+    cli = make_app().cli
+    used = set(re.findall(r"(?m)(?:^|`)shop ((?:orders |webhooks )?[a-z]+)", text))
+    assert {"check", "stock", "orders failed", "orders replay"} <= used
+    for command in sorted(used):
+        group, _, sub = command.partition(" ")
+        found = cli.commands.get(group)
+        assert found is not None, command
+        if sub:
+            assert sub in found.commands, command
+    # and the files it copies are the shipped ones
+    for path in ("deploy/shop.service", "deploy/nginx/shop.conf", "config.json", "products.json"):
+        assert (ROOT / path).exists() and path.split("/")[-1] in text

@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, request
 
-from shop.errors import ConfigError, InvalidRequestError
+from shop.errors import InvalidRequestError
 
-BODY_SECONDS = 10.0  # the whole body, not each packet: a trickle cannot stretch it
+BODY_SECONDS = 10.0  # SHOP_BODY_TIMEOUT (shop/config/settings.py): the whole body, not a packet
 _CHUNK = 64 * 1024
 _TIMED_OUT = "shop.body_timed_out"
 
@@ -83,23 +83,6 @@ class BodyDeadline:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
-
-
-def body_seconds(env: Mapping[str, str]) -> float:
-    """Return SHOP_BODY_TIMEOUT (seconds for a whole request body), default 10."""
-    raw = env.get("SHOP_BODY_TIMEOUT") or ""
-    if not raw:
-        return BODY_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0.1 <= seconds <= 300:
-        raise ConfigError(
-            f"SHOP_BODY_TIMEOUT is {raw!r}; set it to the seconds a client may take to send a "
-            "request body (0.1 to 300, default 10), or unset it."
-        )
-    return seconds
 
 
 def init_app(app: Flask, max_bytes: int, seconds: float = BODY_SECONDS) -> None:
