@@ -197,9 +197,20 @@ ACP = Shape(
         Key(
             "versions",
             "list of dates",
-            "The API-Version values the store accepts; others answer 400 with the supported list.",
+            "The API-Version values the store accepts (each read and answered in its own "
+            "shapes); others answer 400 with the supported list.",
             ["2026-04-17", "2026-01-30"],
-            default_doc='["2026-04-17", "2026-01-30"]',
+            default_doc='every released version: ["2026-04-17", "2026-01-30", "2026-01-16", '
+            '"2025-12-12", "2025-09-29"]',
+        ),
+        Key(
+            "bodyOnlySignatures",
+            "true/false",
+            "With ACP_SIGNING_SECRET set, also accept a Signature over the body alone. Such a "
+            "signature does not bind the Timestamp, so a captured request can be replayed; "
+            "turn on only for an agent platform that cannot sign the timestamp.",
+            False,
+            default=False,
         ),
     ),
 )
@@ -598,6 +609,21 @@ ENVIRONMENT = (
         "ORDER_SWEEP_SECONDS",
         "optional",
         "How often each worker retries due order deliveries, in seconds.",
+        secret=False,
+    ),
+    Variable(
+        "SHOP_BODY_TIMEOUT",
+        "optional",
+        "Seconds a client may take to send a whole request body before the store answers "
+        "400 (default 10). Behind the shipped nginx site bodies arrive whole, so it matters "
+        "only without nginx.",
+        secret=False,
+    ),
+    Variable(
+        "SHOP_SERVING",
+        "set by gunicorn.conf.py",
+        "Marks workers that join a running store (a failing one then does not stop the "
+        "others); never set it yourself.",
         secret=False,
     ),
     Variable(
