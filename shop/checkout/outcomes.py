@@ -18,7 +18,7 @@ from shop.orders.payload import minimal_order_payload, order_payload
 from shop.pricing.quotes import Quote
 from shop.state import ShopState
 from shop.storage import transaction
-from shop.storage.models import KEEP_ON_ERROR, CheckoutSession
+from shop.storage.models import KEEP_ON_ERROR, PAYMENT_TAKEN, CheckoutSession
 from shop.storage.transaction import write
 
 log = logging.getLogger("shop.checkout")
@@ -259,6 +259,7 @@ def mark_paid(
     `details` that cart decoded.
     """
     payload = _payload(state, row or _read(session_id), reference, amount, quote, details)
+    transaction.info()[PAYMENT_TAKEN] = True
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
         transaction.info()[KEEP_ON_ERROR] = True
@@ -283,6 +284,8 @@ def _record_paid(
     same text.
     """
     encoded = fast_json.dumps(payload)
+    # Until this commits, the log is where the order would survive a failed write (below).
+    transaction.info().setdefault(_UNSTORED, []).append((session_id, reference, encoded))
     values = {
         "p_id": session_id,
         "p_from": from_status,
@@ -306,6 +309,36 @@ def _record_paid(
             amount=amount,
         )
     return paid
+
+
+_UNSTORED = "shop.unstored_paid_orders"  # transaction.info(): paid orders not committed yet
+
+
+@transaction.on_commit
+def _paid_orders_stored() -> None:
+    transaction.info().pop(_UNSTORED, None)
+
+
+@transaction.on_rollback
+def _paid_orders_lost() -> None:
+    log_unstored_orders("the database refused its record (the transaction rolled back)")
+
+
+def log_unstored_orders(reason: str) -> None:
+    """Log, in full, every paid order of this unit of work whose record was not stored.
+
+    The payment was taken: when the database cannot keep the order (a full disk, a removed
+    or damaged file), the log is where it survives, whole, for the merchant to fulfil.
+    """
+    for session_id, reference, encoded in transaction.info().pop(_UNSTORED, ()):
+        log.error(
+            "PAID ORDER NOT STORED: session %s was paid (payment %s) but %s; fulfil it from "
+            "this line and keep it: payload=%s",
+            session_id,
+            reference,
+            reason,
+            encoded,
+        )
 
 
 def _payload(

@@ -7,6 +7,7 @@ idempotency key, and the outcome is written with another conditional UPDATE.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,7 +18,7 @@ from sqlalchemy import bindparam, update
 from shop import clock, fast_json, metrics
 from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
-from shop.checkout.outcomes import _finish, _release, mark_paid
+from shop.checkout.outcomes import _finish, _release, log_unstored_orders, mark_paid
 from shop.checkout.reading import (
     _assess,
     _current,
@@ -28,11 +29,11 @@ from shop.checkout.reading import (
     check_owner,
 )
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.errors import ProviderError
+from shop.errors import DatabaseUnavailableError, ProviderError
 from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
 from shop.payments.handlers import check_credential
 from shop.state import ShopState
-from shop.storage import one_of, transaction
+from shop.storage import health, one_of, transaction
 from shop.storage.models import CheckoutSession
 from shop.storage.transaction import write
 
@@ -90,6 +91,7 @@ def complete_session(
         return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
+    health.require_writable()  # nothing is claimed or charged on a database that cannot keep it
     if offered_handlers_only:
         check_credential(state.provider.handlers(row.provider_order_id), credential)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
@@ -156,6 +158,12 @@ def complete_session(
     # and on SQLite a transaction holds the write lock for the whole provider call.
     provider_order_id = row.provider_order_id
     transaction.commit()
+    try:
+        health.require_writable()  # a payment is only taken when its record can be stored
+    except DatabaseUnavailableError:
+        with contextlib.suppress(Exception):  # the database may refuse this too; nothing charged
+            _release(state, session_id, lines, "[]")
+        raise
     request = ChargeRequest(
         session_id=session_id,
         amount=quote.total,
@@ -196,18 +204,7 @@ def complete_session(
             payment_reference=result.reference,
             payment_provider=state.provider.name,
         )
-    elif mark_paid(
-        state,
-        session_id,
-        result.reference,
-        quote.total,
-        from_status=Status.IN_PROGRESS,
-        row=mine,
-        now=(paid_at := clock.epoch()),
-        commit=commit,
-        quote=quote,  # the price charged: the order payload is not priced a second time
-        details=details,  # and its cart is not decoded a second time
-    ):
+    elif _record_payment(state, session_id, result.reference, quote, mine, commit, details):
         metrics.inc("shop_checkouts_completed_total", via="complete")
         _attempt("completed")
         # As mark_paid committed it (its condition held, so nothing else wrote in between).
@@ -218,7 +215,7 @@ def complete_session(
             payment_reference=result.reference,
             payment_provider=state.provider.name,
             notices="[]",
-            updated_at=paid_at,
+            updated_at=clock.epoch(),
         )
         # Rendered from the assessment that set the amount charged (no second pricing/read).
         return _view(state, done, assessed, details)
@@ -241,3 +238,39 @@ def _payment_failed(state: ShopState, session_id: str, reason: str) -> None:
     metrics.PAYMENT_FAILURES.labels(provider=provider, reason=reason).inc()
     tally.add(f"payment_failed.{reason}")
     metrics.event("payment_failed", session_id=session_id, provider=provider, reason=reason)
+
+
+def _record_payment(
+    state: ShopState,
+    session_id: str,
+    reference: str | None,
+    quote: Any,
+    mine: Any,
+    commit: bool,
+    details: Any,
+) -> bool:
+    """Record a payment just taken; True when this call completed the session.
+
+    When the database refuses the record (a full disk, a removed or damaged file), the
+    payment is still what it is: the order goes to the log in full and the answer is
+    `completed`, never an error or a session that looks unpaid.
+    """
+    try:
+        return mark_paid(
+            state,
+            session_id,
+            reference,
+            quote.total,
+            from_status=Status.IN_PROGRESS,
+            row=mine,
+            now=clock.epoch(),
+            commit=commit,
+            quote=quote,  # the price charged: the order payload is not priced a second time
+            details=details,  # and its cart is not decoded a second time
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            transaction.rollback()  # logs the order in full (outcomes._paid_orders_lost)
+        log_unstored_orders(f"the database refused its record ({exc})")
+        health.failure(exc)  # noted for /healthz, with its sentence in the log
+        return True

@@ -34,7 +34,7 @@ from shop.checkout.session_rows import SessionRecord
 from shop.errors import InvalidRequestError, ProviderError, ShopError
 from shop.pricing.quotes import CartLine, Quote
 from shop.state import ShopState
-from shop.storage import transaction
+from shop.storage import health, transaction
 from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")
@@ -152,6 +152,7 @@ def create_session(
     ACP surface commits it with the stored idempotent response). `owner` (the API key's name)
     is the only caller that may read or change the session afterwards.
     """
+    health.require_writable()  # a database that cannot keep it takes no new checkout (503)
     if change.lines is None:
         change = replace(change, lines=())
     details = _merge(
