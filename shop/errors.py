@@ -85,11 +85,25 @@ class DatabaseUnavailableError(ShopError):
 
 
 class ProviderError(Exception):
-    """The payment provider could not be reached or answered unexpectedly; no charge is known."""
+    """The payment provider could not be reached or answered unexpectedly.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    `setup`: the store's own setup is wrong (a key, a permission, a parameter the API version
+    refuses): the merchant must fix it, the buyer cannot. `outcome_unknown`: the provider may
+    have charged (a lost answer, a request still running); nobody may say nothing was charged.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        setup: bool = False,
+        outcome_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.setup = setup
+        self.outcome_unknown = outcome_unknown
 
 
 def render_acp_error(exc: ShopError, shape: Any = None) -> Any:

@@ -273,7 +273,25 @@ def cancel_session(state: ShopState, session_id: str, owner: str | None = None) 
     return _view(state, _read(session_id))
 
 
+def _provider_of(exc: ProviderError) -> str:
+    text = str(exc).lower()
+    return next((name for name in ("stripe", "razorpay") if name in text), "test")
+
+
 def _provider_unavailable(exc: ProviderError, paying: bool = False) -> ShopError:
+    if exc.setup:
+        # The merchant's to fix (a key, a permission, a parameter): never the buyer's card.
+        metrics.inc("shop_payment_setup_errors_total", provider=_provider_of(exc))
+        log.error("PAYMENT SETUP ERROR, no payment can succeed until it is fixed: %s", exc)
+        return ShopError(
+            503,
+            "processing_error",
+            "payment_provider_error",
+            "The store's payment setup was refused by its payment provider, so no payment can "
+            "be taken right now; nothing was charged. The merchant has been alerted; try again "
+            "later.",
+            replayable=False,
+        )
     log.error("payment provider error: %s", exc)
     if exc.retryable:
         return ShopError(
