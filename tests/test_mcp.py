@@ -257,8 +257,13 @@ def test_signed_tool_calls(make_app):
     client = make_app(env={"ACP_SIGNING_SECRET": secret}).test_client()
     timestamp = clock.iso(clock.epoch())
     payload = cart()
-    digest = hmac.new(secret.encode(), canonical_json(payload), hashlib.sha256).digest()
+    # The form that binds the time: "<Timestamp>.<canonical JSON of the payload>".
+    signed = timestamp.encode() + b"." + canonical_json(payload)
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
     meta = {**_meta(), "signature": base64.b64encode(digest).decode(), "timestamp": timestamp}
     assert call(client, "create_checkout_session", meta=meta, payload=payload)["result"]["id"]
     unsigned = call(client, "create_checkout_session", meta=_meta(), payload=payload)
     assert unsigned["error"]["data"]["code"] == "invalid_signature"
+    other = {**meta, "idempotency_key": str(uuid.uuid4())}
+    tampered = call(client, "create_checkout_session", meta=other, payload=cart(("widget", 3)))
+    assert tampered["error"]["data"]["code"] == "invalid_signature"
