@@ -257,7 +257,7 @@ def test_signed_tool_calls(make_app):
     client = make_app(env={"ACP_SIGNING_SECRET": secret}).test_client()
     timestamp = clock.iso(clock.epoch())
     payload = cart()
-    # The form that binds the time: "<Timestamp>.<canonical JSON of the payload>".
+    # The signature covers "<timestamp>.<canonical JSON of payload>" (README "Signed ACP requests").
     signed = timestamp.encode() + b"." + canonical_json(payload)
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
     meta = {**_meta(), "signature": base64.b64encode(digest).decode(), "timestamp": timestamp}

@@ -197,9 +197,20 @@ ACP = Shape(
         Key(
             "versions",
             "list of dates",
-            "The API-Version values the store accepts; others answer 400 with the supported list.",
+            "The API-Version values the store accepts (each read and answered in its own "
+            "shapes); others answer 400 with the supported list.",
             ["2026-04-17", "2026-01-30"],
-            default_doc='["2026-04-17", "2026-01-30"]',
+            default_doc='every released version: ["2026-04-17", "2026-01-30", "2026-01-16", '
+            '"2025-12-12", "2025-09-29"]',
+        ),
+        Key(
+            "bodyOnlySignatures",
+            "true/false",
+            "With ACP_SIGNING_SECRET set, also accept a Signature over the body alone. Such a "
+            "signature does not bind the Timestamp, so a captured request can be replayed; "
+            "turn on only for an agent platform that cannot sign the timestamp.",
+            False,
+            default=False,
         ),
     ),
 )
@@ -601,6 +612,21 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_BODY_TIMEOUT",
+        "optional",
+        "Seconds a client may take to send a whole request body before the store answers "
+        "400 (default 10). Behind the shipped nginx site bodies arrive whole, so it matters "
+        "only without nginx.",
+        secret=False,
+    ),
+    Variable(
+        "SHOP_SERVING",
+        "set by gunicorn.conf.py",
+        "Marks workers that join a running store (a failing one then does not stop the "
+        "others); never set it yourself.",
+        secret=False,
+    ),
+    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "
@@ -684,7 +710,8 @@ ENVIRONMENT = (
     Variable(
         "SHOP_ADMIN_TOKEN",
         "the /status page",
-        "The sign-in token of the merchant's /status page (a long random value); without it "
+        "The sign-in token of the merchant's /status page (random, 16 characters or more); "
+        "without it "
         "the page is off.",
     ),
     Variable(
