@@ -20,10 +20,6 @@ CREDENTIAL_CODES = {
     "resource_missing",
     "token_already_used",
     "payment_method_unexpected_state",
-    "payment_method_invalid_parameter",
-    "shared_payment_granted_token_expired",
-    "shared_payment_granted_token_revoked",
-    "shared_payment_granted_token_usage_limit_exceeded",
 }
 CREDENTIAL_PARAMS = ("payment_method", "card[token]", "source")
 
