@@ -126,11 +126,12 @@ def _database_url(url: str) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from shop.api import acp, ops
+    from shop.api import acp, ops, status
 
     app.register_blueprint(acp.bp)
     app.register_blueprint(ops.bp)
-    for name in ("feeds", "forter", "psp_webhooks"):
+    app.register_blueprint(status.bp)
+    for name in ("feeds", "forter", "psp_webhooks", "openapi"):
         try:
             module = __import__(f"shop.api.{name}", fromlist=["bp"])
         except ModuleNotFoundError as exc:

@@ -35,6 +35,7 @@ def gunicorn_process(
     workers: int = 3,
     threads: int = 1,
     app: str = "app:app",
+    log_path: Path | None = None,
     ready: bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run gunicorn with the given environment; yield (base URL, process); stop it after.
@@ -47,8 +48,10 @@ def gunicorn_process(
     and block every worker on its next write. The log is shown when gunicorn exits early.
     """
     port = free_port()
-    with tempfile.NamedTemporaryFile(
-        "wb", prefix="gunicorn-", suffix=".log", delete=False
+    with (
+        open(log_path, "wb")  # kept for the caller to read
+        if log_path is not None
+        else tempfile.NamedTemporaryFile("wb", prefix="gunicorn-", suffix=".log", delete=False)
     ) as log_file:
         log = Path(log_file.name)
         proc = subprocess.Popen(
@@ -95,7 +98,8 @@ def gunicorn_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.unlink(missing_ok=True)
+        if log_path is None:
+            log.unlink(missing_ok=True)
 
 
 @contextmanager

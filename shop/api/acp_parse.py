@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shop.api import json_body
-from shop.checkout import MAX_LINES, SessionInput
+from shop.checkout import MAX_COUPON_CODE_LENGTH, MAX_COUPON_CODES, MAX_LINES, SessionInput
 from shop.errors import InvalidRequestError
 from shop.payments import PaymentCredential
 from shop.pricing.quotes import CartLine
@@ -161,6 +161,20 @@ def _codes(body: Mapping[str, Any]) -> tuple[str, ...] | None:
         return None
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise _bad("invalid_type", f"{param} must be an array of coupon codes.", param)
+    if len(raw) > MAX_COUPON_CODES:
+        raise _bad(
+            "too_many_coupon_codes",
+            f"{param} holds at most {MAX_COUPON_CODES} codes; {len(raw)} were sent.",
+            param,
+        )
+    for index, code in enumerate(raw):
+        if len(code) > MAX_COUPON_CODE_LENGTH:
+            raise _bad(
+                "coupon_code_too_long",
+                f"{param}[{index}] is {len(code)} characters; a code has at most "
+                f"{MAX_COUPON_CODE_LENGTH}.",
+                f"{param}[{index}]",
+            )
     return tuple(raw)
 
 

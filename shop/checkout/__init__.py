@@ -16,6 +16,8 @@ modules in shop/. Never api or cli, never flask.request.
 from __future__ import annotations
 
 from shop.checkout.model import (
+    MAX_COUPON_CODE_LENGTH,
+    MAX_COUPON_CODES,
     MAX_LINES,
     MAX_QUANTITY,
     OPEN,
@@ -43,6 +45,8 @@ from shop.checkout.stuck import (
 )
 
 __all__ = [
+    "MAX_COUPON_CODES",
+    "MAX_COUPON_CODE_LENGTH",
     "MAX_LINES",
     "MAX_QUANTITY",
     "OPEN",

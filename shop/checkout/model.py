@@ -16,6 +16,10 @@ log = logging.getLogger("shop.checkout")
 
 MAX_QUANTITY = 999
 MAX_LINES = 100
+# A session's coupon codes: each is echoed in the answer (codes, applied/rejected, a message)
+# and stored, so a request may not carry more than a buyer would ever type.
+MAX_COUPON_CODES = 10
+MAX_COUPON_CODE_LENGTH = 64
 
 
 class Status(StrEnum):

@@ -11,6 +11,8 @@ from sqlalchemy import update
 from shop import clock, fast_json, metrics
 from shop.checkout import session_rows, tally
 from shop.checkout.model import (
+    MAX_COUPON_CODE_LENGTH,
+    MAX_COUPON_CODES,
     MAX_LINES,
     MAX_QUANTITY,
     OPEN,
@@ -72,6 +74,25 @@ def _validated_lines(state: ShopState, lines: tuple[CartLine, ...]) -> list[dict
     return [{"item_id": li.item_id, "quantity": li.quantity} for li in lines]
 
 
+def _checked_codes(codes: tuple[str, ...]) -> list[str]:
+    """Refuse more coupon codes, or longer ones, than any buyer types (every surface)."""
+    if len(codes) > MAX_COUPON_CODES:
+        raise InvalidRequestError(
+            "too_many_coupon_codes",
+            f"A session takes at most {MAX_COUPON_CODES} coupon codes; {len(codes)} were sent.",
+            "$.coupons",
+        )
+    for index, code in enumerate(codes):
+        if len(code) > MAX_COUPON_CODE_LENGTH:
+            raise InvalidRequestError(
+                "coupon_code_too_long",
+                f"Coupon codes are at most {MAX_COUPON_CODE_LENGTH} characters; "
+                f"code {index} has {len(code)}.",
+                f"$.coupons[{index}]",
+            )
+    return list(codes)
+
+
 def _merge(state: ShopState, details: dict[str, Any], change: SessionInput) -> dict[str, Any]:
     if change.currency is not None and change.currency.lower() != state.settings.currency:
         raise InvalidRequestError(
@@ -90,7 +111,7 @@ def _merge(state: ShopState, details: dict[str, Any], change: SessionInput) -> d
     if change.option_id is not None:
         merged["option_id"] = change.option_id
     if change.coupon_codes is not None:
-        merged["coupons"] = list(change.coupon_codes)
+        merged["coupons"] = _checked_codes(change.coupon_codes)
     if change.order_notes is not None:
         merged["order_notes"] = change.order_notes
     return merged

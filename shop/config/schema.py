@@ -554,24 +554,6 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
-        "SHOP_METRICS_TOKEN",
-        "optional",
-        "Lets a scraper from another host read /metrics with Authorization: Bearer <token> "
-        "(loopback needs none).",
-    ),
-    Variable(
-        "SHOP_LOG_FORMAT",
-        "optional",
-        "json: one JSON line per request and per business event, for log search.",
-        secret=False,
-    ),
-    Variable(
-        "PROMETHEUS_MULTIPROC_DIR",
-        "optional",
-        "Where the workers' metric files live; gunicorn.conf.py makes a temporary one when unset.",
-        secret=False,
-    ),
-    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "
@@ -642,6 +624,12 @@ ENVIRONMENT = (
         "optional",
         "Lets a scraper that is not on loopback read /metrics with 'Authorization: Bearer "
         "<token>'; without it /metrics answers loopback only.",
+    ),
+    Variable(
+        "SHOP_ADMIN_TOKEN",
+        "the /status page",
+        "The sign-in token of the merchant's /status page (a long random value); without it "
+        "the page is off.",
     ),
     Variable(
         "SHOP_LOG_FORMAT",
