@@ -71,6 +71,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
+    from shop.api import unavailable  # issue 16: a failing database answers 503 with a sentence
+
+    unavailable.register(app)
     _register_blueprints(app)
     # Before the request-id hook: after_request hooks run last-registered first, so the
     # request log sees the Request-Id that hook sets.
@@ -131,7 +134,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(acp.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(status.bp)
-    for name in ("feeds", "forter", "psp_webhooks", "openapi"):
+    for name in ("feeds", "forter", "psp_webhooks", "openapi", "mcp"):
         try:
             module = __import__(f"shop.api.{name}", fromlist=["bp"])
         except ModuleNotFoundError as exc:

@@ -67,12 +67,43 @@ class ProcessingError(ShopError):
         super().__init__(status, "processing_error", code, message)
 
 
-class ProviderError(Exception):
-    """The payment provider could not be reached or answered unexpectedly; no charge is known."""
+class DatabaseUnavailableError(ShopError):
+    """The database cannot be trusted with a change now (503); the message says why and what to do.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    Raised before a payment is taken, never after: nothing was charged.
+    """
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(
+            503,
+            "service_unavailable",
+            "database_unavailable",
+            message,
+            headers={"Retry-After": str(retry_after)},
+            replayable=False,
+        )
+
+
+class ProviderError(Exception):
+    """The payment provider could not be reached or answered unexpectedly.
+
+    `setup`: the store's own setup is wrong (a key, a permission, a parameter the API version
+    refuses): the merchant must fix it, the buyer cannot. `outcome_unknown`: the provider may
+    have charged (a lost answer, a request still running); nobody may say nothing was charged.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        setup: bool = False,
+        outcome_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.setup = setup
+        self.outcome_unknown = outcome_unknown
 
 
 def render_acp_error(exc: ShopError, shape: Any = None) -> Any:
@@ -101,6 +132,11 @@ def render_forter_error(exc: ShopError) -> Any:
 
 def _renderer_for(path: str) -> Any:
     return render_forter_error if path.startswith("/api/") else render_acp_error
+
+
+def render_for_path(path: str, exc: ShopError) -> Any:
+    """Render a ShopError in the shape of the surface that `path` belongs to."""
+    return _renderer_for(path)(exc)
 
 
 def register_error_handlers(app: Any) -> None:

@@ -91,6 +91,21 @@ PROVIDER_LAST_ANSWER = Gauge(
     multiprocess_mode="max",
     registry=REGISTRY,
 )
+# Issue 14: the merchant's setup refused (a key, a permission, a parameter), attempts whose
+# outcome the provider left unknown, and second payments for a paid session (refunded).
+PAYMENT_SETUP_ERRORS = _counter(
+    "shop_payment_setup_errors",
+    "Payments refused for the store's own payment setup (keys, permissions, parameters).",
+    ["provider"],
+)
+PAYMENT_OUTCOME_UNKNOWN = _counter(
+    "shop_payment_outcome_unknown", "Payment attempts whose outcome is not known yet."
+)
+DUPLICATE_PAYMENTS = _counter(
+    "shop_duplicate_payments",
+    "Second payments for an already paid session, by outcome (refunded, refund_failed).",
+    ["outcome"],
+)
 WEBHOOK_SIGNATURE_FAILURES = _counter(
     "shop_webhook_signature_failures",
     "Provider webhooks rejected for their signature.",

@@ -31,6 +31,56 @@ def exponent(currency: str) -> int:
     return 2
 
 
+# ------------------------------------------------------------- the providers' own units
+# Stripe (docs.stripe.com/currencies): ISK is two-decimal on Stripe for backwards
+# compatibility (ISO says 0), so 1500 ISK goes out as 150000; three-decimal currencies must
+# end in 0. Razorpay (razorpay.com/docs, "three decimal currencies such as KWD, BHD and OMR …
+# pass the last decimal number as 0"). IQD and LYD are not presentment currencies on Stripe;
+# Razorpay documents no JOD, TND, IQD or LYD.
+_PROVIDER_EXPONENTS: dict[str, dict[str, int]] = {"stripe": {"isk": 2}, "razorpay": {}}
+_ENDS_IN_ZERO = {
+    "stripe": frozenset({"bhd", "jod", "kwd", "omr", "tnd"}),
+    "razorpay": frozenset({"bhd", "kwd", "omr"}),
+}
+_NOT_TAKEN = {
+    "stripe": frozenset({"iqd", "lyd"}),
+    "razorpay": frozenset({"iqd", "jod", "lyd", "tnd"}),
+}
+
+
+def provider_takes(provider: str, currency: str) -> bool:
+    """Say whether `provider` charges in this currency (the offline `test` one takes all)."""
+    return currency.lower() not in _NOT_TAKEN.get(provider, frozenset())
+
+
+def provider_exponent(provider: str, currency: str) -> int:
+    """Return the minor-unit digits `provider` counts `currency` in (Stripe ISK: 2)."""
+    code = currency.lower()
+    return _PROVIDER_EXPONENTS.get(provider, {}).get(code, exponent(code))
+
+
+def charge_amount(amount: int, currency: str) -> int:
+    """Return the amount a charge can be for: three-decimal currencies rounded half-up to a
+    multiple of 10 minor units (both providers refuse a last digit other than 0)."""
+    if exponent(currency) != 3:
+        return amount
+    return (amount + 5) // 10 * 10
+
+
+def to_provider_units(amount: int, currency: str, provider: str) -> int:
+    """Turn store minor units (ISO exponent) into what `provider` expects for a charge."""
+    code = currency.lower()
+    if code in _ENDS_IN_ZERO.get(provider, frozenset()):
+        amount = charge_amount(amount, code)
+    return amount * 10 ** (provider_exponent(provider, code) - exponent(code))
+
+
+def from_provider_units(amount: int, currency: str, provider: str) -> int:
+    """Turn a provider's amount back into store minor units (Stripe's 150000 ISK -> 1500)."""
+    shift = provider_exponent(provider, currency) - exponent(currency)
+    return amount // 10**shift if shift > 0 else amount
+
+
 def to_decimal(amount: int, currency: str) -> Decimal:
     """Turn integer minor units into a Decimal in major units (2999 usd -> 29.99)."""
     exp = exponent(currency)

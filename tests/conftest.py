@@ -99,6 +99,8 @@ def make_app(shop_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
         "FORTER_WEBHOOK_SECRET",
         "ACP_SIGNING_SECRET",
         "ORDER_WEBHOOK_TIMEOUT",
+        "TEST_WEBHOOK_SECRET",
+        "STRIPE_API_VERSION",
     ):
         monkeypatch.delenv(name, raising=False)
     apps = []

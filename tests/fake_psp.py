@@ -1,22 +1,35 @@
-"""A fake Stripe + Razorpay API on loopback, called by the real `stripe` and `razorpay` libraries.
+"""A fake Stripe + Razorpay API on loopback, as strict as the real ones, for the real libraries.
 
 The `fake_psp` fixture (loaded for every test by `pytest_plugins` in conftest) starts it; point
 the providers at it with `STRIPE_API_BASE` and `RAZORPAY_API_BASE` = `fake_psp.url`
 (`fake_psp.env("stripe"|"razorpay")` builds the whole environment). Every request is
-recorded with its decoded body in `fake_psp.requests`.
+recorded with its decoded body (query for GETs) in `fake_psp.requests`.
 
-Stripe (form bodies, `a[b][c]=v`): POST /v1/payment_intents answers by token —
-tok_chargeDeclined 402 card_declined, tok_cvcCheckFail 402 incorrect_cvc,
-tok_threeDSecureRequired status requires_action, tok_processing status processing,
-tok_server_error 500, tok_missing 400 resource_missing, anything else succeeded;
-POST /v1/payment_intents/{id}/cancel; GET /v1/payment_intents/{id}. `Idempotency-Key`
-replays the stored response (a different body under the same key is a 400
-idempotency_error), as Stripe does, and that includes a stored 500.
+Stripe (form bodies, `a[b][c]=v`), as Stripe answers (tests/fake_stripe_rules.py):
+- every request is checked against the pinned stripe library's typed params for its endpoint
+  and the changelog's changes for the `Stripe-Version` it carries (400 parameter_unknown,
+  payment_method_types_no_longer_supported, parameters_exclusive …);
+- `Authorization: Bearer` must be a known key (401); a restricted key (`RESTRICTED_KEY`: no
+  refunds) answers 403 on what it may not do;
+- `Idempotency-Key` replays the stored answer (a different body: 400 idempotency_error), but
+  a validation error is not stored, and the same key while the first is running is 409
+  idempotency_key_in_use;
+- tokens and PaymentMethods are Stripe's documented test cards (STRIPE_TEST_CARDS:
+  tok_visa, pm_card_visa, tok_chargeDeclinedInsufficientFunds, tok_threeDSecure2Required …);
+  anything else is 400 resource_missing. Shared Payment Tokens exist once granted with
+  `grant_spt(token, card)` (Stripe's test helper does this for a real account);
+- cancel refuses a succeeded or canceled PaymentIntent; refunds need a succeeded one;
+  `GET /v1/payment_intents/search` finds by metadata['checkout_session_id'].
+`next_outcomes` scripts what test mode cannot produce on demand: the next confirmed
+PaymentIntents answer "processing" or "server_error" (a 500 Stripe stores under the key).
 `drop_responses = n` acts on the next n requests and hangs up without answering them.
-Razorpay (JSON bodies): POST /v1/orders, GET /v1/orders/{id}, GET /v1/payments/{id},
-POST /v1/payments/{id}/capture; payments are registered by tests with add_razorpay_payment;
-`razorpay_server_errors = n` answers the next n Razorpay requests with a 500.
-`hold = "GET /v1/payments/.*"` keeps matching requests waiting until `resume` is set.
+
+Razorpay (JSON bodies), errors in Razorpay's shape `{"error": {"code": "BAD_REQUEST_ERROR",
+"description", "source", "step", "reason", "metadata"}}`, HTTP Basic key id/secret checked (401
+"Authentication failed"): POST /v1/orders, GET /v1/orders/{id}, GET /v1/payments/{id},
+POST /v1/payments/{id}/capture, POST /v1/payments/{id}/refund; payments are registered by tests
+with add_razorpay_payment; `razorpay_server_errors = n` answers the next n Razorpay requests with
+a 500. `hold = "GET /v1/payments/.*"` keeps matching requests waiting until `resume` is set.
 """
 
 from __future__ import annotations
@@ -36,22 +49,18 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from shop.config.settings import Settings, load_settings
+from tests import fake_stripe_rules as rules
+from tests.fake_stripe_rules import StripeRefusal, documented_card, invalid
 
 STRIPE_KEY = "sk_test_fake_123"
+RESTRICTED_KEY = "rk_test_fake_no_refunds"  # a restricted key without the Refunds permission
 STRIPE_WEBHOOK_SECRET = "whsec_fake_456"
 RAZORPAY_KEY_ID = "rzp_test_fake"
 RAZORPAY_KEY_SECRET = "rzp_secret_fake_789"
 RAZORPAY_WEBHOOK_SECRET = "rzp_whsec_fake_000"
-
-_CARD_ERRORS = {
-    "tok_chargeDeclined": ("card_declined", "generic_decline", None, "Your card was declined."),
-    "tok_cvcCheckFail": ("incorrect_cvc", None, "cvc", "Your card's security code is incorrect."),
-    "tok_insufficientFunds": (
-        "card_declined",
-        "insufficient_funds",
-        None,
-        "Your card has insufficient funds.",
-    ),
+_STRIPE_KEYS: dict[str, frozenset[str] | None] = {
+    STRIPE_KEY: None,  # every permission
+    RESTRICTED_KEY: frozenset({"payment_intents", "payment_methods"}),
 }
 
 
@@ -70,10 +79,17 @@ class FakePSP:
     url: str = ""
     requests: list[RecordedRequest] = field(default_factory=list)
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spt_grants: dict[str, str] = field(default_factory=dict)  # spt_… -> test card name
     razorpay_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     razorpay_payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    razorpay_refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     _idempotent: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
+    _in_flight: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What the next confirmed PaymentIntents do instead of their card: "processing", "server_error".
+    next_outcomes: list[str] = field(default_factory=list)
     # Handle this many next requests, then hang up without answering (a lost response).
     drop_responses: int = 0
     # Answer this many next Razorpay requests with a 500 SERVER_ERROR (acting on nothing).
@@ -107,6 +123,13 @@ class FakePSP:
             "RAZORPAY_WEBHOOK_SECRET": RAZORPAY_WEBHOOK_SECRET,
         }
 
+    def grant_spt(self, token: str, card: str = "visa") -> str:
+        """Grant a Shared Payment Token backed by one of Stripe's test cards; return it."""
+        if card not in rules.STRIPE_TEST_CARDS:
+            raise ValueError(f"{card!r} is not one of Stripe's documented test cards")
+        self.spt_grants[token] = card
+        return token
+
     def add_razorpay_payment(
         self,
         order_id: str,
@@ -130,6 +153,7 @@ class FakePSP:
             "order_id": order_id,
             "method": "card",
             "captured": status == "captured",
+            "amount_refunded": 0,
             "notes": notes,
             "error_code": error_code,
             "error_description": error_description,
@@ -140,7 +164,25 @@ class FakePSP:
 
     # --- Stripe -------------------------------------------------------------------------
 
+    def check_stripe(self, method: str, path: str, body: dict[str, Any], version: str) -> None:
+        """Refuse a request Stripe would refuse before acting on it (never stored)."""
+        for verb, pattern, params in rules.ENDPOINTS:
+            if verb == method and re.fullmatch(pattern, path):
+                if params is rules.PaymentIntentCreateParams:
+                    body = rules.check_payment_intent_version(body, version)
+                rules.check_params(params, body)
+                return
+        raise StripeRefusal(
+            404,
+            {
+                "type": "invalid_request_error",
+                "code": "resource_missing",
+                "message": f"Unrecognized request URL ({method}: {path}).",
+            },
+        )
+
     def stripe(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Act on a valid Stripe request; StripeRefusal for what fails while acting."""
         if method == "GET" and path == "/v1/balance":  # `check --online`: a harmless read
             return 200, {
                 "object": "balance",
@@ -148,77 +190,160 @@ class FakePSP:
                 "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
                 "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
             }
+        if method == "POST" and path == "/v1/payment_methods":
+            return 200, self._create_payment_method(body)
         if method == "POST" and path == "/v1/payment_intents":
             return self._create_intent(body)
+        if method == "POST" and path == "/v1/refunds":
+            return 200, self._refund(body)
+        if path == "/v1/payment_intents/search":
+            return 200, self._search(body.get("query", ""))
         match = re.fullmatch(r"/v1/payment_intents/(pi_\w+)(/cancel)?", path)
-        if match and match[1] in self.payment_intents:
-            intent = self.payment_intents[match[1]]
-            if match[2] and method == "POST":
-                intent.update(
-                    status="canceled",
-                    next_action=None,
-                    cancellation_reason=body.get("cancellation_reason"),
+        intent = self.payment_intents.get(match[1]) if match else None
+        if intent is None:
+            raise _missing("payment_intent", match[1] if match else path, None)
+        if match and match[2]:
+            if intent["status"] in ("succeeded", "canceled"):
+                raise invalid(
+                    "payment_intent_unexpected_state",
+                    f"You cannot cancel this PaymentIntent because it has a status of "
+                    f"{intent['status']}. Only a PaymentIntent with one of the following "
+                    "statuses may be canceled: requires_payment_method, requires_capture, "
+                    "requires_confirmation, requires_action, processing.",
                 )
-            return 200, intent
-        return 404, {
-            "error": {
-                "type": "invalid_request_error",
-                "code": "resource_missing",
-                "message": f"No such resource: {path}",
-            }
+            intent.update(
+                status="canceled",
+                next_action=None,
+                cancellation_reason=body.get("cancellation_reason"),
+            )
+        return 200, intent
+
+    def _create_payment_method(self, body: dict[str, Any]) -> dict[str, Any]:
+        token = (body.get("card") or {}).get("token", "")
+        card = documented_card(token)
+        if body.get("type") != "card" or card is None:
+            raise _missing("token", token, "card[token]")
+        pm_id = f"pm_{secrets.token_hex(12)}"
+        self.payment_methods[pm_id] = {
+            "id": pm_id,
+            "object": "payment_method",
+            "type": "card",
+            "card": {"brand": card.brand, "last4": "4242"},
+            "livemode": False,
+            "_card": token.removeprefix("tok_"),
         }
+        return {k: v for k, v in self.payment_methods[pm_id].items() if not k.startswith("_")}
+
+    def _card_for(self, body: dict[str, Any]) -> tuple[rules.TestCard, str]:
+        spt = (body.get("payment_method_data") or {}).get("shared_payment_granted_token")
+        if spt:
+            if spt not in self.spt_grants:
+                raise _missing(
+                    "shared_payment_granted_token",
+                    spt,
+                    "payment_method_data[shared_payment_granted_token]",
+                )
+            return rules.STRIPE_TEST_CARDS[self.spt_grants[spt]], f"pm_{secrets.token_hex(12)}"
+        pm = body.get("payment_method") or ""
+        if pm in self.payment_methods:
+            return rules.STRIPE_TEST_CARDS[self.payment_methods[pm]["_card"]], pm
+        card = documented_card(pm) if pm.startswith("pm_card_") else None
+        if card is None:
+            raise _missing("payment_method", pm, "payment_method")
+        return card, pm
 
     def _create_intent(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        pmd = body.get("payment_method_data") or {}
-        token = (
-            pmd.get("shared_payment_granted_token")
-            or (pmd.get("card") or {}).get("token")
-            or body.get("payment_method")
-            or ""
-        )
-        if token == "tok_server_error":
-            return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}
-        if token == "tok_missing":
-            return 400, {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "resource_missing",
-                    "param": "payment_method_data[card][token]",
-                    "message": f"No such token: '{token}'",
-                }
-            }
+        card, pm_id = self._card_for(body)
         intent_id = f"pi_{secrets.token_hex(8)}"
-        status = {
-            "tok_threeDSecureRequired": "requires_action",
-            "tok_processing": "processing",
-        }.get(token, "succeeded")
-        intent = {
+        three_ds = ((body.get("payment_method_options") or {}).get("card") or {}).get(
+            "three_d_secure"
+        )
+        status = {"requires_action": "requires_action", "card_error": "requires_payment_method"}
+        intent: dict[str, Any] = {
             "id": intent_id,
             "object": "payment_intent",
-            "amount": int(body.get("amount", 0)),
-            "currency": body.get("currency"),
+            "amount": int(body["amount"]),
+            "amount_received": 0,
+            "currency": body["currency"],
             "metadata": body.get("metadata") or {},
-            "status": status,
-            "payment_method_types": body.get("payment_method_types"),
-            "latest_charge": f"ch_{secrets.token_hex(8)}" if status == "succeeded" else None,
-            "next_action": {"type": "use_stripe_sdk"} if status == "requires_action" else None,
+            "status": "succeeded" if three_ds else status.get(card.outcome, "succeeded"),
+            "payment_method": pm_id,
+            "payment_method_types": ["card"],
+            "latest_charge": None,
+            "last_payment_error": None,
+            "next_action": None,
             "livemode": False,
         }
-        if token in _CARD_ERRORS:
-            code, decline_code, param, message = _CARD_ERRORS[token]
-            intent.update(status="requires_payment_method", latest_charge=None)
-            self.payment_intents[intent_id] = intent
+        self.payment_intents[intent_id] = intent
+        scripted = self.next_outcomes.pop(0) if self.next_outcomes else None
+        if scripted == "server_error":  # Stripe failed before creating anything
+            del self.payment_intents[intent_id]
+            return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}
+        if scripted == "processing":
+            intent["status"] = "processing"
+        elif intent["status"] == "requires_action":
+            intent["next_action"] = {"type": "use_stripe_sdk"}
+        elif intent["status"] == "requires_payment_method":
             error = {
                 "type": "card_error",
-                "code": code,
-                "message": message,
-                "param": param,
-                "decline_code": decline_code,
-                "payment_intent": intent,
+                "code": card.code,
+                "decline_code": card.decline_code,
+                "message": card.message or "Your card was declined.",
+                "param": card.param,
+                "payment_method": {"id": pm_id},
             }
-            return 402, {"error": {k: v for k, v in error.items() if v is not None}}
-        self.payment_intents[intent_id] = intent
+            error = {k: v for k, v in error.items() if v is not None}
+            intent["last_payment_error"] = error
+            return 402, {"error": {**error, "payment_intent": intent}}
+        if intent["status"] == "succeeded":
+            intent.update(amount_received=intent["amount"], latest_charge=_id("ch"))
+        if "payment_method" in (body.get("expand") or []):
+            return 200, {**intent, "payment_method": _payment_method(pm_id, card)}
         return 200, intent
+
+    def _refund(self, body: dict[str, Any]) -> dict[str, Any]:
+        intent = self.payment_intents.get(body.get("payment_intent") or "")
+        if intent is None:
+            raise _missing("payment_intent", body.get("payment_intent"), "payment_intent")
+        refunded = sum(
+            r["amount"] for r in self.refunds.values() if r["payment_intent"] == intent["id"]
+        )
+        amount = int(body.get("amount") or intent["amount_received"] - refunded)
+        if intent["status"] != "succeeded" or amount + refunded > intent["amount_received"]:
+            raise invalid(
+                "charge_already_refunded" if refunded else "payment_intent_unexpected_state",
+                f"PaymentIntent {intent['id']} cannot be refunded for {amount}.",
+                "payment_intent",
+            )
+        refund = {
+            "id": _id("re"),
+            "object": "refund",
+            "amount": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "reason": body.get("reason"),
+            "metadata": body.get("metadata") or {},
+            "status": "succeeded",
+        }
+        self.refunds[refund["id"]] = refund
+        return refund
+
+    def _search(self, query: str) -> dict[str, Any]:
+        match = re.fullmatch(r"metadata\['(\w+)'\]:'([^']*)'", query.strip())
+        if not match:
+            raise invalid(None, f"Invalid search query: {query}", "query")
+        data = [
+            intent
+            for intent in self.payment_intents.values()
+            if intent["metadata"].get(match[1]) == match[2]
+        ]
+        return {
+            "object": "search_result",
+            "data": data,
+            "has_more": False,
+            "next_page": None,
+            "url": "/v1/payment_intents/search",
+        }
 
     # --- Razorpay -----------------------------------------------------------------------
 
@@ -227,6 +352,10 @@ class FakePSP:
             newest = sorted(self.razorpay_orders.values(), key=lambda o: o["created_at"])[-1:]
             return 200, {"entity": "collection", "count": len(newest), "items": newest}
         if method == "POST" and path == "/v1/orders":
+            if not isinstance(body.get("amount"), int) or body["amount"] < 100:
+                return 400, _razorpay_error(
+                    "The amount must be atleast INR 1.00", field_name="amount"
+                )
             order_id = f"order_{secrets.token_hex(7)}"
             self.razorpay_orders[order_id] = {
                 "id": order_id,
@@ -242,12 +371,14 @@ class FakePSP:
                 "created_at": 1_700_000_000,
             }
             return 200, self.razorpay_orders[order_id]
-        match = re.fullmatch(r"/v1/(orders|payments)/(\w+)(/capture)?", path)
+        match = re.fullmatch(r"/v1/(orders|payments)/(\w+)(/capture|/refund)?", path)
+        if not match:
+            return 404, _razorpay_error("The requested URL was not found on the server.")
         store = {"orders": self.razorpay_orders, "payments": self.razorpay_payments}
-        entity = store[match[1]].get(match[2]) if match else None
+        entity = store[match[1]].get(match[2])
         if entity is None:
             return 400, _razorpay_error("The id provided does not exist")
-        if match and match[3] and method == "POST":
+        if match[3] == "/capture" and method == "POST":
             if entity["status"] != "authorized":
                 return 400, _razorpay_error(
                     "This payment has already been captured"
@@ -261,18 +392,90 @@ class FakePSP:
             ):
                 return 400, _razorpay_error("Capture amount must be equal to the amount authorized")
             entity.update(status="captured", captured=True)
+        if match[3] == "/refund" and method == "POST":
+            return self._razorpay_refund(entity, body)
         return 200, entity
 
-
-def _razorpay_error(description: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": "BAD_REQUEST_ERROR",
-            "description": description,
-            "source": "business",
-            "reason": "input_validation_failed",
+    def _razorpay_refund(
+        self, payment: dict[str, Any], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        amount = int(body.get("amount") or payment["amount"] - payment["amount_refunded"])
+        if payment["status"] != "captured":
+            return 400, _razorpay_error("The payment has not been captured")
+        if amount + payment["amount_refunded"] > payment["amount"]:
+            return 400, _razorpay_error("The payment has been fully refunded already")
+        payment["amount_refunded"] += amount
+        refund = {
+            "id": f"rfnd_{secrets.token_hex(7)}",
+            "entity": "refund",
+            "amount": amount,
+            "currency": payment["currency"],
+            "payment_id": payment["id"],
+            "notes": body.get("notes") or {},
+            "status": "processed",
         }
+        self.razorpay_refunds[refund["id"]] = refund
+        return 200, refund
+
+
+def _payment_method(pm_id: str, card: rules.TestCard) -> dict[str, Any]:
+    return {
+        "id": pm_id,
+        "object": "payment_method",
+        "type": "card",
+        "card": {"brand": card.brand, "last4": "4242"},
     }
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _missing(kind: str, value: Any, param: str | None) -> StripeRefusal:
+    error = {
+        "type": "invalid_request_error",
+        "code": "resource_missing",
+        "message": f"No such {kind}: '{value}'",
+    }
+    if param:
+        error["param"] = param
+    return StripeRefusal(400 if param else 404, error)
+
+
+def _razorpay_error(description: str, field_name: str | None = None) -> dict[str, Any]:
+    error = {
+        "code": "BAD_REQUEST_ERROR",
+        "description": description,
+        "source": "business",
+        "step": "payment_initiation",
+        "reason": "input_validation_failed",
+        "metadata": {},
+    }
+    if field_name:
+        error["field"] = field_name
+    return {"error": error}
+
+
+_RAZORPAY_AUTH_FAILED = {
+    "error": {
+        "code": "BAD_REQUEST_ERROR",
+        "description": "Authentication failed",
+        "source": "NA",
+        "step": "NA",
+        "reason": "NA",
+        "metadata": {},
+    }
+}
+_RAZORPAY_SERVER_ERROR = {
+    "error": {
+        "code": "SERVER_ERROR",
+        "description": "The server encountered an error. The incident has been reported to admins.",
+        "source": "NA",
+        "step": "NA",
+        "reason": "NA",
+        "metadata": {},
+    }
+}
 
 
 def decode_form(raw: str) -> dict[str, Any]:
@@ -297,66 +500,26 @@ def _listify(node: Any) -> Any:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    fake: FakePSP
-
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output quiet
         pass
 
     def _serve(self) -> None:
-        fake = self.server.fake  # type: ignore[attr-defined]
-        path = urlsplit(self.path).path
+        fake: FakePSP = self.server.fake  # type: ignore[attr-defined]
+        parts = urlsplit(self.path)
+        path = parts.path
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         is_json = "json" in (self.headers.get("Content-Type") or "")
+        if self.command == "GET" and not raw:
+            raw = parts.query
         body = (json.loads(raw) if raw else {}) if is_json else decode_form(raw)
         headers = dict(self.headers.items())
-        if fake.hold and re.fullmatch(fake.hold, f"{self.command} {path}"):
-            fake.held.set()
-            fake.resume.wait(10)
         with fake.lock:
             fake.requests.append(RecordedRequest(self.command, path, headers, body))
-            if not self.headers.get("Authorization"):
-                status, answer = (
-                    401,
-                    {"error": {"type": "invalid_request_error", "message": "No API key provided."}},
-                )
-            elif self._revoked(fake):
-                status, answer = (
-                    (
-                        401,
-                        {
-                            "error": {
-                                "type": "invalid_request_error",
-                                "message": "Invalid API Key provided: sk_****",
-                            }
-                        },
-                    )
-                    if self.headers.get("Stripe-Version")
-                    else (
-                        401,
-                        {
-                            "error": {
-                                "code": "BAD_REQUEST_ERROR",
-                                "description": "Authentication failed",
-                            }
-                        },
-                    )
-                )
-            elif self.headers.get("Stripe-Version"):  # the stripe library always sends it
-                status, answer = self._stripe(fake, path, body)
-            elif fake.razorpay_server_errors > 0:
-                fake.razorpay_server_errors -= 1
-                status, answer = (
-                    500,
-                    {
-                        "error": {
-                            "code": "SERVER_ERROR",
-                            "description": "The server encountered an "
-                            "error. The incident has been reported to admins.",
-                        }
-                    },
-                )
-            else:
-                status, answer = fake.razorpay(self.command, path, body)
+        if self.headers.get("Stripe-Version"):  # the stripe library always sends it
+            status, answer = self._stripe(fake, path, body)
+        else:
+            status, answer = self._razorpay(fake, path, body)
+        with fake.lock:
             drop = fake.drop_responses > 0
             if drop:
                 fake.drop_responses -= 1
@@ -374,32 +537,97 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the caller died waiting (a crash test)
             self.close_connection = True
 
+    def _wait_if_held(self, fake: FakePSP, path: str) -> None:
+        if fake.hold and re.fullmatch(fake.hold, f"{self.command} {path}"):
+            fake.held.set()
+            fake.resume.wait(10)
+
     def _revoked(self, fake: FakePSP) -> bool:
         kind, _, credential = (self.headers.get("Authorization") or "").partition(" ")
         if kind == "Basic":
             credential = base64.b64decode(credential).decode(errors="replace").partition(":")[0]
         return credential in fake.revoked_keys
 
+    def _razorpay(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        expected = base64.b64encode(f"{RAZORPAY_KEY_ID}:{RAZORPAY_KEY_SECRET}".encode()).decode()
+        self._wait_if_held(fake, path)
+        with fake.lock:
+            if self.headers.get("Authorization") != f"Basic {expected}" or self._revoked(fake):
+                return 401, _RAZORPAY_AUTH_FAILED
+            if fake.razorpay_server_errors > 0:
+                fake.razorpay_server_errors -= 1
+                return 500, _RAZORPAY_SERVER_ERROR
+            return fake.razorpay(self.command, path, body)
+
     def _stripe(self, fake: FakePSP, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        key = self.headers.get("Idempotency-Key")
-        if self.command != "POST" or not key:
-            return fake.stripe(self.command, path, body)
-        if key in fake._idempotent:
-            first_body, status, answer = fake._idempotent[key]
-            if first_body != (path, body):
-                return 400, {
-                    "error": {
-                        "type": "idempotency_error",
-                        "message": (
-                            "Keys for idempotent requests can only be used with the same "
-                            "parameters they were first used with."
-                        ),
-                    }
+        auth = self.headers.get("Authorization") or ""
+        key = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or key not in _STRIPE_KEYS or self._revoked(fake):
+            shown = f"{key[:8]}****{key[-3:]}" if len(key) > 12 else "****"
+            return 401, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"Invalid API Key provided: {shown}",
                 }
+            }
+        allowed = _STRIPE_KEYS[key]
+        resource = path.split("/")[2] if path.count("/") >= 2 else ""
+        if allowed is not None and resource not in allowed:
+            return 403, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"The provided key '{key[:8]}****{key[-3:]}' does not have the "
+                    f"required permissions for this endpoint on account 'acct_fake'. Having the "
+                    f"'rak_{resource.rstrip('s')}_write' permission would allow this request to "
+                    "continue.",
+                }
+            }
+        try:
+            fake.check_stripe(self.command, path, body, self.headers["Stripe-Version"])
+        except StripeRefusal as refusal:  # validation: Stripe stores no idempotent result
+            return refusal.status, {"error": refusal.error}
+        idem = self.headers.get("Idempotency-Key") if self.command == "POST" else None
+        if idem:
+            with fake.lock:
+                if idem in fake._in_flight:
+                    return 409, {
+                        "error": {
+                            "type": "idempotency_error",
+                            "code": "idempotency_key_in_use",
+                            "message": "There is currently another in-progress request using "
+                            "this Idempotent Key (that probably means you submitted twice, and "
+                            "the other request is still going through): "
+                            f"{idem}. Please try again later.",
+                        }
+                    }
+                if idem in fake._idempotent:
+                    first, status, answer = fake._idempotent[idem]
+                    if first != (path, body):
+                        return 400, {
+                            "error": {
+                                "type": "idempotency_error",
+                                "message": "Keys for idempotent requests can only be used with "
+                                "the same parameters they were first used with. Try using a key "
+                                "other than '" + idem + "' if you meant to execute a different "
+                                "request.",
+                            }
+                        }
+                    return status, answer
+                fake._in_flight.add(idem)
+        try:
+            self._wait_if_held(fake, path)
+            with fake.lock:
+                try:
+                    status, answer = fake.stripe(self.command, path, body)
+                except StripeRefusal as refusal:
+                    status, answer = refusal.status, {"error": refusal.error}
+                if idem:
+                    fake._idempotent[idem] = ((path, body), status, answer)
             return status, answer
-        status, answer = fake.stripe(self.command, path, body)
-        fake._idempotent[key] = ((path, body), status, answer)
-        return status, answer
+        finally:
+            if idem:
+                with fake.lock:
+                    fake._in_flight.discard(idem)
 
     do_GET = do_POST = do_DELETE = do_PATCH = _serve
 

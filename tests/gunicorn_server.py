@@ -104,8 +104,12 @@ def gunicorn_process(
 
 @contextmanager
 def gunicorn(
-    env: Mapping[str, str], workers: int = 3, threads: int = 1, app: str = "app:app"
+    env: Mapping[str, str],
+    workers: int = 3,
+    threads: int = 1,
+    app: str = "app:app",
+    log_path: Path | None = None,
 ) -> Iterator[str]:
     """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
-    with gunicorn_process(env, workers, threads, app) as (url, _proc):
+    with gunicorn_process(env, workers, threads, app, log_path=log_path) as (url, _proc):
         yield url

@@ -129,7 +129,8 @@ def test_older_payment_data_shape_is_accepted(acp):
 
 
 @pytest.mark.parametrize(
-    ("token", "text"), [("tok_chargeDeclined", "declined"), ("tok_cvcCheckFail", "security code")]
+    ("token", "text"),
+    [("tok_chargeDeclined", "declined"), ("tok_chargeDeclinedIncorrectCvc", "security code")],
 )
 def test_decline_releases_stock_and_allows_retry(acp, app, token, text):
     from shop.checkout import stock

@@ -28,6 +28,7 @@ from tests.conftest import (
     cart,
     join_deliveries,
 )
+from tests.offline_events import post_offline_event
 from tests.order_schemas import MERCHANT_SIGNATURE, PAYLOAD_SCHEMA, ROOT, WEBHOOK_EVENT
 
 FAST = 1.0  # seconds: /complete must answer within this whatever the receiver does
@@ -116,9 +117,7 @@ def _event(app, event_id: str, type_: str, session_id: str, **extra: Any) -> str
         "reference": "pay_evt",
         **extra,
     }
-    response = app.test_client().post(
-        "/webhooks/test", data=json.dumps(body), content_type="application/json"
-    )
+    response = post_offline_event(app.test_client(), body)
     assert response.status_code == 200, response.get_json()
     return response.get_json()["outcome"]
 

@@ -20,6 +20,7 @@ import requests
 
 from tests.conftest import API_VERSION, cart, payment
 from tests.gunicorn_server import gunicorn
+from tests.offline_events import offline_signature
 
 WEBHOOKS = ["evt_a", "evt_a", "evt_b", "evt_b", "evt_c", "evt_d"]  # repeats and distinct ids
 QUIET_SECONDS = 2.0  # how long we watch for a second order after the first
@@ -131,8 +132,16 @@ def test_racing_confirmations_send_one_order(server, order_receiver, shop_files,
         }
         start.wait()
         # A new connection each time, so the kernel spreads them over the workers.
+        raw = json.dumps(body).encode()
         response = requests.post(
-            f"{server}/webhooks/test", json=body, timeout=30, headers={"Connection": "close"}
+            f"{server}/webhooks/test",
+            data=raw,
+            timeout=30,
+            headers={
+                "Connection": "close",
+                "Content-Type": "application/json",
+                "X-Test-Signature": offline_signature(raw),
+            },
         )
         assert response.status_code == 200, response.text
         return response.json()["outcome"]

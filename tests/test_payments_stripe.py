@@ -23,7 +23,8 @@ from shop.payments import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from shop.payments.stripe import DEFAULT_SPT_API_VERSION, StripeProvider
+from shop.payments.stripe import StripeProvider
+from shop.payments.stripe_params import DEFAULT_SPT_API_VERSION
 from tests.fake_psp import (
     STRIPE_WEBHOOK_SECRET,
     FakePSP,
@@ -56,7 +57,7 @@ def provider(fake_psp: FakePSP, tmp_path: Path) -> StripeProvider:
     return make_provider(fake_psp, tmp_path)
 
 
-def test_card_token_creates_one_confirmed_payment_intent(
+def test_card_token_becomes_a_payment_method_then_one_confirmed_payment_intent(
     fake_psp: FakePSP, provider: StripeProvider
 ) -> None:
     request = charge_request("tok_visa")
@@ -64,40 +65,51 @@ def test_card_token_creates_one_confirmed_payment_intent(
 
     assert result.status == ChargeStatus.SUCCEEDED
     assert result.reference in fake_psp.payment_intents
+    [method] = fake_psp.sent("POST", "/v1/payment_methods")
+    assert method.body == {"type": "card", "card": {"token": "tok_visa"}}
+    assert method.headers["Idempotency-Key"] == f"{request.idempotency_key}-pm"
+    [pm_id] = fake_psp.payment_methods
     [sent] = fake_psp.sent("POST", INTENTS)
     assert sent.body == {
         "amount": "2999",
         "currency": "usd",
         "confirm": "true",
-        "payment_method_types": ["card"],
-        "metadata": {"checkout_session_id": SESSION},
-        "payment_method_data": {"type": "card", "card": {"token": "tok_visa"}},
+        # payment_method_types is refused on this version; its replacement (2026-07-29):
+        "allowed_payment_method_types": ["card"],
+        "metadata": {"checkout_session_id": SESSION, "shop_attempt": request.idempotency_key},
+        "payment_method": pm_id,
         "description": "Fake PSP Store checkout",
     }
     assert sent.headers["Idempotency-Key"] == request.idempotency_key
     assert sent.headers["Authorization"] == "Bearer sk_test_fake_123"
-    assert sent.headers["Stripe-Version"] == stripe.api_version
+    for call in (method, sent):
+        assert call.headers["Stripe-Version"] == stripe.api_version == "2026-10-28.endive"
 
 
 def test_shared_payment_token_uses_the_spt_parameter_and_api_version(
     fake_psp: FakePSP, provider: StripeProvider
 ) -> None:
-    result = provider.charge(charge_request("spt_123abc"))
+    result = provider.charge(charge_request(fake_psp.grant_spt("spt_123abc")))
 
     assert result.status == ChargeStatus.SUCCEEDED
     [sent] = fake_psp.sent("POST", INTENTS)
     assert sent.body["payment_method_data"] == {"shared_payment_granted_token": "spt_123abc"}
+    assert sent.body["payment_method_types"] == ["card"]  # still valid on 2026-04-22.preview
     assert "payment_method" not in sent.body
-    assert sent.headers["Stripe-Version"] == DEFAULT_SPT_API_VERSION
+    assert sent.headers["Stripe-Version"] == DEFAULT_SPT_API_VERSION == "2026-04-22.preview"
+    assert not fake_psp.sent("POST", "/v1/payment_methods")
 
 
 def test_spt_api_version_comes_from_the_environment(fake_psp: FakePSP, tmp_path: Path) -> None:
     provider = make_provider(fake_psp, tmp_path, STRIPE_API_VERSION="2026-09-30.preview")
-    provider.charge(charge_request("spt_456", credential_type="spt"))
+    fake_psp.grant_spt("spt_456")
+    assert provider.charge(charge_request("spt_456", credential_type="spt")).status == "succeeded"
     provider.charge(charge_request("tok_visa"))
 
     spt, card = fake_psp.sent("POST", INTENTS)
     assert spt.headers["Stripe-Version"] == "2026-09-30.preview"
+    assert spt.body["allowed_payment_method_types"] == ["card"]  # the version decides
+    assert "payment_method_types" not in spt.body
     assert card.headers["Stripe-Version"] == stripe.api_version  # only SPT calls change
 
 
@@ -137,9 +149,13 @@ def test_a_new_card_is_a_new_attempt(fake_psp: FakePSP, provider: StripeProvider
     ("token", "code"),
     [
         ("tok_chargeDeclined", "card_declined"),
-        ("tok_cvcCheckFail", "incorrect_cvc"),
-        ("tok_insufficientFunds", "insufficient_funds"),
-        ("tok_missing", "invalid"),
+        ("tok_chargeDeclinedIncorrectCvc", "incorrect_cvc"),
+        ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+        ("tok_chargeDeclinedExpiredCard", "expired_card"),
+        ("tok_chargeDeclinedLostCard", "card_declined"),  # the reason is not told to buyers
+        ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+        ("tok_unknown_to_stripe", "invalid"),  # Stripe: resource_missing
+        ("pm_unknown_to_stripe", "invalid"),
     ],
 )
 def test_declines_map_to_a_code_and_a_buyer_sentence(
@@ -155,7 +171,7 @@ def test_declines_map_to_a_code_and_a_buyer_sentence(
 def test_three_d_secure_cancels_the_payment_intent(
     fake_psp: FakePSP, provider: StripeProvider
 ) -> None:
-    request = charge_request("tok_threeDSecureRequired")
+    request = charge_request("tok_threeDSecure2Required")
     result = provider.charge(request)
 
     assert result.status == ChargeStatus.DECLINED
@@ -165,8 +181,9 @@ def test_three_d_secure_cancels_the_payment_intent(
     assert fake_psp.payment_intents[result.reference]["status"] == "canceled"
 
 
-def test_processing_is_pending(provider: StripeProvider) -> None:
-    result = provider.charge(charge_request("tok_processing"))
+def test_processing_is_pending(fake_psp: FakePSP, provider: StripeProvider) -> None:
+    fake_psp.next_outcomes.append("processing")
+    result = provider.charge(charge_request("tok_visa"))
 
     assert result.status == ChargeStatus.PENDING
     assert result.reference and result.reference.startswith("pi_")
@@ -175,8 +192,9 @@ def test_processing_is_pending(provider: StripeProvider) -> None:
 def test_server_error_raises_provider_error_without_retrying(
     fake_psp: FakePSP, provider: StripeProvider
 ) -> None:
+    fake_psp.next_outcomes.append("server_error")
     with pytest.raises(ProviderError) as info:
-        provider.charge(charge_request("tok_server_error"))
+        provider.charge(charge_request("tok_visa"))
 
     assert isinstance(info.value.__cause__, stripe.APIError)
     assert len(fake_psp.sent("POST", INTENTS)) == 1

@@ -93,7 +93,8 @@ def _ready_stripe(acp) -> dict[str, Any]:
 def _paying_stripe(acp, fake_psp: FakePSP) -> tuple[dict[str, Any], str]:
     """Return a session whose PaymentIntent is `processing` (in_progress, stock held)."""
     session = _ready_stripe(acp)
-    assert acp.complete(session["id"], "tok_processing").get_json()["status"] == "in_progress"
+    fake_psp.next_outcomes.append("processing")
+    assert acp.complete(session["id"], "tok_visa").get_json()["status"] == "in_progress"
     [intent_id] = fake_psp.payment_intents
     return session, intent_id
 
@@ -300,9 +301,8 @@ def test_stripe_late_failure_of_an_earlier_attempt_never_reopens_a_paying_sessio
         "ready_for_payment"
     )
     [first] = fake_psp.payment_intents
-    assert stripe_acp.complete(session["id"], "tok_processing").get_json()["status"] == (
-        "in_progress"
-    )
+    fake_psp.next_outcomes.append("processing")
+    assert stripe_acp.complete(session["id"], "tok_visa").get_json()["status"] == ("in_progress")
     [second] = [i for i in fake_psp.payment_intents if i != first]
     client = stripe_app.test_client()
 
@@ -323,7 +323,9 @@ def test_stripe_late_failure_of_an_earlier_attempt_never_reopens_a_paying_sessio
     )
     assert current.get_json()["outcome"] == "payment_failed"
     assert stock_of(stripe_app, "scarce") == 5
-    assert stripe_acp.complete(session["id"], "tok_visa").get_json()["status"] == "completed"
+    assert stripe_acp.complete(session["id"], "tok_mastercard").get_json()["status"] == (
+        "completed"
+    )
     assert len(fake_psp.sent("POST", INTENTS)) == 3
     assert stock_of(stripe_app, "scarce") == 3
     assert wait_for(lambda: sink.orders)

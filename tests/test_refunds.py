@@ -12,6 +12,7 @@ import pytest
 
 from shop.checkout import refunds
 from tests.conftest import ADDRESS_CA, FROM_CONFIG, AcpClient, cart, join_deliveries
+from tests.offline_events import post_offline_event
 
 ACP_PATH = "/agentic_checkout/webhooks/order_events"
 
@@ -127,7 +128,6 @@ def test_a_refund_on_an_unpaid_session_cancels_nothing(app, order_receiver):
 
 
 def test_order_update_is_sent_once_per_status(app, order_receiver):
-    import json
 
     body = _paid(app)
     dispute = {
@@ -137,9 +137,7 @@ def test_order_update_is_sent_once_per_status(app, order_receiver):
         "reference": "pay_evt",
     }
     for _ in range(2):  # the same dispute twice: one manual_review
-        app.test_client().post(
-            "/webhooks/test", data=json.dumps(dispute), content_type="application/json"
-        )
+        post_offline_event(app.test_client(), dispute)
     join_deliveries()
     assert _cancel(app, body["id"], _total(body)) == "canceled"
     statuses = [r.json()["data"]["status"] for r in order_receiver.deliveries if r.path == ACP_PATH]

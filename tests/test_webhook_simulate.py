@@ -98,12 +98,13 @@ def start_store(shop_files, fake_psp, make_app):
     return start
 
 
-def test_stripe_events_drive_a_running_store(start_store):
+def test_stripe_events_drive_a_running_store(start_store, fake_psp):
     with start_store("stripe") as store:
         created = store.post("/checkout_sessions", cart(("widget", 1)))
         assert created["status"] == "ready_for_payment"
         session_id = created["id"]
-        pending = store.post(f"/checkout_sessions/{session_id}/complete", payment("tok_processing"))
+        fake_psp.next_outcomes.append("processing")
+        pending = store.post(f"/checkout_sessions/{session_id}/complete", payment("tok_visa"))
         assert pending["status"] == "in_progress"
 
         wrong = store.simulate(
@@ -143,7 +144,8 @@ def test_stripe_events_drive_a_running_store(start_store):
         assert '"outcome":"duplicate"' in again.output
 
         other = store.post("/checkout_sessions", cart(("widget", 1)))["id"]
-        store.post(f"/checkout_sessions/{other}/complete", payment("tok_processing"))
+        fake_psp.next_outcomes.append("processing")
+        store.post(f"/checkout_sessions/{other}/complete", payment("tok_visa"))
         failed = store.simulate("stripe", "payment_intent.payment_failed", "--session", other)
         assert '"outcome":"payment_failed"' in failed.output, failed.output
         reopened = store.session(other)
@@ -204,9 +206,10 @@ def in_progress_session(make_app, fake_psp) -> str:
     session_id = client.post(
         "/checkout_sessions", json=cart(), headers={**headers, "Idempotency-Key": "k1"}
     ).get_json()["id"]
+    fake_psp.next_outcomes.append("processing")
     client.post(
         f"/checkout_sessions/{session_id}/complete",
-        json=payment("tok_processing"),
+        json=payment("tok_visa"),
         headers={**headers, "Idempotency-Key": "k2"},
     )
     return session_id

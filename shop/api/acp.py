@@ -193,7 +193,7 @@ def discovery() -> Response:
         {
             "protocol": {"name": "acp", "version": versions[-1], "supported_versions": versions},
             "api_base_url": request.host_url.rstrip("/"),
-            "transports": ["rest"],
+            "transports": ["rest", "mcp"],
             "capabilities": {
                 "services": ["checkout"],
                 "extensions": [{"name": "discount"}],

@@ -21,6 +21,8 @@ transaction (claim and any change) rolls back and it answers as a retry would.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Callable
 from functools import wraps
@@ -33,9 +35,11 @@ from sqlalchemy.exc import IntegrityError
 from shop import clock, metrics
 from shop.api.fingerprint import request_fingerprint
 from shop.errors import InvalidRequestError, ShopError
-from shop.storage import read, transaction
-from shop.storage.models import KEEP_ON_ERROR, IdempotencyRecord
+from shop.storage import health, read, transaction
+from shop.storage.models import KEEP_ON_ERROR, PAYMENT_TAKEN, IdempotencyRecord
 from shop.storage.transaction import write
+
+log = logging.getLogger("shop.idempotency")
 
 MAX_KEY_LENGTH = 255
 # A claim older than this belongs to a worker that died mid-request; it may be taken over.
@@ -167,6 +171,35 @@ def _store(
     failed: bool,
     deferred: dict[str, Any] | None = None,
 ) -> Response:
+    """Record the response; a payment taken is answered even when the database refuses it.
+
+    The order of a payment whose record could not be stored is in the log in full
+    (shop.checkout.outcomes); the agent still hears that it was paid.
+    """
+    try:
+        return _store_response(scope, key, fingerprint, response, failed, deferred)
+    except Exception as exc:
+        if not transaction.info().get(PAYMENT_TAKEN):
+            raise
+        log.error(
+            "the answer to a paid checkout could not be stored (%s); it is answered anyway "
+            "and a retry with the same key reads the session as the database has it",
+            exc,
+        )
+        health.failure(exc)
+        with contextlib.suppress(Exception):
+            transaction.rollback()
+        return response
+
+
+def _store_response(
+    scope: str,
+    key: str,
+    fingerprint: str,
+    response: Response,
+    failed: bool,
+    deferred: dict[str, Any] | None = None,
+) -> Response:
     """Record the response, with the handler's open transaction when it left one.
 
     `deferred` is the claim of a one-transaction handler, never inserted as in-flight.
@@ -218,9 +251,17 @@ def _abandon() -> None:
 
 def _forget(scope: str, key: str, fingerprint: str) -> None:
     transaction.info().pop(_PENDING, None)
-    _abandon()
-    write(_FORGET, _keys(scope, key, fingerprint))
-    transaction.commit()
+    try:
+        _abandon()
+        write(_FORGET, _keys(scope, key, fingerprint))
+        transaction.commit()
+    except Exception as exc:
+        # The database itself is failing (the answer says so): the claim, if stored, is
+        # taken over as stale after STALE_CLAIM_SECONDS.
+        if health.failure(exc) is None:
+            raise
+        with contextlib.suppress(Exception):
+            transaction.rollback()
 
 
 def _after_lost_race(scope: str, key: str, fingerprint: str) -> Response:

@@ -29,7 +29,7 @@ from shop import clock, metrics, orders
 from shop.api.acp import json_response
 from shop.security import bearer_token, constant_time_equals
 from shop.state import get_state
-from shop.storage import read, transaction
+from shop.storage import health, read, transaction
 from shop.storage.transaction import write
 
 bp = Blueprint("ops", __name__)
@@ -80,6 +80,10 @@ def _provider_check() -> str | None:
 
 
 def _database_check() -> str | None:
+    # The file removed or replaced, its disk too full, a damaged file, failures met (issue 16)
+    problems = health.problems()
+    if problems:
+        return " ".join(problems)
     # Writes wait for the writer lock: probe at most every DATABASE_PROBE_SECONDS per worker
     # and answer from the last probe in between, so /healthz stays quick under load (a read
     # on the WAL reader still runs every time).

@@ -33,6 +33,7 @@ from shop.checkout.outcomes import (
     fail_payment,
     flag_for_review,
     mark_paid,
+    refund_duplicate,
     settle_payment,
 )
 from shop.checkout.paying import complete_session
@@ -66,6 +67,7 @@ __all__ = [
     "mark_paid",
     "new_session_id",
     "order_id_for",
+    "refund_duplicate",
     "release_stuck_payments",
     "settle_payment",
     "update_session",

@@ -14,11 +14,13 @@ from shop.checkout import stock, tally
 from shop.checkout.model import Status, order_id_for
 from shop.checkout.reading import _cart_lines, _declined, _load, _read
 from shop.checkout.session_rows import SessionRecord
+from shop.errors import ProviderError
+from shop.money import charge_amount
 from shop.orders.payload import minimal_order_payload, order_payload
 from shop.pricing.quotes import Quote
 from shop.state import ShopState
 from shop.storage import transaction
-from shop.storage.models import KEEP_ON_ERROR, CheckoutSession
+from shop.storage.models import KEEP_ON_ERROR, PAYMENT_TAKEN, CheckoutSession
 from shop.storage.transaction import write
 
 log = logging.getLogger("shop.checkout")
@@ -137,7 +139,9 @@ def settle_payment(
         return Settlement.ALREADY_COMPLETED
     paid_currency = (currency or currency_now).lower()
     settled = Settlement.COMPLETED
-    if paid != total or paid_currency != currency_now.lower():
+    # Three-decimal currencies are charged rounded to a multiple of 10 (shop/money.py).
+    rounded = None if total is None else charge_amount(total, currency_now)
+    if paid not in (total, rounded) or paid_currency != currency_now.lower():
         # The money was taken, so the order still goes out, but flagged: the merchant decides
         # between shipping, charging the difference and refunding (docs/decisions.md).
         log.error(
@@ -207,6 +211,53 @@ def _retake(
     )
 
 
+def refund_duplicate(state: ShopState, session_id: str, reference: str, paid_by: str | None) -> str:
+    """Refund a second payment for a session another payment already completed, and flag it.
+
+    Return "duplicate_refunded"; raise ProviderError when the refund could not be made (the
+    caller's provider event is then delivered again, and the log says to refund by hand).
+    """
+    log.error(
+        "DUPLICATE PAYMENT: session %s was already paid by %s, and %s payment %s paid it again; "
+        "refunding %s automatically",
+        session_id,
+        paid_by,
+        state.provider.name,
+        reference,
+        reference,
+    )
+    try:
+        refund_id = state.provider.refund(reference, session_id, "duplicate")
+    except ProviderError as exc:
+        metrics.inc("shop_duplicate_payments_total", outcome="refund_failed")
+        log.error(
+            "DUPLICATE PAYMENT NOT REFUNDED: %s payment %s for session %s could not be refunded "
+            "(%s); refund it by hand in the provider's dashboard",
+            state.provider.name,
+            reference,
+            session_id,
+            exc,
+        )
+        raise
+    metrics.inc("shop_duplicate_payments_total", outcome="refunded")
+    flagged = _flag(
+        state,
+        session_id,
+        reference,
+        {"reason": "duplicate_payment", "refunded_payment": reference, "refund": refund_id},
+    )
+    transaction.commit()
+    log.error(
+        "DUPLICATE PAYMENT REFUNDED: %s payment %s (refund %s) for session %s%s",
+        state.provider.name,
+        reference,
+        refund_id,
+        session_id,
+        "; order.flagged sent" if flagged else "; the session was already flagged",
+    )
+    return "duplicate_refunded"
+
+
 def flag_for_review(state: ShopState, session_id: str, reason: str, reference: str | None) -> bool:
     """Flag a session for review and queue order.flagged once; False when already flagged."""
     flagged = _flag(state, session_id, reference, {"reason": reason})
@@ -259,6 +310,7 @@ def mark_paid(
     `details` that cart decoded.
     """
     payload = _payload(state, row or _read(session_id), reference, amount, quote, details)
+    transaction.info()[PAYMENT_TAKEN] = True
     paid = _record_paid(state, session_id, reference, amount, payload, from_status, now)
     if not commit:
         transaction.info()[KEEP_ON_ERROR] = True
@@ -283,6 +335,8 @@ def _record_paid(
     same text.
     """
     encoded = fast_json.dumps(payload)
+    # Until this commits, the log is where the order would survive a failed write (below).
+    transaction.info().setdefault(_UNSTORED, []).append((session_id, reference, encoded))
     values = {
         "p_id": session_id,
         "p_from": from_status,
@@ -306,6 +360,36 @@ def _record_paid(
             amount=amount,
         )
     return paid
+
+
+_UNSTORED = "shop.unstored_paid_orders"  # transaction.info(): paid orders not committed yet
+
+
+@transaction.on_commit
+def _paid_orders_stored() -> None:
+    transaction.info().pop(_UNSTORED, None)
+
+
+@transaction.on_rollback
+def _paid_orders_lost() -> None:
+    log_unstored_orders("the database refused its record (the transaction rolled back)")
+
+
+def log_unstored_orders(reason: str) -> None:
+    """Log, in full, every paid order of this unit of work whose record was not stored.
+
+    The payment was taken: when the database cannot keep the order (a full disk, a removed
+    or damaged file), the log is where it survives, whole, for the merchant to fulfil.
+    """
+    for session_id, reference, encoded in transaction.info().pop(_UNSTORED, ()):
+        log.error(
+            "PAID ORDER NOT STORED: session %s was paid (payment %s) but %s; fulfil it from "
+            "this line and keep it: payload=%s",
+            session_id,
+            reference,
+            reason,
+            encoded,
+        )
 
 
 def _payload(

@@ -7,6 +7,7 @@ idempotency key, and the outcome is written with another conditional UPDATE.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,7 +18,13 @@ from sqlalchemy import bindparam, update
 from shop import clock, fast_json, metrics
 from shop.checkout import session_rows, stock, tally
 from shop.checkout.model import OPEN, Message, SessionView, Status, order_id_for
-from shop.checkout.outcomes import _finish, _release, mark_paid
+from shop.checkout.outcomes import (
+    _finish,
+    _release,
+    log_unstored_orders,
+    mark_paid,
+    refund_duplicate,
+)
 from shop.checkout.reading import (
     _assess,
     _current,
@@ -27,12 +34,15 @@ from shop.checkout.reading import (
     _view,
     check_owner,
 )
+from shop.checkout.session_rows import SessionRecord
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.errors import ProviderError
-from shop.payments import ChargeRequest, ChargeStatus, PaymentCredential
+from shop.errors import DatabaseUnavailableError, ProviderError, ShopError
+from shop.money import charge_amount
+from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentCredential
+from shop.payments.declines import decline
 from shop.payments.handlers import check_credential
 from shop.state import ShopState
-from shop.storage import one_of, transaction
+from shop.storage import health, one_of, transaction
 from shop.storage.models import CheckoutSession
 from shop.storage.transaction import write
 
@@ -84,12 +94,15 @@ def complete_session(
     row = _current(session_id)
     details = fast_json.loads(row.cart)
     check_owner(session_id, details, owner)
+    if row.status == Status.IN_PROGRESS and unknown_attempt(row.payment_reference):
+        return _resolve_unknown(state, row)  # learn what the lost attempt did; never charge
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED, Status.CANCELED):
         _attempt("not_open")
     if row.status in (Status.COMPLETED, Status.IN_PROGRESS, Status.EXPIRED):
         return _view(state, row, details=details)  # already paid / paying / over: never again
     if row.status == Status.CANCELED:
         _require_open(row, "completed")
+    health.require_writable()  # nothing is claimed or charged on a database that cannot keep it
     if offered_handlers_only:
         check_credential(state.provider.handlers(row.provider_order_id), credential)
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
@@ -156,6 +169,12 @@ def complete_session(
     # and on SQLite a transaction holds the write lock for the whole provider call.
     provider_order_id = row.provider_order_id
     transaction.commit()
+    try:
+        health.require_writable()  # a payment is only taken when its record can be stored
+    except DatabaseUnavailableError:
+        with contextlib.suppress(Exception):  # the database may refuse this too; nothing charged
+            _release(state, session_id, lines, "[]")
+        raise
     request = ChargeRequest(
         session_id=session_id,
         amount=quote.total,
@@ -167,6 +186,12 @@ def complete_session(
     try:
         result = state.provider.charge(request)
     except ProviderError as exc:
+        if exc.outcome_unknown:
+            # The provider may have charged: keep the stock and the session paying, remember
+            # the attempt, and learn the outcome before anyone is told anything.
+            _attempt("provider_error")
+            _mark_unknown(state, session_id, request.idempotency_key)
+            raise _outcome_unknown(exc) from exc
         reason = "provider_unavailable" if exc.retryable else "provider_error"
         _payment_failed(state, session_id, reason)
         _release(state, session_id, lines, "[]")
@@ -176,6 +201,8 @@ def complete_session(
         _release(state, session_id, lines, "[]")
         raise
     metrics.PROVIDER_LAST_ANSWER.labels(provider=state.provider.name).set(clock.epoch())
+    if result.status == ChargeStatus.AUTHENTICATION_REQUIRED:
+        result = _needs_authentication(result)
     if result.status == ChargeStatus.DECLINED:
         metrics.inc("shop_payment_declines_total", via="complete")
         _payment_failed(state, session_id, result.decline_code or "declined")
@@ -196,18 +223,7 @@ def complete_session(
             payment_reference=result.reference,
             payment_provider=state.provider.name,
         )
-    elif mark_paid(
-        state,
-        session_id,
-        result.reference,
-        quote.total,
-        from_status=Status.IN_PROGRESS,
-        row=mine,
-        now=(paid_at := clock.epoch()),
-        commit=commit,
-        quote=quote,  # the price charged: the order payload is not priced a second time
-        details=details,  # and its cart is not decoded a second time
-    ):
+    elif _record_payment(state, session_id, result.reference, quote, mine, commit, details):
         metrics.inc("shop_checkouts_completed_total", via="complete")
         _attempt("completed")
         # As mark_paid committed it (its condition held, so nothing else wrote in between).
@@ -218,11 +234,115 @@ def complete_session(
             payment_reference=result.reference,
             payment_provider=state.provider.name,
             notices="[]",
-            updated_at=paid_at,
+            updated_at=clock.epoch(),
         )
         # Rendered from the assessment that set the amount charged (no second pricing/read).
         return _view(state, done, assessed, details)
+    elif result.reference:
+        _refund_if_duplicate(state, session_id, result.reference)
     return _view(state, _read(session_id))  # committed: read it as it is now
+
+
+# --------------------------------------------------------- attempts whose outcome was lost
+
+UNKNOWN = "unknown:"  # payment_reference of a paying session whose attempt's answer was lost
+
+
+def unknown_attempt(reference: str | None) -> str | None:
+    """Return the lost attempt's idempotency key when `reference` marks one, else None."""
+    if reference and reference.startswith(UNKNOWN):
+        return reference.removeprefix(UNKNOWN)
+    return None
+
+
+def _mark_unknown(state: ShopState, session_id: str, attempt: str) -> None:
+    # Only the claim this call made (paying, no reference yet): a webhook that settled the
+    # session meanwhile is never overwritten.
+    transaction.execute(
+        update(_T)
+        .where(
+            _T.c.id == session_id,
+            _T.c.status == Status.IN_PROGRESS,
+            _T.c.payment_reference.is_(None),
+        )
+        .values(
+            payment_reference=UNKNOWN + attempt,
+            payment_provider=state.provider.name,
+            updated_at=clock.epoch(),
+        )
+    )
+    transaction.commit()
+
+
+def _outcome_unknown(exc: ProviderError | None) -> ShopError:
+    if exc is not None:
+        log.error("payment outcome unknown, the session stays paying: %s", exc)
+    metrics.inc("shop_payment_outcome_unknown_total")
+    return ShopError(
+        503,
+        "service_unavailable",
+        "payment_outcome_unknown",
+        "The payment provider has not confirmed whether this payment went through, so the "
+        "session stays in progress and nothing more will be charged. Retry complete in a "
+        "moment (any payment_data): the store looks the payment up before charging again.",
+        headers={"Retry-After": "10"},
+        replayable=False,
+    )
+
+
+def _resolve_unknown(state: ShopState, row: SessionRecord) -> SessionView:
+    """Look up what a lost attempt did and record it; still unknown: a retryable 503."""
+    session_id = row.id
+    attempt = unknown_attempt(row.payment_reference)
+    try:
+        found = state.provider.find_payment(session_id, attempt) or state.provider.find_payment(
+            session_id
+        )
+    except ProviderError as exc:
+        raise _outcome_unknown(exc) from exc
+    if found is None:
+        raise _outcome_unknown(None)
+    details = fast_json.loads(row.cart)
+    quote = _assess(state, details)[0]
+    lines = [(line.item.id, line.quantity) for line in quote.lines]
+    marker = _T.c.payment_reference == row.payment_reference
+    log.warning(
+        "session %s: the lost payment attempt was found: %s %s",
+        session_id,
+        found.status,
+        found.reference,
+    )
+    if found.status == ChargeStatus.SUCCEEDED:
+        if mark_paid(state, session_id, found.reference, _paid_amount(quote), Status.IN_PROGRESS):
+            metrics.inc("shop_checkouts_completed_total", via="complete")
+    elif found.status == ChargeStatus.PENDING:
+        transaction.execute(
+            update(_T)
+            .where(_T.c.id == session_id, _T.c.status == Status.IN_PROGRESS, marker)
+            .values(payment_reference=found.reference, updated_at=clock.epoch())
+        )
+        transaction.commit()
+    else:
+        metrics.inc("shop_payment_declines_total", via="complete")
+        _release(state, session_id, lines, _declined(found.message), marker)
+    return _view(state, _read(session_id))
+
+
+def _needs_authentication(result: ChargeResult) -> ChargeResult:
+    """3-D Secure the store cannot offer here: a requires_3ds decline that says why."""
+    return decline("authentication_required", reference=result.reference)
+
+
+def _paid_amount(quote: Any) -> int:
+    """What a paid session records as paid: the total as the provider can charge it."""
+    return charge_amount(quote.total, quote.currency)
+
+
+def _refund_if_duplicate(state: ShopState, session_id: str, reference: str) -> None:
+    """This attempt succeeded but another payment completed the session: give it back."""
+    current = _read(session_id)
+    if current.status == Status.COMPLETED and current.payment_reference not in (None, reference):
+        refund_duplicate(state, session_id, reference, current.payment_reference)
 
 
 def _attempt(outcome: str) -> None:
@@ -241,3 +361,39 @@ def _payment_failed(state: ShopState, session_id: str, reason: str) -> None:
     metrics.PAYMENT_FAILURES.labels(provider=provider, reason=reason).inc()
     tally.add(f"payment_failed.{reason}")
     metrics.event("payment_failed", session_id=session_id, provider=provider, reason=reason)
+
+
+def _record_payment(
+    state: ShopState,
+    session_id: str,
+    reference: str | None,
+    quote: Any,
+    mine: Any,
+    commit: bool,
+    details: Any,
+) -> bool:
+    """Record a payment just taken; True when this call completed the session.
+
+    When the database refuses the record (a full disk, a removed or damaged file), the
+    payment is still what it is: the order goes to the log in full and the answer is
+    `completed`, never an error or a session that looks unpaid.
+    """
+    try:
+        return mark_paid(
+            state,
+            session_id,
+            reference,
+            _paid_amount(quote),
+            from_status=Status.IN_PROGRESS,
+            row=mine,
+            now=clock.epoch(),
+            commit=commit,
+            quote=quote,  # the price charged: the order payload is not priced a second time
+            details=details,  # and its cart is not decoded a second time
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            transaction.rollback()  # logs the order in full (outcomes._paid_orders_lost)
+        log_unstored_orders(f"the database refused its record ({exc})")
+        health.failure(exc)  # noted for /healthz, with its sentence in the log
+        return True

@@ -66,6 +66,8 @@ def _apply(state: ShopState, event: PaymentEvent) -> str:
     if row is None:
         return _no_session(state, event)
     if event.kind == EventKind.PAID:
+        if _paid_by_another(row, event):
+            return checkout.refund_duplicate(state, row.id, event.reference, row.payment_reference)
         settled = checkout.settle_payment(
             state, row.id, event.reference, event.amount, event.currency
         )
@@ -74,9 +76,21 @@ def _apply(state: ShopState, event: PaymentEvent) -> str:
         return str(settled)
     if event.kind == EventKind.FAILED:
         return _failed(state, row.id, event)
+    if event.kind == EventKind.REFUNDED and _paid_by_another(row, event):
+        return "ignored_refund_of_another_payment"  # e.g. our refund of a duplicate payment
     if event.kind == EventKind.REFUNDED:  # a full refund cancels the order (shop/refunds.py)
         return refunds.cancel_refunded_order(state, row.id, event.reference, event.amount or 0)
     return _disputed(state, row, event)
+
+
+def _paid_by_another(row: Any, event: PaymentEvent) -> bool:
+    """True when a completed session was paid by a payment other than the event's."""
+    return bool(
+        row.status == Status.COMPLETED
+        and row.payment_reference
+        and event.reference
+        and row.payment_reference != event.reference
+    )
 
 
 def _session_for(event: PaymentEvent) -> Any:

@@ -34,7 +34,7 @@ from shop.checkout.session_rows import SessionRecord
 from shop.errors import InvalidRequestError, ProviderError, ShopError
 from shop.pricing.quotes import CartLine, Quote
 from shop.state import ShopState
-from shop.storage import transaction
+from shop.storage import health, transaction
 from shop.storage.models import CheckoutSession
 
 log = logging.getLogger("shop.checkout")
@@ -152,6 +152,7 @@ def create_session(
     ACP surface commits it with the stored idempotent response). `owner` (the API key's name)
     is the only caller that may read or change the session afterwards.
     """
+    health.require_writable()  # a database that cannot keep it takes no new checkout (503)
     if change.lines is None:
         change = replace(change, lines=())
     details = _merge(
@@ -272,7 +273,25 @@ def cancel_session(state: ShopState, session_id: str, owner: str | None = None) 
     return _view(state, _read(session_id))
 
 
+def _provider_of(exc: ProviderError) -> str:
+    text = str(exc).lower()
+    return next((name for name in ("stripe", "razorpay") if name in text), "test")
+
+
 def _provider_unavailable(exc: ProviderError, paying: bool = False) -> ShopError:
+    if exc.setup:
+        # The merchant's to fix (a key, a permission, a parameter): never the buyer's card.
+        metrics.inc("shop_payment_setup_errors_total", provider=_provider_of(exc))
+        log.error("PAYMENT SETUP ERROR, no payment can succeed until it is fixed: %s", exc)
+        return ShopError(
+            503,
+            "processing_error",
+            "payment_provider_error",
+            "The store's payment setup was refused by its payment provider, so no payment can "
+            "be taken right now; nothing was charged. The merchant has been alerted; try again "
+            "later.",
+            replayable=False,
+        )
     log.error("payment provider error: %s", exc)
     if exc.retryable:
         return ShopError(

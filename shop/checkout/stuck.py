@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import or_
+
 from shop import clock, fast_json
 from shop.checkout.model import Status
 from shop.checkout.outcomes import _release
@@ -36,7 +38,11 @@ def release_stuck_payments(state: ShopState) -> list[str]:
     now = clock.epoch()
     stuck = (
         (
-            CheckoutSession.payment_reference.is_(None),
+            # No reference yet, or an attempt whose answer was lost (shop/checkout/paying.py).
+            or_(
+                CheckoutSession.payment_reference.is_(None),
+                CheckoutSession.payment_reference.like("unknown:%"),
+            ),
             CheckoutSession.updated_at < now - STALLED_CLAIM_SECONDS,
             "STALLED PAYMENT: the worker paying session %s stopped before the provider "
             "answered; its stock is given back and the buyer may pay again — if the provider "
@@ -44,16 +50,17 @@ def release_stuck_payments(state: ShopState) -> list[str]:
         ),
         (
             CheckoutSession.payment_reference.is_not(None),
+            CheckoutSession.payment_reference.not_like("unknown:%"),
             CheckoutSession.updated_at < now - UNSETTLED_PAYMENT_SECONDS,
             "PAYMENT NEVER SETTLED: session %s (payment %s) waited 7 days for its provider's "
             "webhook; its stock is given back — look the payment up in the provider's dashboard",
         ),
     )
     reopened = []
-    for has_reference, quiet, warning in stuck:
+    for *conditions, warning in stuck:
         rows = transaction.execute(
             rows_of(CheckoutSession).where(
-                CheckoutSession.status == Status.IN_PROGRESS, has_reference, quiet
+                CheckoutSession.status == Status.IN_PROGRESS, *conditions
             )
         ).all()
         for row in rows:
@@ -67,10 +74,10 @@ def release_stuck_payments(state: ShopState) -> list[str]:
                     "The last payment attempt did not finish; nothing is known to have been "
                     "charged. Please complete the checkout again."
                 ),
-                has_reference,
-                quiet,
+                *conditions,
             ):
-                log.error(warning, session_id, *([reference] if reference else []))
+                shown = [reference] if reference and not reference.startswith("unknown:") else []
+                log.error(warning, session_id, *shown)
                 reopened.append(session_id)
     transaction.commit()
     return reopened

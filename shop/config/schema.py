@@ -224,6 +224,38 @@ FORTER = Shape(
     ),
 )
 
+THREE_DS = Shape(
+    "threeDS",
+    (
+        Key("acquirerBin", "text (≤ 11)", "Your acquirer's BIN for 3-D Secure.", "424242"),
+        Key(
+            "acquirerCountry",
+            "text (ISO 3166-1 alpha-2)",
+            "Your acquirer's country, upper-case.",
+            "GB",
+        ),
+        Key(
+            "acquirerMerchantId",
+            "text (≤ 35)",
+            "The merchant id your acquirer gave you.",
+            "merchant_123",
+        ),
+        Key("merchantName", "text (≤ 40)", "Your name as the acquirer has it.", "Harbor Goods"),
+        Key(
+            "requestorId",
+            "text (≤ 35)",
+            "3DS requestor id, if the directory server needs one.",
+            "requestor_42",
+        ),
+        Key(
+            "challenge",
+            "preferred | mandated",
+            "Ask the issuer for a challenge flow (the issuer decides).",
+            "preferred",
+        ),
+    ),
+)
+
 CONFIG = Shape(
     "config.json",
     (
@@ -364,6 +396,21 @@ CONFIG = Shape(
             "Emails or phone numbers the Forter account lookup answers as blocked.",
             ["fraudster@example.com"],
             default_doc="none",
+        ),
+        Key(
+            "threeDS",
+            "object",
+            "Acquirer details for 3-D Secure done by the agent's side (ACP 2026-04-17). With "
+            "them the card handler offers 3DS and a card that needs it answers "
+            "authentication_required; without them such a card is declined (requires_3ds).",
+            {
+                "acquirerBin": "424242",
+                "acquirerCountry": "GB",
+                "acquirerMerchantId": "merchant_123",
+                "merchantName": "Harbor Goods",
+            },
+            default_doc="not set: no 3-D Secure",
+            shape=THREE_DS,
         ),
     ),
 )
@@ -573,8 +620,17 @@ ENVIRONMENT = (
     Variable(
         "STRIPE_API_VERSION",
         "optional",
-        "The Stripe API version for Shared Payment Token calls.",
+        "The Stripe API version for Shared Payment Token calls only (default "
+        "2026-04-22.preview, the preview that defines them); card tokens and PaymentMethods "
+        "go out under the stripe library's own version.",
         secret=False,
+    ),
+    Variable(
+        "TEST_WEBHOOK_SECRET",
+        "paymentProvider test, reachable by others",
+        "Signs /webhooks/test events (X-Test-Signature: hex HMAC-SHA256 of the body). Unset: "
+        "the documented demo secret demo-webhook-secret, which anyone can use — set your own "
+        "on any store others can reach.",
     ),
     Variable(
         "STRIPE_API_BASE", "tests only", "Another Stripe API address (a local fake).", secret=False

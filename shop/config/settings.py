@@ -19,8 +19,9 @@ from shop.config.fields import Fields
 from shop.config.jsonfile import load_json_file
 from shop.config.schema import CONFIG
 from shop.config.tax_rules import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
+from shop.config.three_ds import ThreeDSConfig, parse_three_ds
 from shop.errors import ConfigError
-from shop.money import KNOWN_CURRENCIES
+from shop.money import KNOWN_CURRENCIES, provider_takes
 from shop.storage.database_url import DEFAULT_DATABASE_URL, check_database_url
 
 PROVIDERS = ("test", "stripe", "razorpay")
@@ -113,6 +114,7 @@ class Settings:
     demo_mode: bool
     env: Mapping[str, str] = field(repr=False)  # secrets live here; never logged
     tax_country: str = DEFAULT_TAX_COUNTRY  # the country whose regions bare nexus keys name
+    three_ds: ThreeDSConfig | None = None  # config.json threeDS (shop/config/three_ds.py)
 
     def secret(self, name: str) -> str | None:
         """Return an environment secret, or None when unset or empty."""
@@ -146,6 +148,12 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
     provider = cfg.text("paymentProvider") or "test"
     if provider not in PROVIDERS:
         raise cfg.error("paymentProvider", f"is {provider!r}; use one of {', '.join(PROVIDERS)}.")
+    if not provider_takes(provider, currency):
+        raise cfg.error(
+            "currency",
+            f"is {currency!r}, which {provider.capitalize()} does not charge in; choose a "
+            f"currency your {provider.capitalize()} account takes, or another paymentProvider.",
+        )
     for name in PROVIDER_SECRETS.get(provider, ()):
         if not env.get(name):
             raise cfg.error(
@@ -206,6 +214,7 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         api_keys=api_keys,
         demo_mode=demo_mode,
         env=dict(env),
+        three_ds=parse_three_ds(cfg),
     )
 
 

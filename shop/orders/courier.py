@@ -16,7 +16,7 @@ from shop.orders.outbox import _DROPPED_LOG, _HANDED_OFF, Message
 from shop.orders.retry_schedule import sweep_seconds
 from shop.orders.sending import claim, due, send_all
 from shop.state import ShopState
-from shop.storage import transaction
+from shop.storage import health, transaction
 
 log = logging.getLogger("shop.delivery")
 
@@ -123,8 +123,9 @@ class _Courier:
         with app.app_context():
             try:
                 send_all(app.extensions["shop"], messages)
-            except Exception:
-                log.exception("order hand-off failed; the sweeper will retry once leases end")
+            except Exception as exc:
+                if health.failure(exc) is None:  # a failing database is said once, not traced
+                    log.exception("order hand-off failed; the sweeper will retry once leases end")
             finally:
                 transaction.reset()
 
@@ -156,8 +157,9 @@ class _Sweeper:
             with self.app.app_context():
                 try:
                     sweep(self.app.extensions["shop"])
-                except Exception:
-                    log.exception("delivery sweep failed; will try again")
+                except Exception as exc:
+                    if health.failure(exc) is None:  # a failing database: said once, not traced
+                        log.exception("delivery sweep failed; will try again")
                 finally:
                     transaction.reset()
             if self.stop.wait(self.interval):

@@ -44,11 +44,17 @@ class ChargeRequest:
     credential: PaymentCredential
     description: str = ""
     provider_order_id: str | None = None
+    # ACP AuthenticationResult.outcome_details of 3-D Secure performed by the agent's side.
+    authentication: Mapping[str, Any] | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """Key for the provider: one per (session, credential), so a retry never charges twice."""
-        digest = hashlib.sha256(self.credential.token.encode()).hexdigest()[:24]
+        """Key for the provider: one per (session, credential, authentication), so a retry
+        never charges twice and an authenticated retry is a new attempt."""
+        seed = self.credential.token
+        if self.authentication:
+            seed += "|3ds|" + str(self.authentication.get("transaction_id", ""))
+        digest = hashlib.sha256(seed.encode()).hexdigest()[:24]
         return f"shop-{self.session_id}-{digest}"
 
 
@@ -56,6 +62,8 @@ class ChargeStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
     PENDING = "pending"  # async: the provider's webhook finishes it
+    # The issuer wants 3-D Secure, which the agent's side can perform (ACP 2026-04-17)
+    AUTHENTICATION_REQUIRED = "authentication_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,8 @@ class ChargeResult:
     # a sentence a buyer understands.
     decline_code: str | None = None
     message: str | None = None
+    # With AUTHENTICATION_REQUIRED: ACP AuthenticationMetadata (acquirer, directory server).
+    authentication_metadata: Mapping[str, Any] | None = None
 
 
 class EventKind(StrEnum):
@@ -118,6 +128,17 @@ class PaymentProvider(Protocol):
         """Charge the credential once; raise ProviderError when the outcome is unknown."""
         ...
 
+    def find_payment(self, session_id: str, attempt: str | None = None) -> ChargeResult | None:
+        """Look up what the provider did for this session (or one attempt); None: nothing found.
+
+        Raise ProviderError when the provider cannot be asked.
+        """
+        ...
+
+    def refund(self, reference: str, session_id: str, reason: str = "duplicate") -> str:
+        """Refund a whole payment (once, however often asked); return the refund's id."""
+        ...
+
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
         """Verify and decode a provider webhook.
 
@@ -132,7 +153,7 @@ def build_provider(settings: Any) -> PaymentProvider:
     if settings.payment_provider == "test":
         from shop.payments.offline import TestProvider
 
-        return TestProvider()
+        return TestProvider(settings)
     if settings.payment_provider == "stripe":
         from shop.payments.stripe import StripeProvider
 

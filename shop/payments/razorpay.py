@@ -17,6 +17,7 @@ import razorpay
 import requests
 
 from shop.errors import ConfigError, ProviderError
+from shop.money import to_provider_units
 from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentEvent
 from shop.payments.declines import decline
 from shop.payments.razorpay_events import parse_event
@@ -25,6 +26,7 @@ from shop.security import SignatureError, verify_hex
 log = logging.getLogger("shop.payments.razorpay")
 
 TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
+_AUTH_FAILED = "Authentication failed"  # Razorpay's 401 description for a wrong key pair
 CREDENTIAL_FIELDS = ("razorpay_payment_id", "razorpay_order_id", "razorpay_signature")
 # ValueError: a non-JSON answer (the library calls response.json() on every reply).
 _FAILURES = (
@@ -71,7 +73,7 @@ class RazorpayProvider:
     ) -> str | None:
         """Create a Razorpay order for this total and return its id (orders cannot change)."""
         data = {
-            "amount": amount,
+            "amount": to_provider_units(amount, currency, "razorpay"),
             "currency": currency.upper(),
             "receipt": session_id[:40],  # Razorpay caps receipts at 40 characters
             "notes": {"checkout_session_id": session_id},
@@ -137,8 +139,9 @@ class RazorpayProvider:
         payment = self._call("fetch the payment", self._client.payment.fetch, payment_id)
         if payment.get("order_id") != order_id:
             return decline("unverified_payment", reference=payment_id)
+        amount = to_provider_units(request.amount, request.currency, "razorpay")
         if (
-            int(payment.get("amount", -1)) != request.amount
+            int(payment.get("amount", -1)) != amount
             or str(payment.get("currency", "")).upper() != request.currency.upper()
         ):
             paid = f"{payment.get('amount')} {payment.get('currency')}"
@@ -171,7 +174,7 @@ class RazorpayProvider:
                 "capture the payment",
                 self._client.payment.capture,
                 payment_id,
-                request.amount,
+                to_provider_units(request.amount, request.currency, "razorpay"),
                 {"currency": request.currency.upper()},
             )
         except ProviderError:
@@ -185,6 +188,14 @@ class RazorpayProvider:
         try:
             answer = method(*args, timeout=TIMEOUT)
         except _FAILURES as exc:
+            if isinstance(exc, razorpay.errors.BadRequestError) and _AUTH_FAILED in str(exc):
+                raise ProviderError(
+                    f"Razorpay refused the keys when asked to {what} ({exc}): "
+                    "RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET are not a valid pair; copy both "
+                    "from Dashboard → Account & Settings → API Keys (test keys: rzp_test_…)",
+                    retryable=False,
+                    setup=True,
+                ) from exc
             raise ProviderError(
                 f"Razorpay could not {what}: {type(exc).__name__}: {exc}",
                 retryable=not isinstance(exc, razorpay.errors.BadRequestError),
@@ -192,6 +203,27 @@ class RazorpayProvider:
         if not isinstance(answer, dict) or "id" not in answer:
             raise ProviderError(f"Razorpay answered an unexpected body when asked to {what}")
         return answer
+
+    def find_payment(self, session_id: str, attempt: str | None = None) -> ChargeResult | None:
+        """Return None: the buyer pays in Razorpay Checkout and a lost capture is fetched again
+        in charge(), so no attempt of ours is ever left unknown."""
+        return None
+
+    def refund(self, reference: str, session_id: str, reason: str = "duplicate") -> str:
+        """Refund a whole captured payment; a payment already fully refunded counts as done."""
+        try:
+            refund = self._call(
+                "refund the payment",
+                self._client.payment.refund,
+                reference,
+                {"notes": {"checkout_session_id": session_id, "shop_refund": reason}},
+            )
+        except ProviderError:
+            payment = self._call("fetch the payment", self._client.payment.fetch, reference)
+            if payment.get("amount_refunded") != payment.get("amount"):
+                raise
+            return "already_refunded"
+        return str(refund["id"])
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
         """Verify X-Razorpay-Signature (hex HMAC of the raw body), then reduce the event."""

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shop.money import from_provider_units
 from shop.payments import EventKind, PaymentEvent, WebhookPayloadError, WebhookSignatureError
 from shop.payments.declines import decline
 from shop.security import SignatureError, verify_hex
@@ -70,6 +71,8 @@ def parse_event(
         raise WebhookPayloadError(
             f"the Razorpay event verified but its amount {amount!r} is not an integer in paise"
         )
+    if amount is not None and entity.get("currency"):  # Razorpay's units -> ours
+        amount = from_provider_units(amount, str(entity["currency"]), "razorpay")
     failure = None
     if kind == EventKind.FAILED:
         reason = str(payment.get("error_reason") or "").lower() or None

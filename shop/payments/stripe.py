@@ -14,19 +14,33 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import requests
 import stripe
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from shop.errors import ConfigError, ProviderError
+from shop.money import to_provider_units
 from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentEvent
+from shop.payments import stripe_params as params
 from shop.payments.declines import decline
 from shop.payments.stripe_events import parse_event
 
 log = logging.getLogger("shop.payments.stripe")
 
-# payment_method_data.shared_payment_granted_token arrived in this (preview) API version.
-DEFAULT_SPT_API_VERSION = "2026-04-22.preview"
 TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
 ACCEPTED_BRANDS = ("visa", "mastercard", "amex", "discover")
+# Invalid-request codes that mean the buyer's credential is unusable (expired, used, unknown);
+# every other 400 is a request this store built wrong for the account or API version.
+_CREDENTIAL_CODES = {
+    "resource_missing",
+    "token_already_used",
+    "payment_method_unexpected_state",
+    "payment_method_invalid_parameter",
+    "shared_payment_granted_token_expired",
+    "shared_payment_granted_token_revoked",
+    "shared_payment_granted_token_usage_limit_exceeded",
+}
+_CREDENTIAL_PARAMS = ("payment_method", "card[token]", "source")
 
 
 class StripeProvider:
@@ -45,8 +59,10 @@ class StripeProvider:
         base = env.get("STRIPE_API_BASE")
         self._test_mode = key.startswith(("sk_test_", "rk_test_"))
         self._webhook_secret = settings.secret("STRIPE_WEBHOOK_SECRET")
-        self._spt_version = env.get("STRIPE_API_VERSION") or DEFAULT_SPT_API_VERSION
+        self._spt_version = env.get("STRIPE_API_VERSION") or params.DEFAULT_SPT_API_VERSION
         self._account = _account_id(env.get("STRIPE_ACCOUNT_ID"), self._test_mode)
+        self._three_ds = getattr(settings, "three_ds", None)
+        self._expand = ["payment_method"] if self._three_ds is not None else None
         self._client = stripe.StripeClient(
             key,
             base_addresses={"api": base.rstrip("/")} if base else None,
@@ -67,6 +83,15 @@ class StripeProvider:
 
     def handlers(self, provider_order_id: str | None) -> list[dict[str, Any]]:
         """Advertise the delegated tokenized-card handler processed by Stripe."""
+        config: dict[str, Any] = {
+            "merchant_id": self._account,
+            "psp": "stripe",
+            "accepted_brands": list(ACCEPTED_BRANDS),
+            "supports_3ds": self._three_ds is not None,
+            "environment": "test" if self._test_mode else "production",
+        }
+        if self._three_ds is not None:
+            config["3ds_versions"] = ["2.1.0", "2.2.0"]
         return [
             {
                 "id": "card_tokenized",
@@ -81,74 +106,186 @@ class StripeProvider:
                 "instrument_schemas": [
                     "https://acp.dev/schemas/handlers/tokenized.card/instrument.json"
                 ],
-                "config": {
-                    "merchant_id": self._account,
-                    "psp": "stripe",
-                    "accepted_brands": list(ACCEPTED_BRANDS),
-                    "supports_3ds": False,
-                    "environment": "test" if self._test_mode else "production",
-                },
+                "config": config,
             }
         ]
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
-        """Create and confirm one PaymentIntent for this attempt; map its outcome."""
-        params: dict[str, Any] = {
-            "amount": request.amount,
-            "currency": request.currency.lower(),
-            "confirm": True,
-            "payment_method_types": ["card"],
-            "metadata": {"checkout_session_id": request.session_id},
-        }
-        if request.description:
-            params["description"] = request.description
-        options: dict[str, Any] = {"idempotency_key": request.idempotency_key}
+        """Create and confirm one PaymentIntent for this attempt; map its outcome.
+
+        A lost answer is repeated once under the same idempotency key (Stripe replays what it
+        did), then looked up by the attempt's metadata; only then is the outcome unknown.
+        """
         token = request.credential.token
         kind = _token_kind(token, request.credential.credential_type)
-        if kind == "spt":
-            params["payment_method_data"] = {"shared_payment_granted_token": token}
-            options["stripe_version"] = self._spt_version
-        elif kind == "card_token":
-            params["payment_method_data"] = {"type": "card", "card": {"token": token}}
-        else:
-            params["payment_method"] = token
-        try:
-            intent = self._client.v1.payment_intents.create(params=params, options=options)
-        except stripe.CardError as exc:
-            error = (exc.json_body or {}).get("error") or {}
-            intent_id = (error.get("payment_intent") or {}).get("id")
-            log.info(
-                "stripe declined session %s: code=%s decline_code=%s",
-                request.session_id,
-                exc.code,
-                error.get("decline_code"),
+        version = self._spt_version if kind == "spt" else params.CARD_API_VERSION
+        payment_method = None
+        if kind == "card_token":
+            answer = self._create(
+                request,
+                "payment_methods",
+                params.payment_method_from_token(token),
+                f"{request.idempotency_key}-pm",
+                version,
             )
-            return decline(exc.code, error.get("decline_code"), intent_id)
-        except stripe.InvalidRequestError as exc:
-            if _credential_rejected(exc):
+            if isinstance(answer, ChargeResult):
+                return answer
+            payment_method = answer.id
+        elif kind == "payment_method":
+            payment_method = token
+        body = params.payment_intent(
+            amount=to_provider_units(request.amount, request.currency, "stripe"),
+            currency=request.currency,
+            session_id=request.session_id,
+            attempt=request.idempotency_key,
+            version=version,
+            description=request.description,
+            payment_method=payment_method,
+            shared_payment_token=token if kind == "spt" else None,
+            authentication=request.authentication,
+        )
+        if self._expand:  # the card brand picks the 3DS directory server
+            body["expand"] = self._expand
+        intent = self._create(request, "payment_intents", body, request.idempotency_key, version)
+        if isinstance(intent, ChargeResult):
+            return intent
+        return self._outcome(request, intent)
+
+    def _create(
+        self, request: ChargeRequest, resource: str, body: dict[str, Any], key: str, version: str
+    ) -> Any:
+        """POST one create; return the object, a decline, or raise ProviderError."""
+        service = getattr(self._client.v1, resource)
+        options: dict[str, Any] = {"idempotency_key": key, "stripe_version": version}
+        for attempt in (1, 2):
+            try:
+                return service.create(params=body, options=options)
+            except stripe.CardError as exc:
+                error = (exc.json_body or {}).get("error") or {}
+                intent_id = (error.get("payment_intent") or {}).get("id")
                 log.info(
-                    "stripe rejected the credential for session %s: %s",
+                    "stripe declined session %s: code=%s decline_code=%s",
                     request.session_id,
                     exc.code,
+                    error.get("decline_code"),
                 )
-                return decline("invalid")
+                return decline(exc.code, error.get("decline_code"), intent_id)
+            except stripe.InvalidRequestError as exc:
+                if _credential_rejected(exc):
+                    log.info(
+                        "stripe rejected the credential for session %s: %s (param %s)",
+                        request.session_id,
+                        exc.code,
+                        exc.param,
+                    )
+                    return decline("invalid")
+                raise _setup_error(exc, f"POST /v1/{resource}", version) from exc
+            except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+                raise _setup_error(exc, f"POST /v1/{resource}", version) from exc
+            except stripe.IdempotencyError as exc:
+                raise ProviderError(
+                    f"Stripe idempotency conflict: {_describe(exc)}", retryable=False
+                ) from exc
+            except stripe.APIConnectionError as exc:
+                if _never_sent(exc):  # refused, unresolved, connect timeout: Stripe saw nothing
+                    raise ProviderError(f"Stripe could not be reached: {_describe(exc)}") from exc
+                if attempt == 1:  # the same key: Stripe answers what it did the first time
+                    log.warning(
+                        "no answer from Stripe for session %s (%s); asking again under the "
+                        "same idempotency key",
+                        request.session_id,
+                        type(exc).__name__,
+                    )
+                    continue
+                if resource != "payment_intents":
+                    raise ProviderError(f"Stripe could not be reached: {_describe(exc)}") from exc
+                return self._look_up(request, exc)
+            except stripe.APIError as exc:
+                if exc.http_status == 409 or (exc.http_status or 0) >= 500:
+                    # 409: the same key is still running; 5xx: Stripe may have acted.
+                    if resource == "payment_intents":
+                        return self._look_up(request, exc)
+                    raise ProviderError(
+                        f"Stripe failed: {_describe(exc)}", retryable=exc.http_status != 500
+                    ) from exc
+                raise ProviderError(f"Stripe failed: {_describe(exc)}") from exc
+            except stripe.StripeError as exc:  # rate limits: Stripe acted on nothing
+                raise ProviderError(f"Stripe request failed: {_describe(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _look_up(self, request: ChargeRequest, cause: stripe.StripeError) -> ChargeResult:
+        """Learn a lost attempt's outcome from its metadata, or say it is unknown."""
+        found = self.find_payment(request.session_id, request.idempotency_key)
+        if found is not None:
+            log.warning(
+                "session %s: Stripe's answer was lost (%s); found the attempt: %s %s",
+                request.session_id,
+                type(cause).__name__,
+                found.status,
+                found.reference,
+            )
+            return found
+        if isinstance(cause, stripe.APIError) and cause.http_status == 500:
+            # Stripe stored its 500 under this key: this token can only replay it.
             raise ProviderError(
-                f"Stripe refused the PaymentIntent: {_describe(exc)}", retryable=False
-            ) from exc
-        except stripe.IdempotencyError as exc:
-            raise ProviderError(
-                f"Stripe idempotency conflict: {_describe(exc)}", retryable=False
-            ) from exc
-        except stripe.APIError as exc:
-            # Stripe stores a 500 under the idempotency key: the same token replays it, so
-            # only a new credential (a new key) can succeed.
-            raise ProviderError(
-                f"Stripe failed the PaymentIntent: {_describe(exc)}",
-                retryable=exc.http_status != 500,
-            ) from exc
+                f"Stripe failed the PaymentIntent: {_describe(cause)}", retryable=False
+            ) from cause
+        raise ProviderError(
+            f"Stripe's answer for session {request.session_id} was lost ({_describe(cause)}) "
+            "and no PaymentIntent for this attempt was found yet",
+            outcome_unknown=True,
+        ) from cause
+
+    def find_payment(self, session_id: str, attempt: str | None = None) -> ChargeResult | None:
+        """Look up this session's PaymentIntents by metadata; None when none is found.
+
+        With `attempt`, only that attempt's PaymentIntent counts; without, a succeeded (or
+        processing) one of any attempt does. Raise ProviderError when Stripe cannot answer.
+        """
+        try:
+            found = self._client.v1.payment_intents.search(
+                params=params.search_by_session(session_id),
+                options={"stripe_version": params.CARD_API_VERSION},
+            )
         except stripe.StripeError as exc:
-            raise ProviderError(f"Stripe request failed: {_describe(exc)}") from exc
-        return self._outcome(request, intent)
+            raise ProviderError(
+                f"Stripe could not look up session {session_id}'s payments: {_describe(exc)}",
+                outcome_unknown=True,
+            ) from exc
+        intents = [
+            i
+            for i in found.data
+            if attempt is None or (_plain(i).get("metadata") or {}).get("shop_attempt") == attempt
+        ]
+        for status in ("succeeded", "processing"):
+            for intent in intents:
+                if intent.status == status:
+                    return (
+                        ChargeResult(ChargeStatus.SUCCEEDED, intent.id)
+                        if status == "succeeded"
+                        else ChargeResult(ChargeStatus.PENDING, intent.id)
+                    )
+        if attempt is not None and intents:
+            intent = intents[0]
+            error = _plain(intent).get("last_payment_error") or {}
+            return decline(error.get("code"), error.get("decline_code"), intent.id)
+        return None
+
+    def refund(self, reference: str, session_id: str, reason: str = "duplicate") -> str:
+        """Refund a whole PaymentIntent once (keyed by it); return the refund id."""
+        try:
+            refund = self._client.v1.refunds.create(
+                params=params.refund(reference, session_id, reason),
+                options={
+                    "idempotency_key": f"shop-refund-{reference}",
+                    "stripe_version": params.CARD_API_VERSION,
+                },
+            )
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise _setup_error(exc, "POST /v1/refunds", params.CARD_API_VERSION) from exc
+        except stripe.StripeError as exc:
+            raise ProviderError(f"Stripe could not refund {reference}: {_describe(exc)}") from exc
+        return str(refund.id)
 
     def _outcome(self, request: ChargeRequest, intent: Any) -> ChargeResult:
         status = intent.status
@@ -158,6 +295,16 @@ class StripeProvider:
             return ChargeResult(ChargeStatus.PENDING, intent.id)
         if status == "requires_action":
             self._cancel(intent.id, request)
+            if self._three_ds is not None and request.authentication is None:
+                return ChargeResult(
+                    ChargeStatus.AUTHENTICATION_REQUIRED,
+                    intent.id,
+                    "requires_3ds",
+                    "This card needs 3-D Secure authentication.",
+                    authentication_metadata=self._three_ds.metadata(
+                        _brand(intent), request.credential
+                    ),
+                )
             return decline("authentication_required", reference=intent.id)
         if status == "requires_payment_method":
             error = _plain(intent).get("last_payment_error") or {}
@@ -169,12 +316,16 @@ class StripeProvider:
         )
 
     def _cancel(self, intent_id: str, request: ChargeRequest) -> None:
-        # 3DS is not supported yet: cancel so the authorization can never complete later.
+        # Stripe's own 3DS flow needs the buyer's browser, which an agent checkout does not
+        # have: cancel, so the authorization can never complete later.
         try:
             self._client.v1.payment_intents.cancel(
                 intent_id,
                 params={"cancellation_reason": "abandoned"},
-                options={"idempotency_key": f"{request.idempotency_key}-cancel"},
+                options={
+                    "idempotency_key": f"{request.idempotency_key}-cancel",
+                    "stripe_version": params.CARD_API_VERSION,
+                },
             )
         except stripe.StripeError as exc:
             # Without the buyer's authentication it cannot be charged; Stripe expires it.
@@ -231,11 +382,62 @@ def _token_kind(token: str, credential_type: str | None) -> str:
 def _credential_rejected(exc: stripe.InvalidRequestError) -> bool:
     """Tell a bad token (expired, used, unknown: the buyer's problem) from a bad request (ours)."""
     param = getattr(exc, "param", None) or ""
-    return param.startswith(("payment_method", "shared_payment")) or exc.code in {
-        "resource_missing",
-        "token_already_used",
-        "payment_method_unexpected_state",
-    }
+    if exc.code not in _CREDENTIAL_CODES:
+        return False  # parameter_unknown, …_no_longer_supported …: this store's request
+    return (
+        exc.code != "resource_missing"
+        or param.startswith(_CREDENTIAL_PARAMS)
+        or (param == "payment_method_data[shared_payment_granted_token]")
+    )
+
+
+def _setup_error(exc: stripe.StripeError, what: str, version: str) -> ProviderError:
+    """A refusal only the merchant can fix: say what to change, for the log."""
+    if isinstance(exc, stripe.AuthenticationError):
+        fix = (
+            "STRIPE_SECRET_KEY is not a valid key for this account; set the secret key from "
+            "Dashboard → Developers → API keys"
+        )
+    elif isinstance(exc, stripe.PermissionError):
+        fix = (
+            "STRIPE_SECRET_KEY is a restricted key without the permission this needs; give it "
+            "write access to PaymentIntents, PaymentMethods and Refunds, or use the secret key"
+        )
+    elif "shared_payment_granted_token" in (getattr(exc, "param", None) or ""):
+        fix = (
+            "this account or API version does not accept Shared Payment Tokens; ask Stripe to "
+            "enable agentic commerce (Shared Payment Tokens) for the account, and check "
+            f"STRIPE_API_VERSION (now {version}) is a preview version that has them"
+        )
+    else:
+        fix = (
+            f"Stripe refused a parameter on API version {version} (param "
+            f"{getattr(exc, 'param', None)!r}); this store's request does not match the "
+            "account's API — report it with the request id"
+        )
+    return ProviderError(
+        f"Stripe refused {what} ({_describe(exc)}): {fix}", retryable=False, setup=True
+    )
+
+
+def _never_sent(exc: stripe.APIConnectionError) -> bool:
+    """True when the connection itself failed, so the request cannot have reached Stripe."""
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, requests.exceptions.ConnectTimeout | NewConnectionError):
+            return True
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
+            return True
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = nested or cause.__cause__ or cause.__context__
+    return False
+
+
+def _brand(intent: Any) -> str | None:
+    method = getattr(intent, "payment_method", None)
+    card = getattr(method, "card", None) if not isinstance(method, str) else None
+    return getattr(card, "brand", None)
 
 
 def _plain(obj: Any) -> dict[str, Any]:

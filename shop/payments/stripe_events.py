@@ -14,6 +14,7 @@ from typing import Any
 
 import stripe
 
+from shop.money import from_provider_units
 from shop.payments import EventKind, PaymentEvent, WebhookPayloadError, WebhookSignatureError
 from shop.payments.declines import decline
 
@@ -89,6 +90,8 @@ def _event(event_id: str, event_type: str, obj: Mapping[str, Any]) -> PaymentEve
         amount = obj.get("amount_refunded")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
         raise TypeError(f"amount {amount!r} is not an integer in minor units")
+    if amount is not None and obj.get("currency"):  # Stripe's units (ISK: two-decimal) -> ours
+        amount = from_provider_units(amount, str(obj["currency"]), "stripe")
     return PaymentEvent(
         id=event_id,
         type=event_type,

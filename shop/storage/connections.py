@@ -9,9 +9,12 @@ path of shop.storage.transaction).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -21,8 +24,12 @@ from sqlalchemy import Executable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from shop.errors import DatabaseUnavailableError
 from shop.storage.compiled_sql import compile_once
+from shop.storage.failures import file_removed, file_replaced
 from shop.storage.sqlite_tuning import WriterQueue, open_connection, writer_queue
+
+log = logging.getLogger("shop.storage")
 
 
 class Database:
@@ -34,7 +41,18 @@ class Database:
     SQLite's must not be used across a fork.
     """
 
-    __slots__ = ("__weakref__", "_local", "_path", "dialect", "engine", "own", "queue")
+    __slots__ = (
+        "__weakref__",
+        "_local",
+        "_path",
+        "dialect",
+        "engine",
+        "failures",
+        "identity",
+        "own",
+        "probed_at",
+        "queue",
+    )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -43,7 +61,16 @@ class Database:
         self.queue: WriterQueue | None = writer_queue(engine) if self.own else None
         self._path = str(engine.url.database)
         self._local = threading.local()
+        # shop.storage.health: the file's (device, inode) as opened, and failures met since
+        self.identity: tuple[int, int] | None = None
+        self.failures: dict[str, tuple[str, float]] = {}
+        self.probed_at = float("-inf")
         _DATABASES.add(self)
+
+    @property
+    def path(self) -> str:
+        """The SQLite file's path (meaningful when `own`)."""
+        return self._path
 
     def reader(self) -> sqlite3.Connection:
         """This thread's autocommit connection for shop.storage.connections.read."""
@@ -59,6 +86,58 @@ class Database:
             conn = self._local.writer = open_connection(self._path)
         return conn
 
+    def check_file(self) -> None:
+        """Raise DatabaseUnavailableError when the file was removed or replaced since opened.
+
+        One stat() per call (about a microsecond): every transaction and every read checks, so
+        nothing is answered from, or written to, a file that is no longer the store's. The
+        first time, what the store still sees of the lost file through its open connections is
+        copied beside it (`<path>.rescued-<inode>`), so no paid order's record is gone.
+        """
+        if self.identity is None:
+            return
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            found = None
+        if found is not None and (found.st_dev, found.st_ino) == self.identity:
+            return
+        rescued = self._rescue()
+        text = (file_removed if found is None else file_replaced)(self._path, rescued)
+        self.note("file", text)
+        raise DatabaseUnavailableError(text)
+
+    def note(self, kind: str, text: str) -> None:
+        """Remember a failure of `kind` (shop.storage.health); log it the first time."""
+        if kind not in self.failures:
+            log.error("DATABASE UNAVAILABLE: %s", text)
+        self.failures[kind] = (text, time.monotonic())
+
+    def _rescue(self) -> str | None:
+        """Copy the lost file, as this thread's open connection still sees it, beside the path."""
+        assert self.identity is not None
+        target = f"{self._path}.rescued-{self.identity[1]}"
+        if os.path.exists(target):
+            return target
+        conn = getattr(self._local, "reader", None) or getattr(self._local, "writer", None)
+        if conn is None or conn.in_transaction:
+            return None  # this thread never opened the old file; another thread will
+        partial = f"{target}.{os.getpid()}.part"
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                conn.backup(copy)
+            finally:
+                copy.close()
+            os.replace(partial, target)
+        except (OSError, sqlite3.Error):
+            log.exception("could not copy the lost database file to %s", target)
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            return None
+        log.error("the database file's last contents were copied to %s", target)
+        return target
+
 
 def attach(app: Any, engine: Engine) -> Database:
     """Make the app's Database for its engine (models.init_db, once the engine is tuned)."""
@@ -73,6 +152,14 @@ def database() -> Database:
     if found is None:
         found = extensions[_DATABASE] = Database(extensions["sqlalchemy"].engine)
     return found
+
+
+def remember_file(app: Any) -> None:
+    """Note which file the app's database is (its inode), once its tables exist (init_db)."""
+    bound = app.extensions.get(_DATABASE)
+    if bound is not None and bound.own:
+        found = os.stat(bound.path)
+        bound.identity = (found.st_dev, found.st_ino)
 
 
 def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
@@ -93,6 +180,7 @@ def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list
     if compiled is None:
         with bound.engine.connect().execution_options(shop_read=True) as conn:
             return list(conn.execute(statement, params or {}))
+    bound.check_file()
     sql, args = compiled.sql, compiled.args(params)
     try:
         cursor = bound.reader().execute(sql, args)

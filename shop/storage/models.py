@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shop.storage.connections import attach
+from shop.storage.connections import attach, remember_file
 from shop.storage.sqlite_tuning import tune
 
 
@@ -32,6 +32,9 @@ db = SQLAlchemy(model_class=Base)
 # left it to the idempotency layer to commit with the response); whatever goes wrong after,
 # it is committed, never rolled back (shop/idempotency.py).
 KEEP_ON_ERROR = "shop.keep_on_error"
+# transaction.info() flag: this unit of work took a payment (shop.checkout.paying). Whatever
+# fails after, its answer says so: the ACP surface answers it even when it cannot store it.
+PAYMENT_TAKEN = "shop.payment_taken"
 
 
 def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
@@ -192,8 +195,28 @@ def init_db(app: Flask) -> None:
     with app.app_context():
         tune(db.engine)
         attach(app, db.engine)
+        _create_tables()
+        remember_file(app)
+
+
+# Any number, the same in every process: PostgreSQL's advisory lock for creating the tables.
+_SCHEMA_LOCK = 7_316_016
+
+
+def _create_tables() -> None:
+    """Create missing tables and columns; on PostgreSQL one process at a time.
+
+    Several workers (or two servers) starting together on an empty PostgreSQL database would
+    otherwise race to CREATE the same tables and all but one fail. On SQLite the writer queue
+    already serializes it (every transaction holds the flock).
+    """
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            db.metadata.create_all(conn)
+    else:
         db.create_all()
-        _add_missing_columns()
+    _add_missing_columns()
 
 
 def _add_missing_columns() -> None:

@@ -7,11 +7,14 @@ docs/decisions.md (Storage) gives the durability trade-off of these pragmas.
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -23,6 +26,7 @@ except ImportError:  # not POSIX: threads still queue; processes fall back to bu
     fcntl = None  # type: ignore[assignment]
 
 BUSY_TIMEOUT_SECONDS = 10.0
+INCREMENTAL_VACUUM = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 _HELD = "shop.writer_queue"  # connection info: this connection holds the queue's turn
 _QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
 _own_transaction: Callable[[], bool] = lambda: False  # noqa: E731 (shop.storage.transaction sets it)
@@ -100,26 +104,55 @@ def tune(engine: Engine) -> None:
     database = engine.url.database
     on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
     queue = _QUEUES[engine] = WriterQueue(f"{database}.lock" if on_disk else None)
-    event.listen(engine, "connect", _pragmas)
+    event.listen(engine, "connect", _engine_pragmas)
     event.listen(engine, "begin", lambda conn: _begin(conn, queue))
     event.listen(engine.pool, "checkin", _release)
     event.listen(engine.pool, "close", _release)
 
 
-def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """WAL for readers beside the writer, synchronous=NORMAL, and a busy timeout.
+def _pragmas(dbapi_connection: Any, connection_record: Any, new_files: bool = False) -> None:
+    """A busy timeout, then WAL for readers beside the writer, synchronous=NORMAL.
 
-    synchronous=NORMAL in WAL mode skips the fsync on each commit (it happens at checkpoints):
-    a power cut can lose the last commits, never corrupt the file (docs/decisions.md).
+    The busy timeout comes first, and the switch to WAL is retried: on a brand-new file it
+    upgrades a shared lock to an exclusive one, and when several workers start at once
+    SQLite answers "database is locked" at once to all but one, without waiting the busy
+    timeout (waiting could deadlock). Measured: 3 to 5 of 800 such switches failed, with or
+    without a busy timeout; tests/test_storage_startup.py starts them together, repeatedly.
+    With `new_files` (the engine's connections, which create the tables) a file with no
+    pages yet gets auto_vacuum=INCREMENTAL, before the WAL switch writes its first page
+    (shop.storage.space gives purged pages back to the disk with it). synchronous=NORMAL in
+    WAL mode skips the fsync on each commit (it happens at checkpoints): a power cut can lose
+    the last commits, never corrupt the file (docs/decisions.md).
     """
     # Autocommit at the driver level, so the BEGIN IMMEDIATE below is the only BEGIN sent.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    # Only where it is not set: setting it on a file that has it rewrites the header, which
+    # waits for the write lock; on a file that has pages and tables it changes nothing.
+    if new_files and cursor.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL_VACUUM:
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    _use_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch to WAL (a no-op once the file is WAL), retrying a lock refused without a wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.001, 0.01))
+
+
+def _engine_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    _pragmas(dbapi_connection, connection_record, new_files=True)
 
 
 def open_connection(database: str) -> sqlite3.Connection:
@@ -129,7 +162,11 @@ def open_connection(database: str) -> sqlite3.Connection:
     and needs no turn in the writer queue. A writer (shop.storage.transaction) sends BEGIN IMMEDIATE
     itself, in its turn.
     """
-    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    # mode=rw: a file that is gone is an error here, never a new empty database (a thread
+    # opening its first connection after the file was removed would otherwise create one).
+    conn = sqlite3.connect(
+        f"file:{quote(database)}?mode=rw", isolation_level=None, check_same_thread=False, uri=True
+    )
     _pragmas(conn, None)
     return conn
 

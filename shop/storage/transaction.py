@@ -199,6 +199,7 @@ def _connection() -> sqlite3.Connection | None:
 
 
 def _begin(bound: Database) -> sqlite3.Connection:
+    bound.check_file()  # never write to a file that is no longer the store's
     conn = bound.writer()
     queue = bound.queue
     assert queue is not None
