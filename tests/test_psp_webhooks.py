@@ -614,6 +614,23 @@ def test_razorpay_duplicate_event_id_does_nothing(
     assert _events(sink) == ["order.created"]
 
 
+def test_razorpay_replay_with_a_new_event_id_header_is_a_duplicate(
+    razorpay_app, razorpay_acp, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    # X-Razorpay-Event-Id is not covered by the signature: a genuine body replayed with
+    # another header value is the same event (dedupe on the signed payment id and state).
+    session, order_id = _ready_razorpay(razorpay_acp)
+    body = razorpay_event("payment.captured", _captured(fake_psp, order_id, total(session)))
+    client = razorpay_app.test_client()
+    assert post_razorpay(client, body, event_id="evt_one").get_json()["outcome"] == "completed"
+    for header in ("evt_two", None):
+        again = post_razorpay(client, body, event_id=header)
+        assert (again.status_code, again.get_json()["outcome"]) == (200, "duplicate")
+    wait_for(lambda: sink.orders)
+    time.sleep(0.1)
+    assert _events(sink) == ["order.created"]
+
+
 def test_razorpay_failed_payment_leaves_the_session_payable(
     razorpay_app, razorpay_acp, fake_psp: FakePSP
 ) -> None:
@@ -634,7 +651,7 @@ def test_razorpay_failed_payment_leaves_the_session_payable(
     assert post_razorpay(client, paid, event_id="evt_ok").get_json()["outcome"] == "completed"
     # … and a failure that arrives after the success never un-pays it.
     late = post_razorpay(client, failed, event_id="evt_f2").get_json()["outcome"]
-    assert late == "ignored_in_status:completed"
+    assert late == "duplicate"  # the same signed body: the same event, whatever the header
     assert _status(razorpay_acp, session["id"])["status"] == "completed"
     assert stock_of(razorpay_app, "scarce") == 3
 

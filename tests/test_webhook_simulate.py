@@ -16,6 +16,7 @@ import requests
 
 from shop.cli.simulate import EVENTS, SessionFacts, SimulationError, build_event
 from shop.payments import EventKind
+from shop.payments.offline import DEMO_WEBHOOK_SECRET, TestProvider
 from shop.payments.razorpay import RazorpayProvider
 from shop.payments.stripe import StripeProvider
 from tests.conftest import API_VERSION, cart, payment
@@ -36,6 +37,11 @@ KINDS = {
     "order.paid": EventKind.PAID,
     "payment.failed": EventKind.FAILED,
     "payment.dispute.created": EventKind.DISPUTED,
+    "charge.refunded": EventKind.REFUNDED,
+    "refund.processed": EventKind.REFUNDED,
+    "payment.succeeded": EventKind.PAID,
+    "payment.disputed": EventKind.DISPUTED,
+    "payment.refunded": EventKind.REFUNDED,
 }
 
 
@@ -51,7 +57,7 @@ def _store_env(shop_files: dict[str, Path], fake_psp: FakePSP, provider: str) ->
         "SHOP_PRODUCTS": str(shop_files["products"]),
         "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
         "SHOP_API_KEYS": f"agent:{TOKEN}",
-        **fake_psp.env(provider),
+        **(fake_psp.env(provider) if provider != "test" else {}),
     }
 
 
@@ -132,6 +138,8 @@ def test_stripe_events_drive_a_running_store(start_store, fake_psp):
         done = store.session(session_id)
         assert done["status"] == "completed"
         assert done["order"]["id"] == f"order_{session_id}"
+        refunded = store.simulate("stripe", "charge.refunded", "--session", session_id)
+        assert '"outcome":"canceled"' in refunded.output, refunded.output
 
         again = store.simulate(
             "stripe",
@@ -167,6 +175,8 @@ def test_razorpay_events_drive_a_running_store(start_store):
 
         paid = store.simulate("razorpay", "order.paid", "--session", second)
         assert '"outcome":"completed"' in paid.output, paid.output
+        refunded = store.simulate("razorpay", "refund.processed", "--session", second)
+        assert '"outcome":"canceled"' in refunded.output, refunded.output
 
         wrong = store.simulate(
             "razorpay",
@@ -176,6 +186,33 @@ def test_razorpay_events_drive_a_running_store(start_store):
             RAZORPAY_WEBHOOK_SECRET="not_the_stores",
         )
         assert wrong.exit_code == 1 and " -> 400 " in wrong.output
+
+
+def test_test_provider_events_are_signed_and_drive_a_running_store(start_store):
+    with start_store("test") as store:
+        session_id = store.post("/checkout_sessions", cart(("widget", 1)))["id"]
+        pending = store.post(f"/checkout_sessions/{session_id}/complete", payment("tok_pending"))
+        assert pending["status"] == "in_progress"
+
+        # Unsigned, or signed with another secret: no free "mark paid" button.
+        unsigned = requests.post(
+            f"{store.url}/webhooks/test",
+            json={"id": "evt_x", "type": "payment.succeeded", "session_id": session_id},
+            timeout=10,
+        )
+        assert unsigned.status_code == 400
+        wrong = store.simulate(
+            "test", "payment.succeeded", "--session", session_id, TEST_WEBHOOK_SECRET="guess"
+        )
+        assert wrong.exit_code == 1 and " -> 400 " in wrong.output
+        assert store.session(session_id)["status"] == "in_progress"
+
+        # The store has no TEST_WEBHOOK_SECRET: both sides use the documented demo secret.
+        paid = store.simulate("test", "payment.succeeded", "--session", session_id)
+        assert '"outcome":"completed"' in paid.output, paid.output
+        assert store.session(session_id)["status"] == "completed"
+        refunded = store.simulate("test", "payment.refunded", "--session", session_id)
+        assert '"outcome":"canceled"' in refunded.output, refunded.output
 
 
 # ------------------------------------------------------------ clear errors, no store needed
@@ -321,6 +358,13 @@ def test_amount_and_event_id_options_reach_the_signed_event(
 def test_every_simulated_event_parses_through_the_provider(
     provider, event_type, fake_psp, tmp_path
 ):
+    if provider == "test":
+        real = TestProvider()
+        facts = SessionFacts("cs_sim", 2999, "usd", payment_reference="test_pay_1")
+        signed = build_event(provider, event_type, facts, DEMO_WEBHOOK_SECRET, event_id="evt_1")
+        event = real.parse_webhook(signed.body, signed.headers)
+        assert (event.id, event.kind, event.session_id) == ("evt_1", KINDS[event_type], "cs_sim")
+        return
     settings = provider_settings(fake_psp, provider, tmp_path)
     if provider == "stripe":
         real = StripeProvider(settings)
@@ -333,7 +377,9 @@ def test_every_simulated_event_parses_through_the_provider(
         secret = RAZORPAY_WEBHOOK_SECRET
     signed = build_event(provider, event_type, facts, secret, event_id="evt_1")
     event = real.parse_webhook(signed.body, signed.headers)
-    assert (event.id, event.type, event.kind) == ("evt_1", event_type, KINDS[event_type])
+    assert (event.type, event.kind) == (event_type, KINDS[event_type])
+    # Razorpay's event id header is unsigned: the store names the event by its signed body.
+    assert event.id == "evt_1" if provider == "stripe" else event.id.startswith("signed_")
     assert event.reference == (facts.payment_reference or event.reference)
     if event.kind != EventKind.DISPUTED:
         assert (event.session_id, event.amount) == ("cs_sim", facts.amount)
@@ -346,6 +392,6 @@ def test_build_event_refuses_an_empty_secret_and_unknown_events():
     with pytest.raises(SimulationError, match="STRIPE_WEBHOOK_SECRET"):
         build_event("stripe", "payment_intent.succeeded", facts, "")
     with pytest.raises(SimulationError, match=r"payment_intent\.succeeded"):
-        build_event("stripe", "charge.refunded", facts, "whsec")
+        build_event("stripe", "refund.processed", facts, "whsec")
     with pytest.raises(SimulationError, match="no Razorpay order"):
         build_event("razorpay", "payment.captured", facts, "secret")

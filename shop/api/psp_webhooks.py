@@ -7,7 +7,9 @@ import logging
 from flask import Blueprint, Response, request
 
 from shop import metrics
+from shop.api import json_body
 from shop.api.acp import json_response
+from shop.api.json_body import BodyError
 from shop.checkout.payment_events import DeferredEventError, apply_event
 from shop.errors import ProviderError
 from shop.payments import WebhookPayloadError, WebhookSignatureError
@@ -33,6 +35,14 @@ def receive(provider: str) -> Response:
             404,
         )
     raw = request.get_data(cache=False)
+    try:
+        # The strict decoder first (depth, finite numbers, UTF-8): a 10,000-deep body must be
+        # a 400 here, never a RecursionError inside a provider library's json.loads.
+        json_body.loads(raw)
+    except BodyError as exc:
+        metrics.inc("shop_webhook_malformed_total", provider=provider)
+        log.warning("refused an unreadable %s webhook body: %s", provider, exc)
+        return json_response({"error": f"malformed event: {exc}"}, 400)
     try:
         event = state.provider.parse_webhook(raw, request.headers)
         outcome = apply_event(state, event)

@@ -176,8 +176,12 @@ def webhooks_simulate(
     """Send PROVIDER's EVENT about a session to the store, signed like the provider signs it.
 
     \b
-    stripe:   payment_intent.succeeded, payment_intent.payment_failed, charge.dispute.created
-    razorpay: payment.captured, order.paid, payment.failed, payment.dispute.created
+    stripe:   payment_intent.succeeded, payment_intent.payment_failed, charge.dispute.created,
+              charge.refunded
+    razorpay: payment.captured, order.paid, payment.failed, payment.dispute.created,
+              refund.processed
+    test:     payment.succeeded, payment.failed, payment.disputed, payment.refunded
+              (signed with TEST_WEBHOOK_SECRET, else the documented demo secret)
     """
     if event not in simulate.EVENTS[provider]:
         raise click.BadParameter(
@@ -188,6 +192,8 @@ def webhooks_simulate(
     state = get_state()
     variable = simulate.SECRET_VARIABLES[provider]
     secret = state.settings.secret(variable)
+    if not secret and provider == "test" and state.provider.name == "test":
+        secret = getattr(state.provider, "webhook_secret", None)  # the documented demo secret
     if not secret:
         raise click.ClickException(
             f"{variable} is not set; export the same webhook signing "

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from shop.money import to_provider_units
 from shop.security import hmac_sha256_hex, sign_timestamped
 
 EVENTS: dict[str, tuple[str, ...]] = {
@@ -24,10 +25,22 @@ EVENTS: dict[str, tuple[str, ...]] = {
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
         "charge.dispute.created",
+        "charge.refunded",
     ),
-    "razorpay": ("payment.captured", "order.paid", "payment.failed", "payment.dispute.created"),
+    "razorpay": (
+        "payment.captured",
+        "order.paid",
+        "payment.failed",
+        "payment.dispute.created",
+        "refund.processed",
+    ),
+    "test": ("payment.succeeded", "payment.failed", "payment.disputed", "payment.refunded"),
 }
-SECRET_VARIABLES = {"stripe": "STRIPE_WEBHOOK_SECRET", "razorpay": "RAZORPAY_WEBHOOK_SECRET"}
+SECRET_VARIABLES = {
+    "stripe": "STRIPE_WEBHOOK_SECRET",
+    "razorpay": "RAZORPAY_WEBHOOK_SECRET",
+    "test": "TEST_WEBHOOK_SECRET",
+}
 TIMEOUT_SECONDS = 30
 MAX_ANSWER_CHARS = 500
 
@@ -94,6 +107,9 @@ def build_event(
     if provider == "stripe":
         body = _json(_stripe_event(event_type, facts, event_id, now))
         headers = {"Stripe-Signature": sign_timestamped(secret, body, now)}
+    elif provider == "test":  # signed like Razorpay's: hex HMAC-SHA256 of the raw body
+        body = _json(_test_event(event_type, facts, event_id))
+        headers = {"X-Test-Signature": hmac_sha256_hex(secret, body)}
     else:  # Razorpay sends the event id in a header, not in the body
         body = _json(_razorpay_event(event_type, facts, now))
         headers = {
@@ -107,7 +123,24 @@ def _json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
+def _test_event(event_type: str, facts: SessionFacts, event_id: str) -> dict[str, Any]:
+    reference = facts.payment_reference
+    if not reference or reference.startswith("unknown:"):
+        reference = _sim_id("test_pay")
+    return {
+        "id": event_id,
+        "type": event_type,
+        "session_id": facts.session_id,
+        "reference": reference,
+        "amount": facts.amount,
+    }
+
+
 def _stripe_event(event_type: str, facts: SessionFacts, event_id: str, now: int) -> dict[str, Any]:
+    amount = to_provider_units(facts.amount, facts.currency, "stripe")
+    facts = SessionFacts(
+        facts.session_id, amount, facts.currency, facts.payment_reference, facts.provider_order_id
+    )
     reference = facts.payment_reference
     if not (reference or "").startswith("pi_"):
         reference = _sim_id("pi")
@@ -141,6 +174,22 @@ def _stripe_event(event_type: str, facts: SessionFacts, event_id: str, now: int)
                 "decline_code": "generic_decline",
                 "message": "Your card was declined.",
             },
+        }
+    elif event_type == "charge.refunded":  # data.object is the charge, refunded in full
+        obj = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": facts.amount,
+            "amount_captured": facts.amount,
+            "amount_refunded": facts.amount,
+            "currency": facts.currency.lower(),
+            "payment_intent": reference,
+            "metadata": {"checkout_session_id": facts.session_id},
+            "paid": True,
+            "refunded": True,
+            "status": "succeeded",
+            "created": now,
+            "livemode": False,
         }
     else:
         # Stripe sends the dispute with payment_intent and charge as plain ids (not expanded).
@@ -180,6 +229,10 @@ def _razorpay_event(event_type: str, facts: SessionFacts, now: int) -> dict[str,
     if not (reference or "").startswith("pay_"):
         reference = _sim_id("pay")
     currency = facts.currency.upper()
+    amount = to_provider_units(facts.amount, facts.currency, "razorpay")
+    facts = SessionFacts(
+        facts.session_id, amount, facts.currency, reference, facts.provider_order_id
+    )
     notes = {"checkout_session_id": facts.session_id}
     payment: dict[str, Any] = {
         "id": reference,
@@ -217,6 +270,20 @@ def _razorpay_event(event_type: str, facts: SessionFacts, now: int) -> dict[str,
                 "status": "paid",
                 "notes": notes,
                 "attempts": 1,
+                "created_at": now,
+            }
+        }
+    elif event_type == "refund.processed":  # a full refund: the payment's amount_refunded
+        payment.update(status="refunded", amount_refunded=facts.amount, refund_status="full")
+        payload["refund"] = {
+            "entity": {
+                "id": _sim_id("rfnd"),
+                "entity": "refund",
+                "amount": facts.amount,
+                "currency": currency,
+                "payment_id": reference,
+                "status": "processed",
+                "speed_processed": "normal",
                 "created_at": now,
             }
         }

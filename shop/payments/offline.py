@@ -164,6 +164,7 @@ class TestProvider:
                 "payment.succeeded": EventKind.PAID,
                 "payment.failed": EventKind.FAILED,
                 "payment.disputed": EventKind.DISPUTED,
+                "payment.refunded": EventKind.REFUNDED,  # amount: refunded so far in total
             }.get(event["type"], EventKind.IGNORED)
             amount = event.get("amount")
             if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):

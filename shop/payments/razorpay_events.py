@@ -1,6 +1,7 @@
 """Razorpay's signed webhooks: verify `X-Razorpay-Signature` on the raw body, reduce the event.
 
-The signature is a hex HMAC-SHA256 of the raw body with RAZORPAY_WEBHOOK_SECRET. A body that
+The signature is a hex HMAC-SHA256 of the raw body with RAZORPAY_WEBHOOK_SECRET; duplicates
+are told apart by what it covers (_signed_id), not by the unsigned X-Razorpay-Event-Id. A body that
 fails it is a WebhookSignatureError; a verified body that is not an event we can read is a
 WebhookPayloadError. The checkout session is read from OUR order's notes (fetched when the
 event does not carry the order): payment notes come from the buyer's browser.
@@ -54,10 +55,7 @@ def parse_event(
             "the Razorpay event verified but is not a JSON object with 'event' and 'payload' "
             f"entities ({type(exc).__name__}: {exc})"
         ) from None
-    event_id = (
-        header(headers, "X-Razorpay-Event-Id")
-        or "sha256_" + hashlib.sha256(raw_body).hexdigest()[:40]
-    )
+    event_id = _signed_id(event_type, payload, raw_body)
     kind = EVENT_KINDS.get(event_type, EventKind.IGNORED)
     if kind == EventKind.DISPUTED:
         payment = payment or {"id": dispute.get("payment_id")}
@@ -88,6 +86,26 @@ def parse_event(
         decline_code=failure.decline_code if failure else None,
         message=failure.message if failure else None,
     )
+
+
+def _signed_id(event_type: str, payload: Mapping[str, Any], raw_body: bytes) -> str:
+    """Name the event by what Razorpay signed: its type and each entity's id and state.
+
+    X-Razorpay-Event-Id is outside the signature, so a replayed genuine body with a new
+    header must still be the same event; two deliveries of one event carry the same
+    entities in the same states. A body without entity ids falls back to its digest.
+    """
+    parts = [event_type]
+    for name in ("payment", "refund", "dispute", "order"):
+        try:
+            entity = _entity(payload, name)
+        except TypeError:
+            continue
+        if entity.get("id"):
+            parts.append(f"{name}={entity['id']}:{entity.get('status', '')}")
+    if len(parts) == 1:
+        return "body_" + hashlib.sha256(raw_body).hexdigest()[:40]
+    return "signed_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
 
 def _entity(payload: Mapping[str, Any], name: str) -> Mapping[str, Any]:
