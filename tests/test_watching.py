@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -183,6 +184,24 @@ def test_json_logs_name_requests_and_events_and_never_a_secret(store):
     assert events.count("order_delivery_failed") == 1
     for secret in SECRETS + BUYER:
         assert secret not in text, f"{secret!r} appears in the log"
+
+
+def test_a_worker_that_dies_takes_no_count_with_it(store):
+    """SIGKILL one worker: gunicorn starts another (child_exit runs), and the dead worker's
+    counts stay in the shared directory, so the next scrapes still add up to the same."""
+    victim = int(sorted(store.workers("/metrics"))[0].strip("<>"))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:
+        time.sleep(0.2)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            scrapes = list(pool.map(lambda _: _scrape(store.url), range(16)))
+        fresh = store.workers("/metrics") - {f"<{victim}>"}
+        if len(fresh) >= 4 or time.monotonic() > deadline:
+            break
+    assert len(fresh) >= 4, f"no replacement worker answered: {fresh}"
+    for text in scrapes:
+        assert {sample: _value(text, sample) for sample in COUNTED} == COUNTED
 
 
 CHROMIUM_FLAGS = (

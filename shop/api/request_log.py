@@ -18,12 +18,14 @@ import sys
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 from shop import clock, metrics
 
 _REQUESTS = logging.getLogger("shop.requests")
 _CREATE_ENDPOINTS = ("acp.create_session",)
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_STARTED = "shop.request_started"  # WSGI environ key: perf_counter() when the request came in
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,22 +75,31 @@ def init_app(app: Flask, json_logs: bool) -> None:
     """Time every request; with json_logs, log one JSON line per request too."""
     if json_logs:
         _install_json_handler()
+    inner = app.wsgi_app
+    # The start time rides in the WSGI environ (a middleware costs less than a Flask
+    # before_request hook and `g`); histogram children are looked up once per label set.
+    children: dict[tuple[str, str, int], Any] = {}
 
-    @app.before_request
-    def _start_timer() -> None:
-        g.shop_started = time.perf_counter()
+    def timed(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_STARTED] = time.perf_counter()
+        return inner(environ, start_response)
+
+    app.wsgi_app = timed  # type: ignore[method-assign]
 
     @app.after_request
     def _observe(response: Response) -> Response:
-        started = g.get("shop_started")
+        started = request.environ.get(_STARTED)
         if started is None:
             return response
         seconds = time.perf_counter() - started
-        metrics.HTTP_SECONDS.labels(
-            endpoint=request.endpoint or "unmatched",
-            method=request.method,
-            code=f"{response.status_code // 100}xx",
-        ).observe(seconds)
+        method = request.method if request.method in _METHODS else "other"  # bounded labels
+        key = (request.endpoint or "unmatched", method, response.status_code // 100)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = metrics.HTTP_SECONDS.labels(
+                endpoint=key[0], method=key[1], code=f"{key[2]}xx"
+            )
+        child.observe(seconds)
         if json_logs:
             fields = {
                 "request_id": response.headers.get("Request-Id"),

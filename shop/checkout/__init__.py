@@ -7,7 +7,7 @@ failed, flagged, from complete and provider webhooks), `stuck` (payments that ne
 Beside them: `session_rows` (the session table's statements), `stock` (atomic reserve and
 release), `payment_events` and `refunds` (what provider webhooks do to sessions), `buyers`
 (returning buyers), `forter` (Forter's sticky references and accounts), `retention` (what is
-forgotten when).
+forgotten when), `tally` (business counts per hour for the /status page).
 
 May import: orders, payments, pricing, config, the public surface of storage, and the shared
 modules in shop/. Never api or cli, never flask.request.
