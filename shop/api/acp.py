@@ -171,6 +171,7 @@ def complete_session(checkout_session_id: str) -> Response:
         commit=False,
         owner=_scope(),
         offered_handlers_only=True,
+        authentication=acp_parse.authentication_result(body),
     )  # a payment's record commits with the stored response (and even if the answer fails)
     return session_response(view)
 

@@ -257,6 +257,58 @@ def payment_credential(body: Mapping[str, Any]) -> PaymentCredential:
     )
 
 
+# ACP 2026-04-17 AuthenticationResult.outcome values.
+AUTH_OUTCOMES = (
+    "abandoned",
+    "attempt_acknowledged",
+    "authenticated",
+    "canceled",
+    "denied",
+    "informational",
+    "internal_error",
+    "not_supported",
+    "processing_error",
+    "rejected",
+)
+AUTH_WITH_DETAILS = ("authenticated", "informational", "attempt_acknowledged")
+_AUTH_DETAILS = (
+    "three_ds_cryptogram",
+    "electronic_commerce_indicator",
+    "transaction_id",
+    "version",
+)
+_ECI = ("01", "02", "05", "06", "07")
+
+
+def authentication_result(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Read ACP 2026-04-17 authentication_result: {outcome, outcome_details?}; None if absent."""
+    result = _object(body.get("authentication_result"), "$.authentication_result")
+    if result is None:
+        return None
+    outcome = _text(result.get("outcome"), "$.authentication_result.outcome", required=True)
+    if outcome not in AUTH_OUTCOMES:
+        raise _bad(
+            "invalid_authentication_result",
+            f"$.authentication_result.outcome must be one of {', '.join(AUTH_OUTCOMES)}.",
+            "$.authentication_result.outcome",
+        )
+    details = _object(result.get("outcome_details"), "$.authentication_result.outcome_details")
+    if outcome not in AUTH_WITH_DETAILS:
+        return {"outcome": outcome}
+    found = {}
+    for key in _AUTH_DETAILS:
+        param = f"$.authentication_result.outcome_details.{key}"
+        found[key] = _text((details or {}).get(key), param, required=True)
+    if found["electronic_commerce_indicator"] not in _ECI:
+        raise _bad(
+            "invalid_authentication_result",
+            f"$.authentication_result.outcome_details.electronic_commerce_indicator must be one "
+            f"of {', '.join(_ECI)}.",
+            "$.authentication_result.outcome_details.electronic_commerce_indicator",
+        )
+    return {"outcome": outcome, "outcome_details": found}
+
+
 def _token(value: Any, param: str) -> str:
     token = _text(value, param, required=True) or ""
     if not token.strip():

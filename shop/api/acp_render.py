@@ -182,6 +182,10 @@ def render_session(state: ShopState, view: SessionView) -> dict[str, Any]:
         ]
     if details.get("coupons"):
         body["discounts"] = _discounts(quote, list(details["coupons"]))
+    pending_3ds = details.get("authentication_metadata")
+    if view.status == Status.READY and pending_3ds:  # ACP 2026-04-17 3-D Secure
+        body["status"] = "authentication_required"
+        body["authentication_metadata"] = pending_3ds
     if view.status == Status.COMPLETED and view.order_id:
         order: dict[str, Any] = {
             "id": view.order_id,

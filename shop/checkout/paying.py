@@ -36,7 +36,7 @@ from shop.checkout.reading import (
 )
 from shop.checkout.session_rows import SessionRecord
 from shop.checkout.sessions import _provider_unavailable, _require_open
-from shop.errors import DatabaseUnavailableError, ProviderError, ShopError
+from shop.errors import DatabaseUnavailableError, InvalidRequestError, ProviderError, ShopError
 from shop.money import charge_amount
 from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentCredential
 from shop.payments.declines import decline
@@ -81,6 +81,7 @@ def complete_session(
     commit: bool = True,
     owner: str | None = None,
     offered_handlers_only: bool = False,
+    authentication: Mapping[str, Any] | None = None,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
 
@@ -105,9 +106,23 @@ def complete_session(
     health.require_writable()  # nothing is claimed or charged on a database that cannot keep it
     if offered_handlers_only:
         check_credential(state.provider.handlers(row.provider_order_id), credential)
+    if authentication is not None and authentication["outcome"] not in AUTHENTICATED:
+        return _authentication_failed(state, row, details, str(authentication["outcome"]))
+    # A new attempt answers a pending 3-D Secure request: it is dropped from the cart.
+    auth_pending = details.pop(AUTH_METADATA, None) is not None
+    if auth_pending and authentication is None:
+        # The spec's error_400_requires_3ds; a "canceled" or "abandoned" result frees the
+        # session for another card.
+        raise InvalidRequestError(
+            "requires_3ds",
+            "This checkout session requires issuer authentication. The request must include "
+            "'authentication_result' as provided by the issuer authentication flow.",
+            "$.authentication_result",
+        )
     cart = row.cart  # unchanged without a buyer: the stored text, not encoded again
     if buyer is not None:
         details["buyer"] = dict(buyer)
+    if buyer is not None or auth_pending:
         cart = fast_json.dumps(details)
     assessed = _assess(state, details)
     quote, _messages, _availability, ready = assessed
@@ -180,6 +195,7 @@ def complete_session(
         amount=quote.total,
         currency=quote.currency,
         credential=credential,
+        authentication=(authentication or {}).get("outcome_details"),
         description=f"{state.settings.store_name} checkout {session_id}",
         provider_order_id=provider_order_id,
     )
@@ -202,6 +218,8 @@ def complete_session(
         raise
     metrics.PROVIDER_LAST_ANSWER.labels(provider=state.provider.name).set(clock.epoch())
     if result.status == ChargeStatus.AUTHENTICATION_REQUIRED:
+        if result.authentication_metadata is not None:
+            return _ask_for_authentication(state, session_id, lines, result, details)
         result = _needs_authentication(result)
     if result.status == ChargeStatus.DECLINED:
         metrics.inc("shop_payment_declines_total", via="complete")
@@ -326,6 +344,72 @@ def _resolve_unknown(state: ShopState, row: SessionRecord) -> SessionView:
         metrics.inc("shop_payment_declines_total", via="complete")
         _release(state, session_id, lines, _declined(found.message), marker)
     return _view(state, _read(session_id))
+
+
+# --------------------------------------------------------- 3-D Secure (ACP 2026-04-17)
+
+AUTH_METADATA = "authentication_metadata"  # in the cart JSON while authentication is pending
+AUTHENTICATED = ("authenticated", "informational", "attempt_acknowledged")
+_AUTH_FAILED = {
+    "denied": "The card's issuer denied the 3-D Secure authentication",
+    "rejected": "The card's issuer rejected the 3-D Secure authentication",
+    "abandoned": "The 3-D Secure authentication was abandoned",
+    "canceled": "The 3-D Secure authentication was canceled",
+}
+
+
+def _ask_for_authentication(
+    state: ShopState,
+    session_id: str,
+    lines: list[tuple[str, int]],
+    result: ChargeResult,
+    details: Mapping[str, Any],
+) -> SessionView:
+    """Reopen the session waiting for the agent's 3-D Secure result (rendered as
+    authentication_required with authentication_metadata); nothing was charged."""
+    notice = _notice(
+        Message(
+            "error",
+            "This card needs 3-D Secure authentication: authenticate the buyer with the "
+            "authentication_metadata given, then complete again with authentication_result.",
+            "requires_3ds",
+            "$.authentication_result",
+        )
+    )
+    _release(state, session_id, lines, notice)
+    pending = fast_json.dumps({**details, AUTH_METADATA: dict(result.authentication_metadata)})
+    transaction.execute(
+        update(_T)
+        .where(_T.c.id == session_id, _T.c.status == Status.READY)
+        .values(cart=pending, updated_at=clock.epoch())
+    )
+    transaction.commit()
+    log.info("session %s: the card needs 3-D Secure; asked the agent to authenticate", session_id)
+    return _view(state, _read(session_id))
+
+
+def _authentication_failed(
+    state: ShopState, row: SessionRecord, details: dict[str, Any], outcome: str
+) -> SessionView:
+    """3-D Secure did not authenticate: charge nothing, keep the session payable."""
+    details.pop(AUTH_METADATA, None)
+    reason = _AUTH_FAILED.get(outcome, f"3-D Secure authentication did not succeed ({outcome})")
+    notice = _notice(
+        Message(
+            "error",
+            f"{reason}; nothing was charged. Please use a different card.",
+            "requires_3ds",
+            "$.authentication_result",
+        )
+    )
+    transaction.execute(
+        update(_T)
+        .where(_T.c.id == row.id, one_of(_T.c.status, tuple(OPEN)))
+        .values(cart=fast_json.dumps(details), notices=notice, updated_at=clock.epoch())
+    )
+    transaction.commit()
+    _attempt("declined")
+    return _view(state, _read(row.id))
 
 
 def _needs_authentication(result: ChargeResult) -> ChargeResult:

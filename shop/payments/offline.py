@@ -106,6 +106,7 @@ class TestProvider:
                     "merchant_id": "test",
                     "psp": "test",
                     "accepted_brands": ["visa", "mastercard", "amex", "discover"],
+                    "supports_3ds": self._three_ds is not None,
                     "environment": "test",
                 },
             }

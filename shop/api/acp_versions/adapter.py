@@ -80,6 +80,8 @@ def old_messages(messages: list[Body], renames: tuple[tuple[str, str], ...]) -> 
 
 def old_status(status: str, allowed: frozenset[str]) -> str:
     """A status the version knows: an expired session reads as canceled before 2026-01-30."""
+    if status == "authentication_required" and status not in allowed:
+        return "ready_for_payment"  # 3-D Secure pending, for a version without that status
     return status if status in allowed else "canceled"
 
 
