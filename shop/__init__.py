@@ -152,6 +152,8 @@ def _register_request_hooks(app: Flask) -> None:
 
     @app.before_request
     def _purge_now_and_then() -> None:
+        if request.blueprint == "ops":
+            return  # /healthz and /metrics report on the store; a purge failing must not hide it
         now = clock.epoch()
         if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
             app.extensions["shop.last_purge"] = now

@@ -257,7 +257,9 @@ def test_signed_tool_calls(make_app):
     client = make_app(env={"ACP_SIGNING_SECRET": secret}).test_client()
     timestamp = clock.iso(clock.epoch())
     payload = cart()
-    digest = hmac.new(secret.encode(), canonical_json(payload), hashlib.sha256).digest()
+    # The signature covers "<timestamp>.<canonical JSON of payload>" (README "Signed ACP requests").
+    signed = timestamp.encode() + b"." + canonical_json(payload)
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
     meta = {**_meta(), "signature": base64.b64encode(digest).decode(), "timestamp": timestamp}
     assert call(client, "create_checkout_session", meta=meta, payload=payload)["result"]["id"]
     unsigned = call(client, "create_checkout_session", meta=_meta(), payload=payload)

@@ -128,6 +128,13 @@ def test_status_refuses_to_serve_without_an_admin_token(client):
     assert client.post("/status/login", data={"token": ""}).status_code == 503
 
 
+def test_status_refuses_a_short_admin_token(make_app):
+    client = make_app(env={"SHOP_ADMIN_TOKEN": "hunter2"}).test_client()
+    assert client.get("/status").status_code == 503
+    assert "at least 16 characters" in client.get("/status").get_data(as_text=True)
+    assert client.post("/status/login", data={"token": "hunter2"}).status_code == 503
+
+
 @pytest.fixture
 def admin(make_app):
     return make_app(env={"SHOP_ADMIN_TOKEN": ADMIN}, sink=FailingSink())

@@ -87,7 +87,10 @@ def _guard() -> None:
     _check_version(settings)
     signing_secret = settings.secret("ACP_SIGNING_SECRET")
     if signing_secret:
-        verify_request(request, signing_secret)
+        # Decoded first: a body too deep (or not JSON) is a 400 before any HMAC is computed.
+        verify_request(
+            request, signing_secret, _body(), body_only=settings.acp_body_only_signatures
+        )
 
 
 def _scope() -> str:

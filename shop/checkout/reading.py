@@ -229,9 +229,10 @@ def _view(
 
 def get_session(state: ShopState, session_id: str, owner: str | None = None) -> SessionView:
     """Return a session as it stands now (expiring it when its TTL has passed)."""
-    record = _read(session_id)
-    check_owner(session_id, fast_json.loads(record.cart), owner)
-    return _view(state, _current(session_id))
+    record = _current(session_id)
+    details = fast_json.loads(record.cart)
+    check_owner(session_id, details, owner)
+    return _view(state, record, details=details)
 
 
 def _notice(message: Message) -> str:

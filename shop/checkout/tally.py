@@ -51,5 +51,11 @@ def since(start: int) -> list[tuple[int, str, int]]:
 
 
 def purge(now: int) -> None:
-    """Forget hours older than KEEP_DAYS (in the current transaction)."""
-    transaction.execute(delete(HourlyCount).where(HourlyCount.hour < now - KEEP_DAYS * 86400))
+    """Forget hours older than KEEP_DAYS (in the current transaction).
+
+    Hour 0 is kept: /healthz's write probe (shop.api.ops) counts there, and a purge that
+    always has a row to delete would write even when nothing else is old.
+    """
+    transaction.execute(
+        delete(HourlyCount).where(HourlyCount.hour > 0, HourlyCount.hour < now - KEEP_DAYS * 86400)
+    )

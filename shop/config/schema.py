@@ -197,9 +197,20 @@ ACP = Shape(
         Key(
             "versions",
             "list of dates",
-            "The API-Version values the store accepts; others answer 400 with the supported list.",
+            "The API-Version values the store accepts (each read and answered in its own "
+            "shapes); others answer 400 with the supported list.",
             ["2026-04-17", "2026-01-30"],
-            default_doc='["2026-04-17", "2026-01-30"]',
+            default_doc='every released version: ["2026-04-17", "2026-01-30", "2026-01-16", '
+            '"2025-12-12", "2025-09-29"]',
+        ),
+        Key(
+            "bodyOnlySignatures",
+            "true/false",
+            "With ACP_SIGNING_SECRET set, also accept a Signature over the body alone. Such a "
+            "signature does not bind the Timestamp, so a captured request can be replayed; "
+            "turn on only for an agent platform that cannot sign the timestamp.",
+            False,
+            default=False,
         ),
     ),
 )
@@ -684,7 +695,8 @@ ENVIRONMENT = (
     Variable(
         "SHOP_ADMIN_TOKEN",
         "the /status page",
-        "The sign-in token of the merchant's /status page (a long random value); without it "
+        "The sign-in token of the merchant's /status page (random, 16 characters or more); "
+        "without it "
         "the page is off.",
     ),
     Variable(

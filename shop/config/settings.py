@@ -107,6 +107,7 @@ class Settings:
     feed_basic_auth_user: str | None
     feed_brand: str | None
     acp_versions: tuple[str, ...]
+    acp_body_only_signatures: bool
     forter_bearer: bool
     forter_hmac: bool
     blocked_buyers: frozenset[str]
@@ -208,6 +209,7 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         feed_basic_auth_user=feed.text("basicAuthUser"),
         feed_brand=feed.text("brand"),
         acp_versions=_acp_versions(cfg.obj("acp")),
+        acp_body_only_signatures=cfg.obj("acp").boolean("bodyOnlySignatures"),
         forter_bearer=forter.boolean("bearer"),
         forter_hmac=forter.boolean("hmac"),
         blocked_buyers=frozenset(b.strip().lower() for b in blocked),

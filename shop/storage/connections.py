@@ -127,6 +127,9 @@ class Database:
             copy = sqlite3.connect(partial)
             try:
                 conn.backup(copy)
+                # The copy carries the WAL flag of the original: fold its WAL into the file
+                # before the rename, so nothing is left behind under the temporary name.
+                copy.execute("PRAGMA journal_mode=DELETE")
             finally:
                 copy.close()
             os.replace(partial, target)
