@@ -71,6 +71,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     _log_payment_mode(settings, provider)
 
     register_error_handlers(app)
+    from shop.api import body_deadline
+
+    # First hook: a late body is refused at once.
+    body_deadline.init_app(app, MAX_BODY_BYTES, settings.body_timeout)
     from shop.api import unavailable  # issue 16: a failing database answers 503 with a sentence
 
     unavailable.register(app)

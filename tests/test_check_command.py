@@ -183,3 +183,9 @@ def test_online_refuses_to_send_an_unsigned_test_order(check, shop_files, order_
 )
 def test_only_the_check_command_skips_starting_the_store(argv, expected):
     assert is_check_command(argv) is expected
+
+
+def test_a_wrong_body_timeout_is_a_problem(check):
+    code, lines = check({"SHOP_BODY_TIMEOUT": "ten"})
+    assert code == 1
+    assert any("SHOP_BODY_TIMEOUT is 'ten'" in line for line in lines)

@@ -279,3 +279,21 @@ def test_razorpay_down_when_the_session_becomes_ready_is_424(make_app, fake_psp:
     assert_acp(response.get_json(), "Error")
     assert response.get_json()["code"] == "payment_provider_unavailable"
     assert response.headers["Retry-After"]
+
+
+def test_a_wrong_razorpay_key_pair_is_the_merchants_setup_error(
+    make_app, fake_psp: FakePSP, caplog
+) -> None:
+    import logging
+
+    from tests.psp_app import agent, provider_app
+
+    app = provider_app(make_app, fake_psp, "razorpay", RAZORPAY_KEY_SECRET="not_the_secret")
+    with caplog.at_level(logging.ERROR):
+        response = agent(app).create(cart(("ebook-single", 1), address=None, currency="inr"))
+
+    assert response.status_code == 503
+    error = response.get_json()
+    assert (error["type"], error["code"]) == ("processing_error", "payment_provider_error")
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "RAZORPAY_KEY_SECRET" in line and "not_the_secret" not in line

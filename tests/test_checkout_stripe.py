@@ -466,3 +466,33 @@ def test_setup_errors_are_the_merchants_not_a_declined_card(
     assert acp.get(f"/checkout_sessions/{session['id']}").get_json()["status"] == (
         "ready_for_payment"
     )
+
+
+def test_a_charge_that_lands_after_another_payment_completed_the_session_is_refunded(
+    acp, app, fake_psp: FakePSP, sink: RecordingSink
+) -> None:
+    # complete's PaymentIntent is still being created when a webhook completes the session
+    # with another payment: the charge that lands second is given back, not kept.
+    import threading
+
+    session = _ready(acp, ("scarce", 1))
+    fake_psp.hold = "POST /v1/payment_intents"
+    answers: list[Any] = []
+    paying = threading.Thread(
+        target=lambda: answers.append(acp.complete(session["id"], "pm_card_visa"))
+    )
+    paying.start()
+    assert fake_psp.held.wait(5)
+    other = stripe_event(
+        "payment_intent.succeeded", intent(session["id"], total(session), "pi_first"), "evt_1"
+    )
+    assert post_stripe(app.test_client(), other).get_json()["outcome"] == "completed"
+    fake_psp.resume.set()
+    paying.join(10)
+
+    assert answers[0].get_json()["status"] == "completed"  # paid by pi_first
+    [charged] = fake_psp.payment_intents
+    [refund] = fake_psp.sent("POST", "/v1/refunds")
+    assert refund.body["payment_intent"] == charged
+    assert row_of(app, session["id"]).payment_reference == "pi_first"
+    assert row_of(app, session["id"]).flagged == 1

@@ -113,7 +113,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         deadline = time.monotonic() + 20
         while len(receiver.requests) == arrived and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)  # the refusal is recorded just after the receiver answers
+        failed = 'shop_order_deliveries_total{destination="merchant",outcome="failed"} 1.0'
+        while failed not in _scrape(url) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the refusal is recorded just after the receiver answers
         receiver.mode = OK
         yield store
     receiver.stop()

@@ -171,7 +171,13 @@ def _database(env: Mapping[str, str], report: Report) -> None:
         report.problem(sentence)
     report.notes.extend(health.notes)
     if not health.problems:
-        report.ok.append(f"database {health.shown_url}: reachable, writable")
+        created_later = any("does not exist yet" in note for note in health.notes)
+        state = (
+            "its folder is writable; the store creates the file at its first start"
+            if created_later
+            else "reachable, writable"
+        )
+        report.ok.append(f"database {health.shown_url}: {state}")
 
 
 def _online(settings: Settings, provider: Any, report: Report) -> None:

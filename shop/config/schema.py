@@ -612,6 +612,21 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_BODY_TIMEOUT",
+        "optional",
+        "Seconds a client may take to send a whole request body before the store answers "
+        "400 (default 10). Behind the shipped nginx site bodies arrive whole, so it matters "
+        "only without nginx.",
+        secret=False,
+    ),
+    Variable(
+        "SHOP_SERVING",
+        "set by gunicorn.conf.py",
+        "Marks workers that join a running store (a failing one then does not stop the "
+        "others); never set it yourself.",
+        secret=False,
+    ),
+    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "

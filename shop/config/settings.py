@@ -28,6 +28,7 @@ PROVIDERS = ("test", "stripe", "razorpay")
 # Every released ACP version, newest first; config.json acp.versions may narrow the list.
 ACP_VERSIONS = ("2026-04-17", "2026-01-30", "2026-01-16", "2025-12-12", "2025-09-29")
 DEMO_API_KEY = "demo"
+DEFAULT_BODY_TIMEOUT = 10.0
 POLICY_URLS = ("termsUrl", "privacyUrl", "returnsUrl")
 
 # Secrets by provider: the variables a real provider cannot start without.
@@ -115,6 +116,7 @@ class Settings:
     demo_mode: bool
     env: Mapping[str, str] = field(repr=False)  # secrets live here; never logged
     tax_country: str = DEFAULT_TAX_COUNTRY  # the country whose regions bare nexus keys name
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds for a whole request body
     three_ds: ThreeDSConfig | None = None  # config.json threeDS (shop/config/three_ds.py)
 
     def secret(self, name: str) -> str | None:
@@ -217,7 +219,25 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
         demo_mode=demo_mode,
         env=dict(env),
         three_ds=parse_three_ds(cfg),
+        body_timeout=_body_timeout(env),
     )
+
+
+def _body_timeout(env: Mapping[str, str]) -> float:
+    """Return SHOP_BODY_TIMEOUT: seconds a client may take to send a whole body (default 10)."""
+    raw = env.get("SHOP_BODY_TIMEOUT") or ""
+    if not raw:
+        return DEFAULT_BODY_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0.1 <= seconds <= 300:
+        raise ConfigError(
+            f"SHOP_BODY_TIMEOUT is {raw!r}; set it to the seconds a client may take to send a "
+            "request body (0.1 to 300, default 10), or unset it."
+        )
+    return seconds
 
 
 def _api_keys(raw: str) -> dict[str, str]:

@@ -1,5 +1,8 @@
 """A failed start: one sentence on stderr, and a gunicorn that stops instead of looping.
 
+With gunicorn.conf.py, a worker that fails while the store is already serving (a file broken
+after the last reload) exits 1 instead: gunicorn replaces it and the other workers go on.
+
 gunicorn respawns a worker that exits with any code but two: WORKER_BOOT_ERROR (3) and
 APP_LOAD_ERROR (4) make the arbiter halt (gunicorn/arbiter.py, `reap_workers`). But every
 worker fails the same way, and when a second one exits with 4 while the arbiter is already
@@ -25,15 +28,43 @@ WAIT_FOR_HALT_SECONDS = 5.0
 # A marker older than this is from an earlier gunicorn that had the same pid.
 MARKER_FRESH_SECONDS = 60.0
 _MARKER_PREFIX = "shop-start-failed-"
+# A file path set by gunicorn.conf.py; the first worker that loads the app creates the file.
+# Once it exists, a failing worker must not halt the store.
+SERVING_VARIABLE = "SHOP_SERVING"
+RESPAWN_PAUSE_SECONDS = 2.0
 
 
 def fail_start(message: str) -> NoReturn:
     """Print 'shop cannot start: <message>' once and exit so gunicorn halts."""
     worker = _gunicorn_worker()
+    if worker is not None and _store_is_serving():
+        _fail_one_worker(message)
     if worker is not None and not _first_to_fail(os.getppid()):
         _leave_quietly(worker)
     print(f"shop cannot start: {message}", file=sys.stderr, flush=True)
     raise SystemExit(APP_LOAD_ERROR)
+
+
+def _store_is_serving() -> bool:
+    """True when another worker of this gunicorn has loaded the app (its marker file exists)."""
+    marker = os.environ.get(SERVING_VARIABLE)
+    return bool(marker) and os.path.exists(marker)
+
+
+def _fail_one_worker(message: str) -> NoReturn:
+    """A worker replacing another in a running store: say why, and let gunicorn try again.
+
+    Halting would take down the workers still serving (gunicorn.conf.py's post_worker_init
+    makes the SHOP_SERVING file). A file broken after the last good reload stops only this
+    worker; the pause keeps gunicorn from respawning it in a tight loop until it is fixed.
+    """
+    print(
+        f"shop cannot start this worker (the others keep serving): {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+    time.sleep(RESPAWN_PAUSE_SECONDS)
+    raise SystemExit(1)
 
 
 def _gunicorn_worker() -> Any:
