@@ -258,3 +258,15 @@ def test_every_released_version_has_an_adapter_and_a_schema() -> None:
     from shop.config.settings import ACP_VERSIONS as SPOKEN
 
     assert sorted(ADAPTERS) == sorted(SPOKEN) == sorted(ACP_VERSIONS)
+
+
+def test_a_reused_key_with_another_body_answers_the_versions_status(agent) -> None:
+    """422 since ACP's idempotency SEP (2026-04-17); 409 in the RFC of every earlier version."""
+    key = str(uuid.uuid4())
+    first = agent.create_body(("widget", 1))
+    headers = {"Authorization": "Bearer demo", "API-Version": agent.version, "Idempotency-Key": key}
+    assert agent.client.post("/checkout_sessions", json=first, headers=headers).status_code == 201
+    other = agent.create_body(("widget", 2))
+    conflict = agent.client.post("/checkout_sessions", json=other, headers=headers)
+    error = _error(conflict, agent.version, 422 if agent.version == "2026-04-17" else 409)
+    assert error["code"] == "idempotency_conflict"

@@ -203,3 +203,16 @@ def _all_keys(shape: schema.Shape):
         yield key
         if key.shape is not None:
             yield from _all_keys(key.shape)
+
+
+def test_a_missing_file_names_the_variable_and_the_directory(tmp_path, monkeypatch):
+    from shop.config.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)  # the case: a command run from another directory
+    with pytest.raises(ConfigError) as exc:
+        load_settings({})
+    message = str(exc.value)
+    assert "SHOP_CONFIG is not set" in message and str(tmp_path) in message
+    with pytest.raises(ConfigError) as exc:
+        load_settings({"SHOP_CONFIG": "/etc/shop/nope.json"})
+    assert "SHOP_CONFIG is '/etc/shop/nope.json'" in str(exc.value)

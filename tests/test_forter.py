@@ -278,7 +278,6 @@ def test_unavailable_item_and_bad_coupon_are_reported_in_the_cart(fc):
         {"items": "widget"},
         {"items": []},
         {"currency_id": "EUR"},
-        {"reference_id": None},
         {"event": "order.created"},
     ],
 )

@@ -264,3 +264,6 @@ def test_signed_tool_calls(make_app):
     assert call(client, "create_checkout_session", meta=meta, payload=payload)["result"]["id"]
     unsigned = call(client, "create_checkout_session", meta=_meta(), payload=payload)
     assert unsigned["error"]["data"]["code"] == "invalid_signature"
+    other = {**meta, "idempotency_key": str(uuid.uuid4())}
+    tampered = call(client, "create_checkout_session", meta=other, payload=cart(("widget", 3)))
+    assert tampered["error"]["data"]["code"] == "invalid_signature"

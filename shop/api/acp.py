@@ -111,8 +111,11 @@ def _request() -> dict[str, Any]:
 
 
 def render_error(exc: ShopError) -> Response:
-    """Render a ShopError as the flat Error of the request's API-Version."""
-    return render_acp_error(exc, _adapter().error)
+    """Render a ShopError as the flat Error (and status) of the request's API-Version."""
+    adapter = _adapter()
+    response = render_acp_error(exc, adapter.error)
+    response.status_code = adapter.error_statuses.get(exc.code, exc.status)
+    return response
 
 
 def session_response(view: checkout.SessionView, status: int = 200) -> Response:

@@ -18,7 +18,7 @@ from shop.api import forter_parse as parse
 from shop.api.acp import json_response
 from shop.checkout import SessionView, Status, forter
 from shop.config.settings import Settings
-from shop.errors import ShopError, render_forter_error
+from shop.errors import InvalidRequestError, ShopError, render_forter_error
 from shop.money import from_decimal, to_decimal
 from shop.security import bearer_token, constant_time_equals, hmac_sha256_hex
 from shop.state import get_state
@@ -263,7 +263,7 @@ def account() -> Response:
     state = get_state()
     try:
         body = parse.envelope(request.get_data(cache=True))
-        ref = parse.reference_id(body, required=False)
+        ref = parse.reference_id(body)
         buyer = parse.buyer(body) or {}
     except ShopError as exc:
         log.info("account lookup answered not_found: %s", exc.message)
@@ -286,7 +286,7 @@ def cart() -> Response:
     state = get_state()
     body = parse.envelope(request.get_data(cache=True))
     event = parse.require_event(body, CART_EVENTS)
-    ref = parse.reference_id(body) or ""
+    ref = parse.reference_id(body) or parse.mint_reference_id()  # returned; later calls carry it
     view = forter.upsert_cart(state, ref, parse.session_input(state.catalog, body))
     return json_response(render_cart(ref, view, event))
 
@@ -297,7 +297,17 @@ def place_order() -> Response:
     state = get_state()
     body = parse.envelope(request.get_data(cache=True))
     parse.require_event(body, ORDER_EVENTS)
-    ref = parse.reference_id(body) or ""
+    ref = parse.reference_id(body)
+    if ref is None:
+        if body.get("items", body.get("line_items")) is None:
+            raise InvalidRequestError(
+                "invalid_request",
+                "order.created needs the cart: send the reference_id the cart endpoint "
+                "returned, or the items (with recipient and payment) to price and charge "
+                "in this one call.",
+                "reference_id",
+            )
+        ref = parse.order_reference_id(body)  # a retry of the same body finds its order
     existing = forter.cart_view(state, ref)
     if existing is not None and existing.status == Status.COMPLETED:
         return _order_answer(ref, existing)  # a retry: same order id, nothing charged

@@ -8,13 +8,16 @@ they become minor units.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import secrets
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shop.api import json_body
-from shop.checkout import MAX_LINES, SessionInput
+from shop.checkout import MAX_LINES, MAX_QUANTITY, SessionInput
 from shop.config.catalog import Catalog
 from shop.errors import InvalidRequestError
 from shop.money import exponent, from_decimal
@@ -22,11 +25,20 @@ from shop.payments import PaymentCredential
 from shop.pricing.quotes import CartLine
 
 _EVENT_KEYS = ("event", "event_type", "eventType", "type")
+# The largest amount this surface takes, in minor units: 15 significant digits is what a JSON
+# number (a double) carries exactly, and the totals are sent back as JSON numbers.
+MAX_MINOR_UNITS = 10**15 - 1
 _NESTED_KEYS = ("data", "payload")
 
 
 def _bad(message: str) -> InvalidRequestError:
     return InvalidRequestError("invalid_request", message)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: a number as sent, cut short (10**400 has 401 digits)."""
+    shown = str(value) if isinstance(value, int | Decimal) else repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def envelope(raw: bytes) -> dict[str, Any]:
@@ -84,14 +96,33 @@ def _object(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def reference_id(body: Mapping[str, Any], *, required: bool = True) -> str | None:
-    """Return the sticky reference_id that names one cart across all three endpoints."""
+def reference_id(body: Mapping[str, Any]) -> str | None:
+    """Return the sticky reference_id that names one cart across all three endpoints, if sent.
+
+    The guide makes it something the merchant may return and Forter then passes on, so a
+    request without one is not an error: the cart endpoint mints one (`mint_reference_id`).
+    """
     ref = text(body, "reference_id", "referenceId", "cart_id")
-    if ref is None and required:
-        raise _bad("reference_id is required: it names the cart across cart and checkout events.")
     if ref is not None and len(ref) > 255:
         raise _bad("reference_id must be at most 255 characters.")
     return ref
+
+
+def mint_reference_id() -> str:
+    """Return a new reference id for a cart that arrived without one."""
+    return "ref_" + secrets.token_hex(12)
+
+
+def order_reference_id(body: Mapping[str, Any]) -> str:
+    """Return the reference of an order.created that carries none: one per distinct body.
+
+    Derived from the body (keys sorted, amounts as sent), so a retried order.created (same
+    body, same payment token) finds the order its first attempt placed and is never charged
+    twice.
+    """
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return "ref_order_" + digest[:24]
 
 
 def _item_id(catalog: Catalog, raw: Mapping[str, Any], index: int) -> str:
@@ -130,8 +161,12 @@ def _quantity(value: Any, index: int) -> int:
         number = Decimal(str(value)) if not isinstance(value, bool) else None
     except InvalidOperation:
         number = None
-    if number is None or number != number.to_integral_value():
-        raise _bad(f"items[{index}].quantity must be a whole number, got {value!r}.")
+    if number is None or not number.is_finite() or number != number.to_integral_value():
+        raise _bad(f"items[{index}].quantity must be a whole number, got {_shown(value)}.")
+    if not 1 <= number <= MAX_QUANTITY:
+        raise _bad(
+            f"items[{index}].quantity must be between 1 and {MAX_QUANTITY}, got {_shown(value)}."
+        )
     return int(number)
 
 
@@ -282,9 +317,16 @@ def amount(value: Any, name: str, currency: str) -> int:
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite():
-        raise _bad(f"{name} must be a decimal amount like 29.99, got {value!r}.")
-    if number != number.quantize(Decimal(1).scaleb(-exponent(currency))):
-        raise _bad(f"{name} has more decimals than {currency.upper()} allows: {value}.")
+        raise _bad(f"{name} must be a decimal amount like 29.99, got {_shown(value)}.")
+    places = exponent(currency)
+    largest = Decimal(MAX_MINOR_UNITS).scaleb(-places)
+    if abs(number) > largest:
+        raise _bad(
+            f"{name} is {_shown(value)}, more than this store can represent; amounts here are "
+            f"at most {largest:f} {currency.upper()} (send the totals the cart endpoint returned)."
+        )
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise _bad(f"{name} has more decimals than {currency.upper()} allows: {_shown(value)}.")
     return from_decimal(number, currency)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 Body = dict[str, Any]
@@ -15,12 +15,22 @@ def _same(body: Body) -> Body:
 
 @dataclass(frozen=True, slots=True)
 class Adapter:
-    """How one ACP version's wire shapes map to and from today's (see the package docstring)."""
+    """How one ACP version's wire shapes map to and from today's (see the package docstring).
+
+    `error_statuses`: error code -> the HTTP status this version's RFC gives it, where that
+    differs from today's.
+    """
 
     version: str
     request: Callable[[Body], Body] = _same
     session: Callable[[Body], Body] = _same
     error: Callable[[Body], Body] = _same
+    error_statuses: Mapping[str, int] = field(default_factory=dict)
+
+
+# Before ACP's idempotency SEP (#121, released in 2026-04-17) the RFC answered a reused
+# Idempotency-Key with a different body 409; since then 422 (409 is a request in flight).
+BEFORE_IDEMPOTENCY_SEP = {"idempotency_conflict": 409}
 
 
 def pick(source: Body, keys: Iterable[str]) -> Body:

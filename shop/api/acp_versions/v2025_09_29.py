@@ -8,6 +8,7 @@ terms_of_use, privacy_policy and seller_shop_policies.
 from __future__ import annotations
 
 from shop.api.acp_versions.adapter import (
+    BEFORE_IDEMPOTENCY_SEP,
     Adapter,
     Body,
     card_handler,
@@ -106,4 +107,4 @@ def render_error(body: Body) -> Body:
     return error_body(body, REQUEST_PATHS)
 
 
-V2025_09_29 = Adapter(VERSION, read_request, render_session, render_error)
+V2025_09_29 = Adapter(VERSION, read_request, render_session, render_error, BEFORE_IDEMPOTENCY_SEP)

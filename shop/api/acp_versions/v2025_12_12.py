@@ -11,6 +11,7 @@ from typing import Any
 
 from shop.api.acp_versions import v2025_09_29
 from shop.api.acp_versions.adapter import (
+    BEFORE_IDEMPOTENCY_SEP,
     Adapter,
     Body,
     card_handler,
@@ -136,5 +137,9 @@ def render_error(body: Body) -> Body:
     return error_body(body, REQUEST_PATHS)
 
 
-V2025_12_12 = Adapter("2025-12-12", read_request, _renderer(False, False), render_error)
-V2026_01_16 = Adapter("2026-01-16", read_request, _renderer(True, True), render_error)
+V2025_12_12 = Adapter(
+    "2025-12-12", read_request, _renderer(False, False), render_error, BEFORE_IDEMPOTENCY_SEP
+)
+V2026_01_16 = Adapter(
+    "2026-01-16", read_request, _renderer(True, True), render_error, BEFORE_IDEMPOTENCY_SEP
+)

@@ -7,7 +7,13 @@ adjustments and totals, and an Error's `supported_versions`.
 
 from __future__ import annotations
 
-from shop.api.acp_versions.adapter import Adapter, Body, error_body, pick
+from shop.api.acp_versions.adapter import (
+    BEFORE_IDEMPOTENCY_SEP,
+    Adapter,
+    Body,
+    error_body,
+    pick,
+)
 
 VERSION = "2026-01-30"
 _HANDLER_ADDED = ("display_name", "display_order")
@@ -60,4 +66,9 @@ def render_error(body: Body) -> Body:
     return error_body(body)
 
 
-V2026_01_30 = Adapter(VERSION, session=render_session, error=render_error)
+V2026_01_30 = Adapter(
+    VERSION,
+    session=render_session,
+    error=render_error,
+    error_statuses=BEFORE_IDEMPOTENCY_SEP,
+)
