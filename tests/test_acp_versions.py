@@ -270,3 +270,18 @@ def test_a_reused_key_with_another_body_answers_the_versions_status(agent) -> No
     conflict = agent.client.post("/checkout_sessions", json=other, headers=headers)
     error = _error(conflict, agent.version, 422 if agent.version == "2026-04-17" else 409)
     assert error["code"] == "idempotency_conflict"
+
+
+def test_an_expired_session_in_each_versions_words(agent, monkeypatch) -> None:
+    """Before 2026-01-30 there is no `expired` status: such a session reads `canceled`."""
+    from datetime import timedelta
+
+    from shop import clock
+
+    created = _session(agent.create(), agent.version, 201)
+    real_now = clock.now
+    monkeypatch.setattr(clock, "now", lambda: real_now() + timedelta(minutes=31))
+    got = _session(agent.send("GET", f"/checkout_sessions/{created['id']}"), agent.version)
+    assert got["status"] == ("canceled" if agent.version in OLD else "expired")
+    [message] = [m for m in got["messages"] if m["type"] == "error"]
+    assert message["code"] == ("invalid" if agent.version in OLD else "expired")

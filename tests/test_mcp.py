@@ -19,7 +19,7 @@ from referencing import Registry, Resource
 from shop import clock
 from shop.api.fingerprint import canonical_json
 from shop.api.mcp_tools import build_tools
-from tests.conftest import ADDRESS_CA, API_VERSION, SPEC, cart, payment
+from tests.conftest import ACP_VERSIONS, ADDRESS_CA, API_VERSION, SPEC, acp_validator, cart, payment
 
 AUTH = {"Authorization": "Bearer demo"}
 
@@ -206,7 +206,14 @@ def test_invalid_params(client, name, arguments, param):
 # ------------------------------------------------------------------ the REST mapping
 
 
-def test_results_are_the_rest_bodies(client, acp):
+def _freeze_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hold the time still: delivery estimates are rendered from it, to the second."""
+    moment = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: moment)
+
+
+def test_results_are_the_rest_bodies(client, acp, monkeypatch):
+    _freeze_clock(monkeypatch)
     created = call(
         client, "create_checkout_session", meta=_meta(), payload=cart(address=ADDRESS_CA)
     )
@@ -242,8 +249,9 @@ def test_errors_point_into_the_arguments(client):
     assert API_VERSION in body["error"]["data"]["supported_versions"]
 
 
-def test_idempotency_is_shared_with_rest(client, acp):
+def test_idempotency_is_shared_with_rest(client, acp, monkeypatch):
     """One key, one body: the same record whether the agent used REST or MCP."""
+    _freeze_clock(monkeypatch)
     key = str(uuid.uuid4())
     rest = acp.create(cart(), key=key)
     assert rest.status_code == 201
@@ -267,3 +275,33 @@ def test_signed_tool_calls(make_app):
     other = {**meta, "idempotency_key": str(uuid.uuid4())}
     tampered = call(client, "create_checkout_session", meta=other, payload=cart(("widget", 3)))
     assert tampered["error"]["data"]["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize("version", ACP_VERSIONS)
+def test_each_version_answers_the_rest_body(client, acp, version, monkeypatch):
+    """meta.api_version picks the version's shapes, exactly as the API-Version header does."""
+    _freeze_clock(monkeypatch)
+    session = acp.create(cart(address=ADDRESS_CA)).get_json()
+    headers = {**AUTH, "API-Version": version}
+    rest = client.get(f"/checkout_sessions/{session['id']}", headers=headers).get_json()
+    meta = {"api_version": version}
+    result = call(client, "get_checkout_session", meta=meta, id=session["id"])["result"]
+    assert result["structuredContent"] == rest
+    errors = list(acp_validator("CheckoutSession", version).iter_errors(rest))
+    assert not errors, errors[:3]
+
+
+def test_a_session_belongs_to_the_key_that_made_it_over_mcp(make_app):
+    client = make_app(env={"SHOP_API_KEYS": "openai:tok-a,gemini:tok-b"}).test_client()
+    key_a, key_b = {"Authorization": "Bearer tok-a"}, {"Authorization": "Bearer tok-b"}
+
+    def tool(headers: dict[str, str], name: str, **arguments: Any) -> dict[str, Any]:
+        params = {"name": name, "arguments": {"meta": _meta(), **arguments}}
+        return rpc(client, "tools/call", params, headers=headers)[1]
+
+    created = tool(key_a, "create_checkout_session", payload=cart())["result"]
+    other = tool(key_b, "get_checkout_session", id=created["id"])
+    assert other["error"]["data"]["code"] == "session_not_found"
+    assert other["error"]["data"]["param"] == "$.id"
+    assert "jane@example.com" not in json.dumps(other)
+    assert tool(key_a, "get_checkout_session", id=created["id"])["result"]["id"] == created["id"]
