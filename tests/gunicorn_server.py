@@ -36,8 +36,12 @@ def gunicorn_process(
     threads: int = 1,
     app: str = "app:app",
     log_path: Path | None = None,
+    ready: bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run gunicorn with the given environment; yield (base URL, process); stop it after.
+
+    It is ready once /healthz answers; with `ready=False` nothing is sent to it at all (for
+    a test that the store works with no request) and it is yielded as soon as it started.
 
     Its output goes to a temporary log file, not a pipe: nobody reads a pipe while the
     workers run, and a few hundred log lines (one per order in LogSink mode) would fill it
@@ -75,7 +79,7 @@ def gunicorn_process(
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
-        while True:
+        while ready:
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited early:\n{_tail(log)}")
             try:

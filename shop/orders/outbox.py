@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from shop import clock, fast_json
 from shop.orders.payload import build_acp_order_event
-from shop.orders.retry_schedule import LEASE_SECONDS
+from shop.orders.retry_schedule import lease_seconds
 from shop.state import ShopState
 from shop.storage import transaction
 from shop.storage.transaction import write
@@ -104,7 +104,7 @@ def _add(
         "attempts": 1,
         "error": _dropped_error(session_id) if drops else None,
         "now": now,
-        "next_at": now if drops else now + LEASE_SECONDS,
+        "next_at": now if drops else now + lease_seconds(getattr(sink, "timeout", None)),
     }
     if write(_ADD, params) != 1:
         return False  # already queued by another path (exactly once)

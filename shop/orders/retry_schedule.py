@@ -4,11 +4,13 @@ A failed message is tried again after `backoff(n)` seconds (30 s, doubling, at m
 apart), `MAX_ATTEMPTS` tries in all, the last about a day after the first
 (`GIVE_UP_AFTER_SECONDS`); then shop gives up on it. `schedule_text()` says this in words and
 docs/receiving-orders.md quotes it verbatim (a test compares them). Each worker looks for due
-tries every `sweep_seconds()`.
+tries every `sweep_seconds()`. A sender holds a message for `lease_seconds(timeout)`; after
+that another worker may take it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from shop.errors import ConfigError
@@ -16,8 +18,25 @@ from shop.errors import ConfigError
 BACKOFF_BASE = 30
 BACKOFF_CAP = 4 * 3600
 MAX_ATTEMPTS = 15
-LEASE_SECONDS = 60  # a send that takes longer is presumed dead and tried again
+LEASE_SECONDS = 60  # the longest lease: a send that takes longer is presumed dead
+LEASE_MARGIN_SECONDS = 5  # a lease lasts the sink's timeout and this much more
+UNKNOWN_TIMEOUT_SECONDS = 30.0  # a sink that does not say how long it may take
 SWEEP_SECONDS = 15.0  # ORDER_SWEEP_SECONDS changes it
+
+
+def send_seconds(timeout: float | None) -> int:
+    """Return the seconds one send with `timeout` may take (None: a sink that does not say)."""
+    limit = UNKNOWN_TIMEOUT_SECONDS if timeout is None else timeout
+    return min(LEASE_SECONDS - LEASE_MARGIN_SECONDS, math.ceil(limit))
+
+
+def lease_seconds(timeout: float | None) -> int:
+    """Return how long a sender holds a message it sends with `timeout`.
+
+    Long enough for one send, short enough that a message whose sender died (kill -9) goes
+    out again soon: with the default 10 s timeout, 15 s.
+    """
+    return send_seconds(timeout) + LEASE_MARGIN_SECONDS
 
 
 def backoff(attempts: int) -> int:

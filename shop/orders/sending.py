@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 
 from shop import clock, fast_json, metrics
 from shop.orders.outbox import MERCHANT, OPEN_STATES, Message, _dropped_error
-from shop.orders.retry_schedule import LEASE_SECONDS, MAX_ATTEMPTS, backoff
+from shop.orders.retry_schedule import MAX_ATTEMPTS, backoff, lease_seconds, send_seconds
 from shop.state import ShopState
 from shop.storage import one_of, read, transaction
 from shop.storage.models import OrderDelivery
@@ -32,9 +32,7 @@ from shop.storage.transaction import write
 
 log = logging.getLogger("shop.delivery")
 
-# A sink without a `timeout` is given this long before its lease is taken again.
-UNKNOWN_SEND_SECONDS = 30.0
-LEASE_MARGIN_SECONDS = 5  # a send starts only with at least its timeout plus this left
+RENEW_MARGIN_SECONDS = 2  # a send starts only with its timeout and this much lease left
 
 
 def _sink(state: ShopState, destination: str) -> Any:
@@ -139,10 +137,10 @@ def claim(state: ShopState, rows: Sequence[Message]) -> list[Message]:
     if not rows:
         return []
     now = clock.epoch()
-    lease = now + LEASE_SECONDS
     taken, dropped = [], []
     for row in rows:
         sink = _sink(state, row.destination)
+        lease = now + lease_seconds(getattr(sink, "timeout", None))
         if getattr(sink, "drops_orders", False):
             params = {**_key(row), "m_now": now, "m_error": _dropped_error(row.session_id)}
             if write(_DROP, params) == 1:
@@ -186,9 +184,9 @@ def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
     a sink that drops orders took it (recorded `dropped`).
     """
     sink = _sink(state, message.destination)
-    timeout = getattr(sink, "timeout", None) or UNKNOWN_SEND_SECONDS
-    if message.lease - clock.epoch() < timeout + LEASE_MARGIN_SECONDS:
-        renewed = _renew(message)
+    timeout = getattr(sink, "timeout", None)
+    if message.lease - clock.epoch() < send_seconds(timeout) + RENEW_MARGIN_SECONDS:
+        renewed = _renew(message, lease_seconds(timeout))
         if renewed is None:
             return None
         message = renewed
@@ -228,8 +226,8 @@ def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
     return True
 
 
-def _renew(message: Message) -> Message | None:
-    lease = clock.epoch() + LEASE_SECONDS
+def _renew(message: Message, seconds: int) -> Message | None:
+    lease = clock.epoch() + seconds
     renewed = write(_RENEW, {**_key(message), "m_lease": message.lease, "m_new": lease}) == 1
     transaction.commit()
     return replace(message, lease=lease) if renewed else None
