@@ -16,7 +16,7 @@ from shop.config.files import load_files
 from shop.config.settings import Settings
 from shop.errors import register_error_handlers
 from shop.state import ShopState
-from shop.storage.database_url import database_error
+from shop.storage.database_url import database_error, with_driver
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("shop")
@@ -124,6 +124,7 @@ def _log_payment_mode(settings: Settings, provider: Any) -> None:
 
 
 def _database_url(url: str) -> str:
+    url = with_driver(url)  # postgresql:// through psycopg 3 (issue 16)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -151,17 +152,9 @@ def _register_blueprints(app: Flask) -> None:
 def _register_request_hooks(app: Flask) -> None:
     # Imported here, once per app, not per request: importing retention (the database models
     # and the checkout domain) at the top would make every `import shop` load them all.
-    from shop import clock
     from shop.checkout import retention
 
-    @app.before_request
-    def _purge_now_and_then() -> None:
-        if request.blueprint == "ops":
-            return  # /healthz and /metrics report on the store; a purge failing must not hide it
-        now = clock.epoch()
-        if now - app.extensions.get("shop.last_purge", 0) >= retention.PURGE_EVERY_SECONDS:
-            app.extensions["shop.last_purge"] = now
-            retention.purge(app.extensions["shop"])
+    retention.init_app(app)  # issue 16: purging runs in the background, never in a request
 
     @app.teardown_appcontext
     def _end_unit_of_work(_error: BaseException | None) -> None:

@@ -21,7 +21,7 @@ API_VERSION = "2026-04-17"
 # Every released ACP version the store speaks, oldest first (shop/spec/acp/<version>/).
 ACP_VERSIONS = ("2025-09-29", "2025-12-12", "2026-01-16", "2026-01-30", "2026-04-17")
 
-pytest_plugins = ["tests.receiver", "tests.fake_psp"]
+pytest_plugins = ["tests.receiver", "tests.fake_psp", "tests.postgres_server"]
 
 
 @pytest.fixture(autouse=True, scope="session")

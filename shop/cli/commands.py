@@ -107,15 +107,36 @@ def orders_failed() -> None:
     help="Replay every order dropped for want of orderWebhookUrl.",
 )
 @click.option(
+    "--failed",
+    "all_failed",
+    is_flag=True,
+    help="Replay every order still being retried (after a long receiver outage, now).",
+)
+@click.option(
+    "--gave-up",
+    "all_gave_up",
+    is_flag=True,
+    help="Replay every order whose retries all failed.",
+)
+@click.option(
     "--unsigned",
     is_flag=True,
     help="Send without a Signature on purpose (only for a store that runs without "
     "ORDER_WEBHOOK_SECRET).",
 )
-def orders_replay(session_id: str | None, all_dropped: bool, unsigned: bool) -> None:
-    """Send SESSION_ID's order again now (same order id: safe for a deduping receiver)."""
-    if bool(session_id) == all_dropped:
-        raise click.UsageError("give one SESSION_ID, or --dropped (not both)")
+def orders_replay(
+    session_id: str | None, all_dropped: bool, all_failed: bool, all_gave_up: bool, unsigned: bool
+) -> None:
+    """Send SESSION_ID's order again now (same order id: safe for a deduping receiver).
+
+    Or, in bulk: --dropped, --failed, --gave-up (together as you like), oldest first.
+    """
+    flags = {"dropped": all_dropped, "failed": all_failed, "gave_up": all_gave_up}
+    states = [state for state, wanted in flags.items() if wanted]
+    if bool(session_id) == bool(states):
+        raise click.UsageError(
+            "give one SESSION_ID, or any of --dropped, --failed, --gave-up (not both)"
+        )
     state = get_state()
     settings = state.settings
     if settings.order_webhook_url and not settings.secret("ORDER_WEBHOOK_SECRET") and not unsigned:
@@ -128,9 +149,9 @@ def orders_replay(session_id: str | None, all_dropped: bool, unsigned: bool) -> 
             "replay …, or `set -a; . /etc/shop/env; set +a` first), or add --unsigned if your "
             "store really sends orders unsigned."
         )
-    sessions = orders.dropped_sessions() if all_dropped else [session_id or ""]
-    if all_dropped and not sessions:
-        click.echo("no dropped orders")
+    sessions = orders.sessions_in(*states) if states else [session_id or ""]
+    if states and not sessions:
+        click.echo(f"no {' or '.join(s.replace('_', ' ') for s in states)} orders")
         return
     rows = [row for session in sessions for row in orders.replay(state, session)]
     if not rows:

@@ -612,6 +612,13 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_PURGE_SECONDS",
+        "optional",
+        "How often each worker forgets expired sessions and gives the space back, in the "
+        "background, in seconds (default 300).",
+        secret=False,
+    ),
+    Variable(
         "SHOP_BODY_TIMEOUT",
         "optional",
         "Seconds a client may take to send a whole request body before the store answers "

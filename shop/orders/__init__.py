@@ -41,7 +41,7 @@ from shop.orders.outbox import (
     enqueue_order_created,
     enqueue_order_flagged,
 )
-from shop.orders.replay import backlog, dropped_sessions, replay, undelivered
+from shop.orders.replay import backlog, dropped_sessions, replay, sessions_in, undelivered
 from shop.orders.sending import claim, deliver_session, due, send_all
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "init_app",
     "replay",
     "send_all",
+    "sessions_in",
     "start_sweeper",
     "sweep",
     "undelivered",

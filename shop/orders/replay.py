@@ -68,9 +68,14 @@ def replay(state: ShopState, session_id: str) -> list[Any]:
 
 def dropped_sessions() -> list[str]:
     """Return the sessions with a message dropped for want of a destination, oldest first."""
+    return sessions_in("dropped")
+
+
+def sessions_in(*states: str) -> list[str]:
+    """Return the sessions with a message in one of `states`, oldest first (bulk replay)."""
     rows = transaction.execute(
         select(OrderDelivery.session_id, OrderDelivery.created_at)
-        .where(OrderDelivery.state == "dropped")
+        .where(OrderDelivery.state.in_(states))
         .order_by(OrderDelivery.created_at)
     ).all()
     transaction.commit()

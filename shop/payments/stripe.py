@@ -14,33 +14,20 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import requests
 import stripe
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from shop.errors import ConfigError, ProviderError
 from shop.money import to_provider_units
 from shop.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentEvent
 from shop.payments import stripe_params as params
 from shop.payments.declines import decline
+from shop.payments.stripe_errors import credential_rejected, describe, never_sent, setup_error
 from shop.payments.stripe_events import parse_event
 
 log = logging.getLogger("shop.payments.stripe")
 
 TIMEOUT = (5, 25)  # connect, read: below gunicorn's default 30 s worker timeout
 ACCEPTED_BRANDS = ("visa", "mastercard", "amex", "discover")
-# Invalid-request codes that mean the buyer's credential is unusable (expired, used, unknown);
-# every other 400 is a request this store built wrong for the account or API version.
-_CREDENTIAL_CODES = {
-    "resource_missing",
-    "token_already_used",
-    "payment_method_unexpected_state",
-    "payment_method_invalid_parameter",
-    "shared_payment_granted_token_expired",
-    "shared_payment_granted_token_revoked",
-    "shared_payment_granted_token_usage_limit_exceeded",
-}
-_CREDENTIAL_PARAMS = ("payment_method", "card[token]", "source")
 
 
 class StripeProvider:
@@ -171,7 +158,7 @@ class StripeProvider:
                 )
                 return decline(exc.code, error.get("decline_code"), intent_id)
             except stripe.InvalidRequestError as exc:
-                if _credential_rejected(exc):
+                if credential_rejected(exc):
                     log.info(
                         "stripe rejected the credential for session %s: %s (param %s)",
                         request.session_id,
@@ -179,16 +166,16 @@ class StripeProvider:
                         exc.param,
                     )
                     return decline("invalid")
-                raise _setup_error(exc, f"POST /v1/{resource}", version) from exc
+                raise setup_error(exc, f"POST /v1/{resource}", version) from exc
             except (stripe.AuthenticationError, stripe.PermissionError) as exc:
-                raise _setup_error(exc, f"POST /v1/{resource}", version) from exc
+                raise setup_error(exc, f"POST /v1/{resource}", version) from exc
             except stripe.IdempotencyError as exc:
                 raise ProviderError(
-                    f"Stripe idempotency conflict: {_describe(exc)}", retryable=False
+                    f"Stripe idempotency conflict: {describe(exc)}", retryable=False
                 ) from exc
             except stripe.APIConnectionError as exc:
-                if _never_sent(exc):  # refused, unresolved, connect timeout: Stripe saw nothing
-                    raise ProviderError(f"Stripe could not be reached: {_describe(exc)}") from exc
+                if never_sent(exc):  # refused, unresolved, connect timeout: Stripe saw nothing
+                    raise ProviderError(f"Stripe could not be reached: {describe(exc)}") from exc
                 if attempt == 1:  # the same key: Stripe answers what it did the first time
                     log.warning(
                         "no answer from Stripe for session %s (%s); asking again under the "
@@ -198,7 +185,7 @@ class StripeProvider:
                     )
                     continue
                 if resource != "payment_intents":
-                    raise ProviderError(f"Stripe could not be reached: {_describe(exc)}") from exc
+                    raise ProviderError(f"Stripe could not be reached: {describe(exc)}") from exc
                 return self._look_up(request, exc)
             except stripe.APIError as exc:
                 if exc.http_status == 409 or (exc.http_status or 0) >= 500:
@@ -206,11 +193,11 @@ class StripeProvider:
                     if resource == "payment_intents":
                         return self._look_up(request, exc)
                     raise ProviderError(
-                        f"Stripe failed: {_describe(exc)}", retryable=exc.http_status != 500
+                        f"Stripe failed: {describe(exc)}", retryable=exc.http_status != 500
                     ) from exc
-                raise ProviderError(f"Stripe failed: {_describe(exc)}") from exc
+                raise ProviderError(f"Stripe failed: {describe(exc)}") from exc
             except stripe.StripeError as exc:  # rate limits: Stripe acted on nothing
-                raise ProviderError(f"Stripe request failed: {_describe(exc)}") from exc
+                raise ProviderError(f"Stripe request failed: {describe(exc)}") from exc
         raise AssertionError("unreachable")
 
     def _look_up(self, request: ChargeRequest, cause: stripe.StripeError) -> ChargeResult:
@@ -228,10 +215,10 @@ class StripeProvider:
         if isinstance(cause, stripe.APIError) and cause.http_status == 500:
             # Stripe stored its 500 under this key: this token can only replay it.
             raise ProviderError(
-                f"Stripe failed the PaymentIntent: {_describe(cause)}", retryable=False
+                f"Stripe failed the PaymentIntent: {describe(cause)}", retryable=False
             ) from cause
         raise ProviderError(
-            f"Stripe's answer for session {request.session_id} was lost ({_describe(cause)}) "
+            f"Stripe's answer for session {request.session_id} was lost ({describe(cause)}) "
             "and no PaymentIntent for this attempt was found yet",
             outcome_unknown=True,
         ) from cause
@@ -249,7 +236,7 @@ class StripeProvider:
             )
         except stripe.StripeError as exc:
             raise ProviderError(
-                f"Stripe could not look up session {session_id}'s payments: {_describe(exc)}",
+                f"Stripe could not look up session {session_id}'s payments: {describe(exc)}",
                 outcome_unknown=True,
             ) from exc
         intents = [
@@ -282,9 +269,9 @@ class StripeProvider:
                 },
             )
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
-            raise _setup_error(exc, "POST /v1/refunds", params.CARD_API_VERSION) from exc
+            raise setup_error(exc, "POST /v1/refunds", params.CARD_API_VERSION) from exc
         except stripe.StripeError as exc:
-            raise ProviderError(f"Stripe could not refund {reference}: {_describe(exc)}") from exc
+            raise ProviderError(f"Stripe could not refund {reference}: {describe(exc)}") from exc
         return str(refund.id)
 
     def _outcome(self, request: ChargeRequest, intent: Any) -> ChargeResult:
@@ -332,7 +319,7 @@ class StripeProvider:
             log.warning(
                 "could not cancel Stripe PaymentIntent %s needing 3DS: %s",
                 intent_id,
-                _describe(exc),
+                describe(exc),
             )
 
     def parse_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
@@ -379,61 +366,6 @@ def _token_kind(token: str, credential_type: str | None) -> str:
     return "spt" if credential_type == "spt" else "payment_method"
 
 
-def _credential_rejected(exc: stripe.InvalidRequestError) -> bool:
-    """Tell a bad token (expired, used, unknown: the buyer's problem) from a bad request (ours)."""
-    param = getattr(exc, "param", None) or ""
-    if exc.code not in _CREDENTIAL_CODES:
-        return False  # parameter_unknown, …_no_longer_supported …: this store's request
-    return (
-        exc.code != "resource_missing"
-        or param.startswith(_CREDENTIAL_PARAMS)
-        or (param == "payment_method_data[shared_payment_granted_token]")
-    )
-
-
-def _setup_error(exc: stripe.StripeError, what: str, version: str) -> ProviderError:
-    """A refusal only the merchant can fix: say what to change, for the log."""
-    if isinstance(exc, stripe.AuthenticationError):
-        fix = (
-            "STRIPE_SECRET_KEY is not a valid key for this account; set the secret key from "
-            "Dashboard → Developers → API keys"
-        )
-    elif isinstance(exc, stripe.PermissionError):
-        fix = (
-            "STRIPE_SECRET_KEY is a restricted key without the permission this needs; give it "
-            "write access to PaymentIntents, PaymentMethods and Refunds, or use the secret key"
-        )
-    elif "shared_payment_granted_token" in (getattr(exc, "param", None) or ""):
-        fix = (
-            "this account or API version does not accept Shared Payment Tokens; ask Stripe to "
-            "enable agentic commerce (Shared Payment Tokens) for the account, and check "
-            f"STRIPE_API_VERSION (now {version}) is a preview version that has them"
-        )
-    else:
-        fix = (
-            f"Stripe refused a parameter on API version {version} (param "
-            f"{getattr(exc, 'param', None)!r}); this store's request does not match the "
-            "account's API — report it with the request id"
-        )
-    return ProviderError(
-        f"Stripe refused {what} ({_describe(exc)}): {fix}", retryable=False, setup=True
-    )
-
-
-def _never_sent(exc: stripe.APIConnectionError) -> bool:
-    """True when the connection itself failed, so the request cannot have reached Stripe."""
-    cause: BaseException | None = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, requests.exceptions.ConnectTimeout | NewConnectionError):
-            return True
-        reason = getattr(cause, "reason", None)
-        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
-            return True
-        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
-        cause = nested or cause.__cause__ or cause.__context__
-    return False
-
-
 def _brand(intent: Any) -> str | None:
     method = getattr(intent, "payment_method", None)
     card = getattr(method, "card", None) if not isinstance(method, str) else None
@@ -442,11 +374,3 @@ def _brand(intent: Any) -> str | None:
 
 def _plain(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-
-
-def _describe(exc: stripe.StripeError) -> str:
-    """Name the error without echoing request data (no keys or tokens reach the logs)."""
-    return (
-        f"{type(exc).__name__} (HTTP {exc.http_status}, code {exc.code}, request "
-        f"{exc.request_id}): {exc.user_message or 'no message'}"
-    )

@@ -7,13 +7,25 @@ from shop.errors import ConfigError
 DEFAULT_DATABASE_URL = "sqlite:///instance/shop.sqlite3"
 
 
+def with_driver(raw: str) -> str:
+    """The URL SQLAlchemy opens: postgresql:// (and postgres://) through psycopg 3.
+
+    psycopg (3) is the driver shop ships in requirements.txt; SQLAlchemy's default for a bare
+    postgresql:// would be psycopg2. A URL that names a driver is left as it is.
+    """
+    for bare in ("postgresql://", "postgres://"):
+        if raw.startswith(bare):
+            return "postgresql+psycopg://" + raw.removeprefix(bare)
+    return raw
+
+
 def check_database_url(raw: str) -> str:
     """Return SHOP_DATABASE_URL when SQLAlchemy can read it and its driver is installed."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        url = make_url(raw)
+        url = make_url(with_driver(raw))
     except ArgumentError:
         raise ConfigError(
             "SHOP_DATABASE_URL is not a database URL; use sqlite:///path/to/"

@@ -6,7 +6,9 @@ only by time, so their purge lives with the tables.
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from typing import Any
+
+from sqlalchemy import delete, select
 
 from shop import clock
 from shop.storage import transaction
@@ -20,19 +22,28 @@ IDEMPOTENCY_RETENTION_SECONDS = 24 * 3600
 PROVIDER_EVENT_RETENTION_SECONDS = 7 * 86400
 
 
+BATCH = 1000  # rows deleted per transaction: a backlog never holds the write lock for long
+
+
 def purge_idempotency_records() -> int:
     """Delete idempotency records older than the retention window; return how many."""
     cutoff = clock.epoch() - IDEMPOTENCY_RETENTION_SECONDS
-    result = transaction.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
-    )
-    transaction.commit()
-    return result.rowcount or 0
+    return _in_batches(IdempotencyRecord.id, IdempotencyRecord.created_at < cutoff)
 
 
 def purge_provider_events(now: int) -> int:
     """Delete provider event ids past their retention; return how many."""
     cutoff = now - PROVIDER_EVENT_RETENTION_SECONDS
-    result = transaction.execute(delete(ProviderEvent).where(ProviderEvent.received_at < cutoff))
-    transaction.commit()
-    return result.rowcount or 0
+    return _in_batches(ProviderEvent.id, ProviderEvent.received_at < cutoff)
+
+
+def _in_batches(key: Any, condition: Any) -> int:
+    table = key.table
+    deleted = 0
+    while True:
+        batch = select(key).where(condition).limit(BATCH).scalar_subquery()
+        count = transaction.execute(delete(table).where(key.in_(batch))).rowcount or 0
+        transaction.commit()
+        deleted += count
+        if count < BATCH:
+            return deleted

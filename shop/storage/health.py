@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shop.errors import DatabaseUnavailableError
 from shop.storage.connections import Database, database
+from shop.storage.database_url import with_driver
 from shop.storage.failures import DAMAGED, STICKY, classify, low_space, sentence
 from shop.storage.sqlite_tuning import open_connection
 
@@ -53,7 +54,7 @@ def check_database(url: str) -> DatabaseHealth:
     """Open SHOP_DATABASE_URL, try a rolled-back write and compare the schema."""
     from shop.storage.models import ProviderEvent, db
 
-    parsed = make_url(url)
+    parsed = make_url(with_driver(url))
     health = DatabaseHealth(parsed.render_as_string(hide_password=True))
     where = f"SHOP_DATABASE_URL ({health.shown_url})"
     if parsed.get_backend_name() == "sqlite":
