@@ -17,6 +17,7 @@ from shop.storage import transaction
 def register_commands(app: Flask) -> None:
     """Attach the shop's commands to the app's CLI."""
     app.cli.add_command(purge_command)
+    app.cli.add_command(backup_command)
     app.cli.add_command(stock_command)
     app.cli.add_command(orders_group)
     app.cli.add_command(webhooks_group)
@@ -32,6 +33,27 @@ def purge_command() -> None:
         f"deleted {result.sessions} expired session(s) and "
         f"{result.idempotency_records} idempotency record(s); kept "
         f"{result.kept_undelivered} with an undelivered order"
+    )
+
+
+@click.command("backup")
+@click.argument("path", type=click.Path(dir_okay=True, writable=True))
+@with_appcontext
+def backup_command(path: str) -> None:
+    """Copy the database to PATH while the store runs (SQLite's online backup)."""
+    from shop.errors import ConfigError
+    from shop.storage.backup import backup_to
+
+    try:
+        result = backup_to(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"backed up to {result.path} ({result.size / 2**20:.1f} MB): {result.sessions} "
+        f"session(s), {result.undelivered} order message(s) not delivered yet. To restore: "
+        "stop the store, copy the file over the database (removing its -wal and -shm "
+        "files), start the store, then `flask --app app orders replay --failed` "
+        "(docs/deploy.md, Backup and restore)."
     )
 
 
