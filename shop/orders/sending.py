@@ -234,17 +234,20 @@ def _renew(message: Message, seconds: int) -> Message | None:
 
 
 def _record_failures(failures: list[tuple[Message, str, str]], dropped: bool = False) -> None:
-    """Log one prominent line per failure, then record them all in one transaction."""
+    """Record failures in one transaction, then log one prominent line (and count) each.
+
+    Counted after the commit, so a scrape that sees the count sees the row's state too.
+    """
     if not failures:
         return
     now = clock.epoch()
-    params = []
+    params, logs = [], []
     for message, reason, error in failures:
         if dropped:
             state, next_at = "dropped", now
         else:
             gave_up = message.attempts >= MAX_ATTEMPTS
-            _log_failure(message, reason, gave_up, error)
+            logs.append((message, reason, gave_up, error))
             state, next_at = (
                 ("gave_up", now) if gave_up else ("failed", now + backoff(message.attempts))
             )
@@ -261,6 +264,8 @@ def _record_failures(failures: list[tuple[Message, str, str]], dropped: bool = F
     for values in params:
         write(_FAILED, values)
     transaction.commit()
+    for entry in logs:
+        _log_failure(*entry)
 
 
 def _log_failure(message: Message, reason: str, gave_up: bool, error: str) -> None:
