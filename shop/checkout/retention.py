@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, or_, select
 
 from shop import checkout, clock
 from shop.checkout import Status, tally
-from shop.errors import ConfigError
+from shop.config.fields import env_seconds
 from shop.orders import OPEN_STATES, STRANDED_STATES
 from shop.state import ShopState
 from shop.storage import health, rows_of, transaction
@@ -128,19 +128,14 @@ def _log_stranded(ids: list[str]) -> None:
 
 def purge_seconds(env: Mapping[str, str]) -> float:
     """How often each worker purges in the background (SHOP_PURGE_SECONDS, default 300)."""
-    raw = env.get("SHOP_PURGE_SECONDS") or ""
-    if not raw:
-        return float(PURGE_EVERY_SECONDS)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0.1 <= seconds <= 86400:
-        raise ConfigError(
-            f"SHOP_PURGE_SECONDS is {raw!r}; set it to how often (in seconds, 0.1 to 86400, "
-            f"default {PURGE_EVERY_SECONDS}) the store forgets expired sessions, or unset it."
-        )
-    return seconds
+    return env_seconds(
+        env,
+        "SHOP_PURGE_SECONDS",
+        PURGE_EVERY_SECONDS,
+        0.1,
+        86400,
+        "how often the store forgets expired sessions",
+    )
 
 
 def housekeep(state: ShopState) -> tuple[PurgeResult, SpaceResult]:

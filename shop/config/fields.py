@@ -196,3 +196,22 @@ class Fields:
             relative = ' or a path on storeUrl such as "/terms"' if base else ""
             raise self.error(key, f"must be an http:// or https:// URL{relative}, got {value!r}.")
         return resolved
+
+
+def env_seconds(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float, meaning: str
+) -> float:
+    """Read a duration in seconds from the environment: unset is `default`, else low..high."""
+    raw = env.get(name) or ""
+    if not raw:
+        return float(default)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")  # fails the range check below
+    if not low <= seconds <= high:
+        raise ConfigError(
+            f"{name} is {raw!r}; set it to {meaning} (in seconds, {low:g} to {high:g}, "
+            f"default {default:g}), or unset it."
+        )
+    return seconds

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shop.config.fields import Fields
+from shop.config.fields import Fields, env_seconds
 from shop.config.jsonfile import load_json_file
 from shop.config.schema import CONFIG
 from shop.config.tax_rules import DEFAULT_TAX_COUNTRY, parse_home_country, parse_nexus
@@ -225,19 +225,14 @@ def _parse(cfg: Fields, env: Mapping[str, str]) -> Settings:
 
 def _body_timeout(env: Mapping[str, str]) -> float:
     """Return SHOP_BODY_TIMEOUT: seconds a client may take to send a whole body (default 10)."""
-    raw = env.get("SHOP_BODY_TIMEOUT") or ""
-    if not raw:
-        return DEFAULT_BODY_TIMEOUT
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0.1 <= seconds <= 300:
-        raise ConfigError(
-            f"SHOP_BODY_TIMEOUT is {raw!r}; set it to the seconds a client may take to send a "
-            "request body (0.1 to 300, default 10), or unset it."
-        )
-    return seconds
+    return env_seconds(
+        env,
+        "SHOP_BODY_TIMEOUT",
+        DEFAULT_BODY_TIMEOUT,
+        0.1,
+        300,
+        "how long a client may take to send a whole request body",
+    )
 
 
 def _api_keys(raw: str) -> dict[str, str]:

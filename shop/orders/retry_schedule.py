@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from shop.errors import ConfigError
+from shop.config.fields import env_seconds
 
 BACKOFF_BASE = 30
 BACKOFF_CAP = 4 * 3600
@@ -72,17 +72,11 @@ def schedule_text() -> str:
 
 def sweep_seconds(env: Mapping[str, str]) -> float:
     """Return how often each worker's sweeper looks for due messages (ORDER_SWEEP_SECONDS)."""
-    raw = env.get("ORDER_SWEEP_SECONDS") or ""
-    if not raw:
-        return SWEEP_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0.05 <= seconds <= 3600:
-        raise ConfigError(
-            f"ORDER_SWEEP_SECONDS is {raw!r}; set it to how often (in seconds, "
-            f"0.05 to 3600, default {SWEEP_SECONDS:g}) each worker retries due "
-            "order deliveries, or unset it."
-        )
-    return seconds
+    return env_seconds(
+        env,
+        "ORDER_SWEEP_SECONDS",
+        SWEEP_SECONDS,
+        0.05,
+        3600,
+        "how often each worker retries due order deliveries",
+    )
