@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -113,3 +115,25 @@ def gunicorn(
     """Run `gunicorn app:app` with the given environment; yield its base URL; stop it after."""
     with gunicorn_process(env, workers, threads, app, log_path=log_path) as (url, _proc):
         yield url
+
+
+def store_env(shop_files: Mapping[str, Path], receiver: Any, **overrides: str) -> dict[str, str]:
+    """The environment of a store on the test files that hands its orders to `receiver`.
+
+    Writes `orderWebhookUrl` into the test config.json; orders are signed with the receiver's
+    secret; the agent-platform hand-off and ACP signing are off unless `overrides` say so.
+    """
+    config = json.loads(shop_files["config"].read_text())
+    config["orderWebhookUrl"] = receiver.url
+    shop_files["config"].write_text(json.dumps(config))
+    return {
+        "SHOP_CONFIG": str(shop_files["config"]),
+        "SHOP_PRODUCTS": str(shop_files["products"]),
+        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
+        "SHOP_API_KEYS": "",
+        "ORDER_WEBHOOK_SECRET": receiver.secret,
+        "ORDER_WEBHOOK_TIMEOUT": "",
+        "ACP_WEBHOOK_URL": "",
+        "ACP_WEBHOOK_SECRET": "",
+        **overrides,
+    }

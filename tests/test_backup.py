@@ -9,7 +9,6 @@ every order the copy held, each once.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -21,7 +20,7 @@ import uuid
 import requests
 
 from tests.conftest import API_VERSION, ROOT, cart, payment
-from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import gunicorn, store_env
 
 
 def _headers() -> dict[str, str]:
@@ -47,19 +46,7 @@ def _flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_backup_under_load_restores_into_a_store_that_delivers_its_orders(
     shop_files, order_receiver
 ):
-    config = json.loads(shop_files["config"].read_text())
-    config["orderWebhookUrl"] = order_receiver.url
-    shop_files["config"].write_text(json.dumps(config))
-    env = {
-        "SHOP_CONFIG": str(shop_files["config"]),
-        "SHOP_PRODUCTS": str(shop_files["products"]),
-        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
-        "SHOP_API_KEYS": "",
-        "ORDER_WEBHOOK_SECRET": order_receiver.secret,
-        "ORDER_WEBHOOK_TIMEOUT": "",
-        "ACP_WEBHOOK_URL": "",
-        "ACP_WEBHOOK_SECRET": "",
-    }
+    env = store_env(shop_files, order_receiver)
     backup = shop_files["dir"] / "backups" / "shop-backup.sqlite3"
     backup.parent.mkdir()
     order_receiver.mode = "error"  # orders wait undelivered (retried later)

@@ -24,6 +24,7 @@ import requests
 
 from tests.conftest import API_VERSION, cart, payment
 from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import store_env as receiver_store_env
 
 WORKERS = 2
 
@@ -53,20 +54,11 @@ def _buy(url: str) -> tuple[requests.Response, requests.Response | None]:
 
 @pytest.fixture
 def store_env(shop_files, order_receiver) -> dict[str, str]:
-    config = json.loads(shop_files["config"].read_text())
-    config["orderWebhookUrl"] = order_receiver.url
-    shop_files["config"].write_text(json.dumps(config))
-    return {
-        "SHOP_CONFIG": str(shop_files["config"]),
-        "SHOP_PRODUCTS": str(shop_files["products"]),
-        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
-        "SHOP_API_KEYS": "",
-        "ORDER_WEBHOOK_SECRET": order_receiver.secret,
-        "ORDER_WEBHOOK_TIMEOUT": "",
-        "ACP_WEBHOOK_URL": "",
-        "ACP_WEBHOOK_SECRET": "",
-        "ORDER_SWEEP_SECONDS": "0.2",
-    }
+    return receiver_store_env(
+        shop_files,
+        order_receiver,
+        ORDER_SWEEP_SECONDS="0.2",
+    )
 
 
 def _assert_refused(url: str, attempts: int, reason: str) -> None:

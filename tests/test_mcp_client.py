@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import ADDRESS_CA, API_VERSION, acp_validator
-from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import gunicorn, store_env
 
 TOOLS = {
     "create_checkout_session",
@@ -32,20 +32,12 @@ TOOLS = {
 
 @pytest.fixture
 def server(shop_files, order_receiver):
-    config = json.loads(shop_files["config"].read_text())
-    config["orderWebhookUrl"] = order_receiver.url
-    shop_files["config"].write_text(json.dumps(config))
-    env = {
-        "SHOP_CONFIG": str(shop_files["config"]),
-        "SHOP_PRODUCTS": str(shop_files["products"]),
-        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
-        "SHOP_API_KEYS": "agent:sk_agent_secret",
-        "ORDER_WEBHOOK_SECRET": order_receiver.secret,
-        "ORDER_WEBHOOK_TIMEOUT": "",
-        "ACP_WEBHOOK_URL": "",
-        "ACP_WEBHOOK_SECRET": "",
-        "ACP_SIGNING_SECRET": "",
-    }
+    env = store_env(
+        shop_files,
+        order_receiver,
+        SHOP_API_KEYS="agent:sk_agent_secret",
+        ACP_SIGNING_SECRET="",
+    )
     with gunicorn(env, workers=2, threads=1) as url:
         yield url
 

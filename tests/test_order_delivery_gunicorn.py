@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import API_VERSION, cart, payment
-from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import gunicorn, store_env
 from tests.offline_events import offline_signature
 
 WEBHOOKS = ["evt_a", "evt_a", "evt_b", "evt_b", "evt_c", "evt_d"]  # repeats and distinct ids
@@ -42,23 +42,14 @@ def access_log(shop_files) -> Path:
 
 @pytest.fixture
 def server(shop_files, order_receiver, access_log):
-    config = json.loads(shop_files["config"].read_text())
-    config["orderWebhookUrl"] = order_receiver.url
-    shop_files["config"].write_text(json.dumps(config))
-    env = {
-        "SHOP_CONFIG": str(shop_files["config"]),
-        "SHOP_PRODUCTS": str(shop_files["products"]),
-        "SHOP_DATABASE_URL": f"sqlite:///{shop_files['db']}",
-        "SHOP_API_KEYS": "",
-        "ORDER_WEBHOOK_SECRET": order_receiver.secret,
-        "ORDER_WEBHOOK_TIMEOUT": "",
-        "ACP_WEBHOOK_URL": "",
-        "ACP_WEBHOOK_SECRET": "",
-        "ORDER_SWEEP_SECONDS": "0.1",
+    env = store_env(
+        shop_files,
+        order_receiver,
+        ORDER_SWEEP_SECONDS="0.1",
         # %(p)s is the worker's pid: which process answered each request.
-        "GUNICORN_CMD_ARGS": f"--access-logfile {access_log} "
+        GUNICORN_CMD_ARGS=f"--access-logfile {access_log} "
         "--access-logformat '%(p)s %(m)s %(U)s %(s)s'",
-    }
+    )
     # threads=1: gunicorn's default sync worker, one request at a time per process, so
     # concurrent requests spread over the processes (a gthread worker may accept them all).
     with gunicorn(env, workers=WORKERS, threads=1) as url:
