@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, request
@@ -22,6 +22,34 @@ MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("shop")
 
 
+class ShopFlask(Flask):
+    """Flask that decides once per function, not on every request, whether it is a coroutine.
+
+    Flask asks `ensure_sync` for every hook and view of every request (about nine times), and
+    each ask is an `inspect.iscoroutinefunction`. The answer is remembered per function; a
+    coroutine function still goes through `async_to_sync` exactly as in Flask (which, without
+    Flask's `async` extra installed, refuses it with Flask's own error when it is called).
+    Callables made per request (`after_this_request`) fill at most `_SYNC_CACHE` entries.
+    """
+
+    _SYNC_CACHE = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except KeyError:
+            found = super().ensure_sync(func)
+            if len(self._sync) < self._SYNC_CACHE:
+                self._sync[func] = found
+            return found
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = None) -> Flask:
     """Build the app. `overrides` may hold environment variables and a `config` dict.
 
@@ -33,7 +61,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     env = {**os.environ, **{k: str(v) for k, v in overrides.items()}}
     settings, catalog = load_files(env, config_overrides)
 
-    app = Flask("shop", instance_path=os.path.abspath("instance"))
+    app = ShopFlask("shop", instance_path=os.path.abspath("instance"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     try:
         app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(settings.database_url)

@@ -1,0 +1,47 @@
+"""The request path's trims (issue 12) keep what they trimmed: coroutine views, the space check."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import flask.app
+
+
+def test_ensure_sync_decides_once_per_function_and_still_runs_coroutine_views(
+    make_app, monkeypatch
+):
+    app = make_app()
+    asked: list[Any] = []
+    real = flask.app.iscoroutinefunction
+
+    def counting(func: Any) -> bool:
+        asked.append(func)
+        return real(func)
+
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", counting)
+    ran: list[str] = []
+
+    async def hello() -> str:
+        await asyncio.sleep(0)
+        ran.append("coroutine")
+        return "from a coroutine"
+
+    def plain() -> str:
+        return "from a function"
+
+    def run_in_loop(func: Any) -> Any:  # what Flask's `async` extra does, without asgiref
+        return lambda *args, **kwargs: asyncio.run(func(*args, **kwargs))
+
+    app.async_to_sync = run_in_loop  # type: ignore[method-assign]
+    app.add_url_rule("/probe/async", view_func=hello)
+    app.add_url_rule("/probe/plain", view_func=plain)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/probe/async").get_data(as_text=True) == "from a coroutine"
+        assert client.get("/probe/plain").get_data(as_text=True) == "from a function"
+    assert ran == ["coroutine"] * 3
+    assert app.ensure_sync(plain) is plain
+    # Every hook and view was asked about once, not on each of the six requests.
+    assert asked.count(hello) == 1 and asked.count(plain) == 1
+    assert len(asked) == len({id(func) for func in asked}), asked
