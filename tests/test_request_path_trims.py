@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import flask.app
+import pytest
 
 
 def test_ensure_sync_decides_once_per_function_and_still_runs_coroutine_views(
@@ -45,3 +47,23 @@ def test_ensure_sync_decides_once_per_function_and_still_runs_coroutine_views(
     # Every hook and view was asked about once, not on each of the six requests.
     assert asked.count(hello) == 1 and asked.count(plain) == 1
     assert len(asked) == len({id(func) for func in asked}), asked
+
+
+def test_the_space_check_looks_at_most_once_a_second_and_resumes_at_once(make_app, monkeypatch):
+    from shop.errors import DatabaseUnavailableError
+    from shop.storage import health
+
+    app = make_app()
+    with app.app_context():
+        health.require_writable()  # room: believed for a second
+        # The disk "fills": more than the real disk has free is required from now on.
+        monkeypatch.setattr(health, "MIN_FREE_BYTES", 1 << 62)
+        health.require_writable()  # within the second: not looked at again
+        time.sleep(health.SPACE_EVERY_SECONDS + 0.05)
+        with pytest.raises(DatabaseUnavailableError, match="free"):
+            health.require_writable()
+        with pytest.raises(DatabaseUnavailableError, match="free"):
+            health.require_writable()  # no room: looked at on every ask
+        assert any("free" in said for said in health.problems(probe=False))
+        monkeypatch.setattr(health, "MIN_FREE_BYTES", 2 * 1024 * 1024)
+        health.require_writable()  # room again: the very next ask goes through

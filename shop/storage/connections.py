@@ -52,6 +52,7 @@ class Database:
         "own",
         "probed_at",
         "queue",
+        "space_ok_at",
     )
 
     def __init__(self, engine: Engine) -> None:
@@ -65,6 +66,7 @@ class Database:
         self.identity: tuple[int, int] | None = None
         self.failures: dict[str, tuple[str, float]] = {}
         self.probed_at = float("-inf")
+        self.space_ok_at = float("-inf")  # when the disk last had room (monotonic)
         _DATABASES.add(self)
 
     @property
