@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
+from random import getrandbits
 from typing import Any
 
 from flask import Flask, request
@@ -193,11 +193,17 @@ def _register_request_hooks(app: Flask) -> None:
     @app.after_request
     def _echo_request_id(response: Any) -> Any:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.
-        request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
-        response.headers["Request-Id"] = request_id
+        # Headers straight from the WSGI environ (what request.headers.get reads, without two
+        # proxy lookups and key spellings per request). A made id needs to be unique, not
+        # secret: 64 bits of the `random` module (reseeded in every forked worker by Python
+        # itself), not a getrandom syscall per request.
+        environ = request.environ
+        request_id = environ.get("HTTP_REQUEST_ID") or f"req_{getrandbits(64):016x}"
+        headers = response.headers
+        headers["Request-Id"] = request_id
         # ACP 2026-04-17 echoes Idempotency-Key; every answer to a request carrying one does
         # (errors and replays too), so an agent can match answers to its retries.
-        idempotency_key = request.headers.get("Idempotency-Key")
+        idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
         if idempotency_key is not None:
-            response.headers["Idempotency-Key"] = idempotency_key
+            headers["Idempotency-Key"] = idempotency_key
         return response

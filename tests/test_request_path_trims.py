@@ -67,3 +67,33 @@ def test_the_space_check_looks_at_most_once_a_second_and_resumes_at_once(make_ap
         assert any("free" in said for said in health.problems(probe=False))
         monkeypatch.setattr(health, "MIN_FREE_BYTES", 2 * 1024 * 1024)
         health.require_writable()  # room again: the very next ask goes through
+
+
+def test_made_request_ids_are_unique_in_each_forked_worker(make_app):
+    import os
+    import re
+
+    client = make_app().test_client()
+    made = [client.get("/healthz").headers["Request-Id"] for _ in range(50)]
+    assert all(re.fullmatch(r"req_[0-9a-f]{16}", found) for found in made), made
+    assert len(set(made)) == len(made)
+    assert client.get("/healthz", headers={"Request-Id": "req_mine"}).headers["Request-Id"] == (
+        "req_mine"
+    )
+    # Gunicorn forks its workers from one process: each must make its own ids, not the same
+    # sequence. The ids come from `random`, which Python reseeds in a forked child; checked
+    # here without serving a request in the child (threads may hold locks across a fork).
+    import random
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, random.getrandbits(64).to_bytes(8, "big"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = int.from_bytes(os.read(read, 8), "big")
+    os.close(read)
+    assert child != random.getrandbits(64)
