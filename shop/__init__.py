@@ -197,7 +197,7 @@ def _register_request_hooks(app: Flask) -> None:
         # proxy lookups and key spellings per request). A made id needs to be unique, not
         # secret: 64 bits of the `random` module (reseeded in every forked worker by Python
         # itself), not a getrandom syscall per request.
-        environ = request.environ
+        environ = request._get_current_object().environ
         request_id = environ.get("HTTP_REQUEST_ID") or f"req_{getrandbits(64):016x}"
         headers = response.headers
         headers["Request-Id"] = request_id

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
+from flask.globals import _cv_app
 from sqlalchemy import Executable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -152,7 +152,10 @@ def attach(app: Any, engine: Engine) -> Database:
 
 def database() -> Database:
     """The current app's Database (made by init_db, or here for an app bound without it)."""
-    extensions = current_app.extensions
+    context = _cv_app.get(None)  # not the current_app proxy: ~0.1 against ~0.7 us, 5x a request
+    if context is None:
+        raise RuntimeError("Working outside of application context (shop.storage.database).")
+    extensions = context.app.extensions
     found = extensions.get(_DATABASE)
     if found is None:
         found = extensions[_DATABASE] = Database(extensions["sqlalchemy"].engine)
