@@ -97,3 +97,14 @@ def test_made_request_ids_are_unique_in_each_forked_worker(make_app):
     child = int.from_bytes(os.read(read, 8), "big")
     os.close(read)
     assert child != random.getrandbits(64)
+
+
+def test_epoch_follows_a_moved_clock(monkeypatch):
+    from datetime import timedelta
+
+    from shop import clock
+
+    assert abs(clock.epoch() - time.time()) < 2
+    later = clock.now() + timedelta(hours=5)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    assert clock.epoch() == int(later.timestamp())
