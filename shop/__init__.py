@@ -181,13 +181,12 @@ def _register_request_hooks(app: Flask) -> None:
     # Imported here, once per app, not per request: importing retention (the database models
     # and the checkout domain) at the top would make every `import shop` load them all.
     from shop.checkout import retention
+    from shop.storage import transaction
 
     retention.init_app(app)  # issue 16: purging runs in the background, never in a request
 
     @app.teardown_appcontext
     def _end_unit_of_work(_error: BaseException | None) -> None:
-        from shop.storage import transaction
-
         transaction.reset()  # rolls back a transaction a failure left open; clears its info
 
     @app.after_request
