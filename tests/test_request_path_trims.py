@@ -108,3 +108,21 @@ def test_epoch_follows_a_moved_clock(monkeypatch):
     later = clock.now() + timedelta(hours=5)
     monkeypatch.setattr(clock, "now", lambda: later)
     assert clock.epoch() == int(later.timestamp())
+
+
+def test_state_and_database_without_the_proxies_are_the_apps_own(make_app):
+    from shop.state import get_state
+    from shop.storage import connections
+
+    app = make_app()
+    with pytest.raises(RuntimeError, match="application context"):
+        get_state()
+    with pytest.raises(RuntimeError, match="application context"):
+        connections.database()
+    with app.app_context():
+        assert get_state() is app.extensions["shop"]
+        assert connections.database() is connections.database()
+        other = make_app()
+        with other.app_context():  # the innermost app, as current_app would say
+            assert get_state() is other.extensions["shop"]
+        assert get_state() is app.extensions["shop"]
