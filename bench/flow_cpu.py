@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--receiver", action="store_true", help="hand orders to a receiver")
+    parser.add_argument("--dump", metavar="FILE", help="with --profile: also save the stats")
     args = parser.parse_args()
     secret = "whsec_bench_" + uuid.uuid4().hex
 
@@ -130,6 +131,8 @@ def main() -> None:
             stats = pstats.Stats(profiler)
             for thread in threads:
                 stats.add(thread)
+            if args.dump:
+                stats.dump_stats(args.dump)
             stats.sort_stats("tottime").print_stats(args.profile)
             stats.sort_stats("cumulative").print_stats("shop/orders", args.profile)
 
