@@ -6,7 +6,8 @@ No gunicorn: the flow runs through Flask's test client on one thread, and
 `time.process_time` counts the CPU it took (so load from other processes matters less than
 in bench/flow.py). Use it to compare two versions of a change; the test client itself costs
 ~0.1 ms a request. `--profile N` then runs the flows again under cProfile and prints the N
-functions with the most time of their own. Same catalog and config as bench/flow.py.
+functions with the most time of their own (`--dump FILE` also writes them for pstats).
+Same catalog and config as bench/flow.py.
 
 `--receiver` sets orderWebhookUrl (signed) to bench/receiver.py in its own process, so each
 order is also handed off by this process's hand-off thread; "CPU per order" then counts the
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--receiver", action="store_true", help="hand orders to a receiver")
-    parser.add_argument("--dump", metavar="FILE", help="with --profile: also save the stats")
+    parser.add_argument("--dump", metavar="FILE", help="with --profile: also write the pstats")
     args = parser.parse_args()
     secret = "whsec_bench_" + uuid.uuid4().hex
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from random import getrandbits
 from typing import Any
 
 from flask import Flask, request
@@ -22,6 +22,34 @@ MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("shop")
 
 
+class ShopFlask(Flask):
+    """Flask that decides once per function, not on every request, whether it is a coroutine.
+
+    Flask asks `ensure_sync` for every hook and view of every request (about nine times), and
+    each ask is an `inspect.iscoroutinefunction`. The answer is remembered per function; a
+    coroutine function still goes through `async_to_sync` exactly as in Flask (which, without
+    Flask's `async` extra installed, refuses it with Flask's own error when it is called).
+    Callables made per request (`after_this_request`) fill at most `_SYNC_CACHE` entries.
+    """
+
+    _SYNC_CACHE = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except KeyError:
+            found = super().ensure_sync(func)
+            if len(self._sync) < self._SYNC_CACHE:
+                self._sync[func] = found
+            return found
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = None) -> Flask:
     """Build the app. `overrides` may hold environment variables and a `config` dict.
 
@@ -33,7 +61,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
     env = {**os.environ, **{k: str(v) for k, v in overrides.items()}}
     settings, catalog = load_files(env, config_overrides)
 
-    app = Flask("shop", instance_path=os.path.abspath("instance"))
+    app = ShopFlask("shop", instance_path=os.path.abspath("instance"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     try:
         app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(settings.database_url)
@@ -153,23 +181,28 @@ def _register_request_hooks(app: Flask) -> None:
     # Imported here, once per app, not per request: importing retention (the database models
     # and the checkout domain) at the top would make every `import shop` load them all.
     from shop.checkout import retention
+    from shop.storage import transaction
 
     retention.init_app(app)  # issue 16: purging runs in the background, never in a request
 
     @app.teardown_appcontext
     def _end_unit_of_work(_error: BaseException | None) -> None:
-        from shop.storage import transaction
-
         transaction.reset()  # rolls back a transaction a failure left open; clears its info
 
     @app.after_request
     def _echo_request_id(response: Any) -> Any:
         # The id is only echoed, so it is made here, once, rather than in a before_request hook.
-        request_id = request.headers.get("Request-Id") or "req_" + secrets.token_hex(8)
-        response.headers["Request-Id"] = request_id
+        # Headers straight from the WSGI environ (what request.headers.get reads, without two
+        # proxy lookups and key spellings per request). A made id needs to be unique, not
+        # secret: 64 bits of the `random` module (reseeded in every forked worker by Python
+        # itself), not a getrandom syscall per request.
+        environ = request._get_current_object().environ
+        request_id = environ.get("HTTP_REQUEST_ID") or f"req_{getrandbits(64):016x}"
+        headers = response.headers
+        headers["Request-Id"] = request_id
         # ACP 2026-04-17 echoes Idempotency-Key; every answer to a request carrying one does
         # (errors and replays too), so an agent can match answers to its retries.
-        idempotency_key = request.headers.get("Idempotency-Key")
+        idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
         if idempotency_key is not None:
-            response.headers["Idempotency-Key"] = idempotency_key
+            headers["Idempotency-Key"] = idempotency_key
         return response

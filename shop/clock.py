@@ -15,7 +15,14 @@ def now() -> datetime:
 
 def epoch() -> int:
     """Return the current time as whole Unix seconds (what the database stores)."""
+    if now is _UNPATCHED_NOW:
+        # The same second as int(now().timestamp()) without building a datetime (~0.2 against
+        # ~0.7 us; about five a request). A test that moves `now` is still obeyed below.
+        return int(time.time())
     return int(now().timestamp())
+
+
+_UNPATCHED_NOW = now
 
 
 def iso(seconds: int) -> str:

@@ -91,7 +91,7 @@ def init_app(app: Flask, max_bytes: int, seconds: float = BODY_SECONDS) -> None:
 
     @app.before_request
     def _refuse_late_body() -> None:
-        late = request.environ.get(_TIMED_OUT)
+        late = request._get_current_object().environ.get(_TIMED_OUT)
         if late is None:
             return
         wanted, _got = late

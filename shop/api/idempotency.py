@@ -291,7 +291,8 @@ def idempotent(
     def decorator(view: Callable[..., Response]) -> Callable[..., Response]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
-            key = request.headers.get("Idempotency-Key", "")
+            current = request._get_current_object()
+            key = current.headers.get("Idempotency-Key", "")
             if not key.strip():
                 raise InvalidRequestError(
                     "idempotency_key_required",
@@ -305,7 +306,7 @@ def idempotent(
                     f" use at most {MAX_KEY_LENGTH} (a UUID is 36).",
                 )
             fingerprint = _fingerprint(parse_body())
-            scope = f"{scope_name()}:{request.path}"
+            scope = f"{scope_name()}:{current.path}"
             known = _known(scope, key, fingerprint)
             if isinstance(known, Response):
                 return known

@@ -88,12 +88,13 @@ def init_app(app: Flask, json_logs: bool) -> None:
 
     @app.after_request
     def _observe(response: Response) -> Response:
-        started = request.environ.get(_STARTED)
+        current = request._get_current_object()  # one proxy hop
+        started = current.environ.get(_STARTED)
         if started is None:
             return response
         seconds = time.perf_counter() - started
-        method = request.method if request.method in _METHODS else "other"  # bounded labels
-        key = (request.endpoint or "unmatched", method, response.status_code // 100)
+        method = current.method if current.method in _METHODS else "other"  # bounded labels
+        key = (current.endpoint or "unmatched", method, response.status_code // 100)
         child = children.get(key)
         if child is None:
             child = children[key] = metrics.HTTP_SECONDS.labels(
@@ -103,8 +104,8 @@ def init_app(app: Flask, json_logs: bool) -> None:
         if json_logs:
             fields = {
                 "request_id": response.headers.get("Request-Id"),
-                "method": request.method,
-                "path": request.path,
+                "method": current.method,
+                "path": current.path,
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),
             }

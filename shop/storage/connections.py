@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
+from flask.globals import _cv_app
 from sqlalchemy import Executable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -52,6 +52,7 @@ class Database:
         "own",
         "probed_at",
         "queue",
+        "space_ok_at",
     )
 
     def __init__(self, engine: Engine) -> None:
@@ -65,6 +66,7 @@ class Database:
         self.identity: tuple[int, int] | None = None
         self.failures: dict[str, tuple[str, float]] = {}
         self.probed_at = float("-inf")
+        self.space_ok_at = float("-inf")  # when the disk last had room (monotonic)
         _DATABASES.add(self)
 
     @property
@@ -150,7 +152,10 @@ def attach(app: Any, engine: Engine) -> Database:
 
 def database() -> Database:
     """The current app's Database (made by init_db, or here for an app bound without it)."""
-    extensions = current_app.extensions
+    context = _cv_app.get(None)  # not the current_app proxy: ~0.1 against ~0.7 us, 5x a request
+    if context is None:
+        raise RuntimeError("Working outside of application context (shop.storage.database).")
+    extensions = context.app.extensions
     found = extensions.get(_DATABASE)
     if found is None:
         found = extensions[_DATABASE] = Database(extensions["sqlalchemy"].engine)

@@ -8,7 +8,8 @@ the models. A SQLite file that does not exist yet is only noted: the store creat
 While the store runs (`problems`, `require_writable`, `failure`), whether the database can
 be trusted with a payment now, and why not, each reason one sentence a merchant can act on:
 - the file itself (SQLite): removed or replaced since the store opened it (its inode, checked
-  by every read and transaction), or on a disk with too little room left;
+  by every read and transaction), or on a disk with too little room left (looked at at most
+  once a second per worker while there is room, on every ask while there is not);
 - failures the store met (`failure`, called where a database error is caught): a full disk,
   a damaged file, a file that cannot be written, a database server that does not answer.
   They are reported for a minute after they were last met; a damaged file until restart;
@@ -129,6 +130,11 @@ def check_database(url: str) -> DatabaseHealth:
 # Less room than this on the database's disk and no payment is taken: its record (a few
 # pages, and the WAL's growth until the next checkpoint) might not fit.
 MIN_FREE_BYTES = 2 * 1024 * 1024
+# Enough room, once seen, is believed this long per worker (a statvfs per request is CPU the
+# answer does not need); too little room is looked at again on every request, so the store
+# resumes as soon as space is back. A write that fails for want of space in between is
+# classified by `failure` anyway.
+SPACE_EVERY_SECONDS = 1.0
 RECENT_SECONDS = 60.0
 PROBE_EVERY_SECONDS = 30.0
 
@@ -138,7 +144,7 @@ def problems(probe: bool = True) -> list[str]:
     bound = database()
     try:
         bound.check_file()
-        space = _space_problem(bound)
+        space = _space_problem(bound, fresh=True)
         if space:
             bound.note("space", space)
     except DatabaseUnavailableError:
@@ -211,8 +217,17 @@ def _low_space(path: str) -> str | None:
     return low_space(path, free) if free < MIN_FREE_BYTES else None
 
 
-def _space_problem(bound: Database) -> str | None:
-    return _low_space(bound.path) if bound.own else None
+def _space_problem(bound: Database, fresh: bool = False) -> str | None:
+    """Too little room on the SQLite file's disk, as a sentence; at most one statvfs a second
+    while there is room (`fresh`: look now)."""
+    if not bound.own:
+        return None
+    now = time.monotonic()
+    if not fresh and now - bound.space_ok_at < SPACE_EVERY_SECONDS:
+        return None
+    said = _low_space(bound.path)
+    bound.space_ok_at = float("-inf") if said else now
+    return said
 
 
 def _probe(bound: Database) -> None:
