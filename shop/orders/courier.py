@@ -1,5 +1,15 @@
-"""When messages go: one hand-off thread per process after each commit, and a sweeper per
-worker for retries that are due, started when the worker boots."""
+"""When messages go: from the request that committed them, or one hand-off thread per
+process; and a sweeper per worker for retries that are due, started when the worker boots.
+
+A request that commits an order (a completed checkout, a provider webhook) sends it itself
+as it ends, once its answer is stored, when the destination answers quickly (its last answer
+began within transport.QUICK_SECONDS): no other thread wakes, and the worker's one thread
+does the work without trading the GIL with a second one (docs/decisions.md, issue 12). It
+waits at most PATIENCE_SECONDS for each answer to begin; an answer still to come then goes to
+the hand-off thread, which waits for it and records it, so a receiver that turns slow delays
+one answer by PATIENCE_SECONDS at most. Orders to a destination that is not quick, and
+orders committed outside a request (sweeper, CLI), go to the hand-off thread at once.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +19,21 @@ import threading
 import time
 from collections import deque
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 
 from shop import fast_json, metrics
 from shop.orders.outbox import _DROPPED_LOG, _HANDED_OFF, Message
 from shop.orders.retry_schedule import sweep_seconds
-from shop.orders.sending import claim, due, send_all
+from shop.orders.sending import Waiting, claim, due, finish_all, send_all, send_quickly
+from shop.orders.transport import AnswerPending
 from shop.state import ShopState
 from shop.storage import health, transaction
 
 log = logging.getLogger("shop.delivery")
 
 BATCH = 64  # messages the hand-off thread takes from its queue at a time
+PATIENCE_SECONDS = 0.02  # a request waits this long for an answer it sent to begin
+_OWN = "shop.orders_to_send"  # flask.g: the messages this request committed, sent as it ends
 
 
 @transaction.on_commit
@@ -39,8 +52,37 @@ def _after_commit() -> None:
             log.exception("logging a dropped order failed; `orders failed` lists it")
     handed_off = info.pop(_HANDED_OFF, None)
     if handed_off:
+        if has_request_context():  # sent as the request ends (_send_own)
+            g.setdefault(_OWN, []).extend(handed_off)
+            return
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         _COURIER.put(app, handed_off)
+
+
+def _send_own(app: Flask) -> None:
+    """Send what this request committed to quick destinations; hand the rest to the thread.
+
+    Runs as the request ends (teardown), after its answer and every record are stored; never
+    raises: a message it could not send or record keeps its lease, and the sweeper sends it
+    once the lease ends.
+    """
+    messages = g.pop(_OWN, None)
+    if not messages:
+        return
+    left: list[Message] = messages
+    waiting: Waiting = []
+    try:
+        left, waiting = send_quickly(app.extensions["shop"], messages, PATIENCE_SECONDS)
+    except Exception as exc:
+        left = []
+        if health.failure(exc) is None:  # a failing database is said once, not traced
+            log.exception("order hand-off failed; the sweeper will retry once leases end")
+    finally:
+        transaction.reset()
+    if left:
+        _COURIER.put(app, left)
+    if waiting:
+        _COURIER.put(app, waiting)
 
 
 @transaction.on_rollback
@@ -68,16 +110,17 @@ class _Courier:
 
     def _reset(self) -> None:
         self._cond = threading.Condition()
-        self._queue: deque[tuple[Flask, Message]] = deque()
+        # (app, message) to send, or (app, (message, its answer to come)) to finish
+        self._queue: deque[tuple[Flask, Message | tuple[Message, AnswerPending]]] = deque()
         self._thread: threading.Thread | None = None
         self._busy = False
 
-    def put(self, app: Flask, messages: list[Message]) -> None:
+    def put(self, app: Flask, messages: list[Message] | Waiting) -> None:
         with self._cond:
             if len(self._queue) >= self.MAX_QUEUED:
                 log.warning(
                     "order hand-off queue full; a sweeper will send %s when its lease ends",
-                    ", ".join(m.order_id for m in messages),
+                    ", ".join((m if isinstance(m, Message) else m[0]).order_id for m in messages),
                 )
                 return
             self._queue.extend((app, m) for m in messages)
@@ -93,7 +136,7 @@ class _Courier:
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
 
-    def _take(self) -> list[tuple[Flask, Message]]:
+    def _take(self) -> list[tuple[Flask, Message | tuple[Message, AnswerPending]]]:
         with self._cond:
             self._busy = False
             self._cond.notify_all()
@@ -112,16 +155,23 @@ class _Courier:
 
     def _run(self) -> None:
         while batch := self._take():
-            by_app: dict[Flask, list[Message]] = {}  # one app in production; tests run several
-            for app, message in batch:
-                by_app.setdefault(app, []).append(message)
-            for app, messages in by_app.items():
-                self._send(app, messages)
+            # one app in production; tests run several
+            by_app: dict[Flask, tuple[list[Message], Waiting]] = {}
+            for app, item in batch:
+                to_send, to_finish = by_app.setdefault(app, ([], []))
+                if isinstance(item, Message):
+                    to_send.append(item)
+                else:
+                    to_finish.append(item)
+            for app, (to_send, to_finish) in by_app.items():
+                self._send(app, to_send, to_finish)
 
     @staticmethod
-    def _send(app: Flask, messages: list[Message]) -> None:
+    def _send(app: Flask, messages: list[Message], waiting: Waiting) -> None:
         with app.app_context():
             try:
+                if waiting:
+                    finish_all(app.extensions["shop"], waiting)
                 send_all(app.extensions["shop"], messages)
             except Exception as exc:
                 if health.failure(exc) is None:  # a failing database is said once, not traced
@@ -233,6 +283,10 @@ def init_app(app: Flask) -> None:
     app.extensions["shop.sweep_seconds"] = sweep_seconds(app.extensions["shop"].settings.env)
     if _under_gunicorn():
         start_sweeper(app)
+
+    @app.teardown_request
+    def _orders_out(_error: BaseException | None) -> None:
+        _send_own(app)
 
     @app.before_request
     def _start_sweeper() -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, select, update
 from shop import clock, fast_json, metrics
 from shop.orders.outbox import MERCHANT, OPEN_STATES, Message, _dropped_error
 from shop.orders.retry_schedule import MAX_ATTEMPTS, backoff, lease_seconds, send_seconds
+from shop.orders.transport import AnswerPending
 from shop.state import ShopState
 from shop.storage import one_of, read, transaction
 from shop.storage.models import OrderDelivery
@@ -177,11 +178,63 @@ def send_all(state: ShopState, messages: Iterable[Message]) -> int:
     return delivered
 
 
-def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
+Waiting = list[tuple[Message, AnswerPending]]
+
+
+def send_quickly(
+    state: ShopState, messages: Iterable[Message], patience: float
+) -> tuple[list[Message], Waiting]:
+    """Send the messages whose destination answers quickly, waiting at most `patience` seconds
+    for each answer to begin; record their outcomes as `send_all` does.
+
+    Return what is left for the hand-off thread: the messages not tried (a destination not
+    quick, or any after one whose answer is still to come) and the (message, answer to come)
+    pairs whose `finish_all` records them.
+    """
+    left: list[Message] = []
+    waiting: Waiting = []
+    failures: list[tuple[Message, str, str]] = []
+    try:
+        for message in messages:
+            if waiting or not getattr(_sink(state, message.destination), "quick", False):
+                left.append(message)
+                continue
+            outcome = _send(state, message, patience)
+            if isinstance(outcome, AnswerPending):
+                waiting.append((message, outcome))
+            elif isinstance(outcome, tuple):
+                failures.append((message, *outcome))
+    finally:
+        _record_failures(failures)
+    return left, waiting
+
+
+def finish_all(state: ShopState, waiting: Waiting) -> int:
+    """Wait for the answers `send_quickly` left and record them; return how many delivered."""
+    delivered = 0
+    failures: list[tuple[Message, str, str]] = []
+    try:
+        for message, pending in waiting:
+            try:
+                pending.finish()
+            except Exception as exc:
+                failures.append((message, *_reason(exc)))
+                continue
+            if _sent(_sink(state, message.destination), message):
+                delivered += 1
+    finally:
+        _record_failures(failures)
+    return delivered
+
+
+def _send(
+    state: ShopState, message: Message, patience: float | None = None
+) -> bool | tuple[str, str] | AnswerPending | None:
     """Send one message: True when delivered (and recorded), (reason, error class) if not.
 
     None: the lease went to someone else before the send, so the message is theirs. False:
-    a sink that drops orders took it (recorded `dropped`).
+    a sink that drops orders took it (recorded `dropped`). AnswerPending: sent with
+    `patience`, and its answer is still to come (nothing recorded yet).
     """
     sink = _sink(state, message.destination)
     timeout = getattr(sink, "timeout", None)
@@ -194,12 +247,25 @@ def _send(state: ShopState, message: Message) -> bool | tuple[str, str] | None:
         if sink is None:
             raise RuntimeError(f"no {message.destination} destination is configured any more")
         send_stored = getattr(sink, "send_stored", None)
-        if send_stored is not None:
+        if patience is not None and send_stored is not None:
+            send_stored(message.payload, message.order_id, message.event, patience=patience)
+        elif send_stored is not None:
             send_stored(message.payload, message.order_id, message.event)
         else:
             sink.deliver(fast_json.loads(message.payload))
+    except AnswerPending as pending:
+        return pending
     except Exception as exc:  # a sink must never break the checkout: record and retry
-        return f"{type(exc).__name__}: {exc}"[:500], type(exc).__name__
+        return _reason(exc)
+    return _sent(sink, message)
+
+
+def _reason(exc: BaseException) -> tuple[str, str]:
+    return f"{type(exc).__name__}: {exc}"[:500], type(exc).__name__
+
+
+def _sent(sink: Any, message: Message) -> bool:
+    """Record a message its sink took: delivered (True), or dropped by a sink that only logs."""
     if getattr(sink, "drops_orders", False):  # a sink that only logs, given a leased row
         _record_failures([(message, _dropped_error(message.session_id), "")], dropped=True)
         metrics.inc(

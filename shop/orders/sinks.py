@@ -39,6 +39,9 @@ class OrderSink(Protocol):
 
     A sink may also have `send_stored(text, order_id, event)`: the outbox then hands it the
     message as its row holds it (JSON text), so it is not decoded only to be encoded again.
+    One whose `quick` is true also takes `patience=` there (seconds to wait for the answer to
+    begin; past it, it raises transport.AnswerPending): the worker that took the payment
+    then sends the order itself, and leaves a slow answer to the hand-off thread.
     """
 
     def deliver(self, order: dict[str, Any]) -> None:
@@ -76,19 +79,26 @@ class WebhookSink:
     def __repr__(self) -> str:
         return f"WebhookSink({_where(self.url)!r}, signed={self._secret is not None})"
 
+    @property
+    def quick(self) -> bool:
+        """True while the receiver answers within transport.QUICK_SECONDS."""
+        return self._transport.quick
+
     def deliver(self, order: dict[str, Any]) -> None:
         """Send one order; raise DeliveryError on a non-2xx answer, a timeout or no connection."""
         self._send(_encode(order), idempotency_key(order))
 
-    def send_stored(self, text: str, order_id: str, event: str) -> None:
+    def send_stored(
+        self, text: str, order_id: str, event: str, patience: float | None = None
+    ) -> None:
         """Send a message as the outbox row holds it (its JSON text); raise as `deliver` does."""
-        self._send(text.encode(), _key(order_id, event))
+        self._send(text.encode(), _key(order_id, event), patience)
 
-    def _send(self, body: bytes, key: str) -> None:
+    def _send(self, body: bytes, key: str, patience: float | None = None) -> None:
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if self._secret is not None:
             headers["Signature"] = hmac_sha256_base64(self._secret, body)
-        self._transport.post(body, headers)
+        self._transport.post(body, headers, patience)
 
 
 def idempotency_key(order: Mapping[str, Any]) -> str:
@@ -163,6 +173,11 @@ class AcpEventSink:
     def __repr__(self) -> str:
         return f"AcpEventSink({_where(self.url)!r})"
 
+    @property
+    def quick(self) -> bool:
+        """True while the agent platform answers within transport.QUICK_SECONDS."""
+        return self._transport.quick
+
     def deliver(self, order: dict[str, Any]) -> None:
         """Send one ACP event ({type, data}); a merchant payload is sent as order_create."""
         event = (
@@ -170,17 +185,19 @@ class AcpEventSink:
         )
         self._send(_encode(event))
 
-    def send_stored(self, text: str, order_id: str, event: str) -> None:
+    def send_stored(
+        self, text: str, order_id: str, event: str, patience: float | None = None
+    ) -> None:
         """Send an ACP event as the outbox row holds it (the agent's rows hold whole events)."""
-        self._send(text.encode())
+        self._send(text.encode(), patience)
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, body: bytes, patience: float | None = None) -> None:
         headers = {
             "Content-Type": "application/json",
             "Merchant-Signature": sign_timestamped(self._secret, body, clock.epoch()),
             "Request-Id": f"req_{uuid.uuid4().hex}",
         }
-        self._transport.post(body, headers)
+        self._transport.post(body, headers, patience)
 
 
 def build_sink(settings: Settings, logger: logging.Logger) -> OrderSink:

@@ -22,7 +22,10 @@ import select
 import socket
 import ssl
 import threading
+import time
 import weakref
+from collections.abc import Callable
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
@@ -32,6 +35,8 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 MAX_IDLE = 4  # kept-alive connections per destination (the hand-off thread and sweepers)
 MAX_ANSWER_BYTES = 64 * 1024  # read at most this much of an answer; more: close the connection
 _EXCERPT = 120
+# An answer that begins within this long marks its destination quick (Transport.quick).
+QUICK_SECONDS = 0.02
 
 
 class DeliveryError(Exception):
@@ -41,6 +46,17 @@ class DeliveryError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class AnswerPending(Exception):
+    """The request went out but its answer had not begun within the caller's patience.
+
+    `finish()` waits for the answer (the rest of the timeout) and raises as `post` does.
+    """
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        super().__init__("the answer is still to come")
+        self.finish = finish
 
 
 def where(url: str) -> str:
@@ -60,6 +76,16 @@ def _refused(url: str, status: int, answer: bytes) -> DeliveryError:
         f"{where(url)} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
         status=status,
     )
+
+
+def _failure(url: str, timeout: float, exc: BaseException) -> DeliveryError | None:
+    """The DeliveryError a broken exchange is recorded as; None: not ours to say (re-raise)."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return DeliveryError(f"no answer from {where(url)} within {timeout:g}s ({name})")
+    if isinstance(exc, (OSError, http.client.HTTPException)):  # refused, DNS, TLS, reset …
+        return DeliveryError(f"could not reach {where(url)} ({name})")
+    return None
 
 
 def _uses_proxy(url: str) -> bool:
@@ -94,18 +120,33 @@ class Transport:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._tls: ssl.SSLContext | None = None
+        # True while the last answer began within QUICK_SECONDS of its request (set by every
+        # exchange, whichever thread made it): the worker that took a payment then sends the
+        # order itself (shop.orders.courier); False until a first answer shows it.
+        self.quick = False
 
-    def post(self, body: bytes, headers: dict[str, str]) -> None:
-        """POST exact bytes; raise DeliveryError unless the answer is 2xx."""
+    def post(self, body: bytes, headers: dict[str, str], patience: float | None = None) -> None:
+        """POST exact bytes; raise DeliveryError unless the answer is 2xx.
+
+        With `patience` (seconds) the caller waits at most that long for the answer to begin:
+        past it, or when the request would need a new connection (whose first answer a TLS
+        session ticket can precede), AnswerPending is raised and its `finish()` does the rest
+        (the hand-off thread calls it), raising as `post` would.
+        """
         if self._auth is not None:
             headers = {"Authorization": self._auth, **headers}
         if self._requests is not None:
+            if patience is not None:
+                raise AnswerPending(lambda: self._post_with_requests(body, headers))
             self._post_with_requests(body, headers)
             return
         conn, reused = self._take()
+        if patience is not None and not reused:
+            conn.close()  # never connected: the thread that finishes connects
+            raise AnswerPending(lambda: self.post(body, headers))
         try:
             try:
-                status, answer = self._exchange(conn, body, headers)
+                self._exchange(conn, body, headers, patience)
             except (ConnectionResetError, BrokenPipeError):  # RemoteDisconnected is a reset
                 if not reused:
                     raise
@@ -113,38 +154,58 @@ class Transport:
                 # does to an idle one): write the request once more on a new connection.
                 conn.close()
                 conn = self._connect()
-                status, answer = self._exchange(conn, body, headers)
-        except TimeoutError as exc:
-            conn.close()
-            raise DeliveryError(
-                f"no answer from {where(self.url)} within {self.timeout:g}s ({type(exc).__name__})"
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:  # refused, DNS, TLS, reset …
-            conn.close()
-            raise DeliveryError(
-                f"could not reach {where(self.url)} ({type(exc).__name__})"
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._give_back(conn)
-        if not 200 <= status < 300:
-            raise _refused(self.url, status, answer)
+                self._exchange(conn, body, headers, None if patience is None else 0.0)
+        except (AnswerPending, DeliveryError):
+            raise  # the connection went on with the answer to come, or back to the idle ones
+        except BaseException as exc:
+            self._broken(conn, exc)
 
     def _exchange(
-        self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+        self,
+        conn: http.client.HTTPConnection,
+        body: bytes,
+        headers: dict[str, str],
+        patience: float | None,
+    ) -> None:
         conn.request("POST", self._target, body, headers)
         if _QUICKACK is not None and conn.sock is not None:
             # A receiver that writes its answer's head and body apart (Python's http.server
             # does) waits, by Nagle's rule, for our ACK of the head; on a kept-alive
             # connection Linux delays that ACK up to 40 ms. Acknowledge at once instead.
             conn.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        sent = time.monotonic()
+        if patience is not None and not _answer_begun(conn, patience):
+            self.quick = False
+            raise AnswerPending(lambda: self._finish(conn, sent))
+        self._answer(conn, sent)
+
+    def _finish(self, conn: http.client.HTTPConnection, sent: float) -> None:
+        """Wait for the answer to a request already written (AnswerPending.finish)."""
+        try:
+            self._answer(conn, sent)
+        except DeliveryError:
+            raise
+        except BaseException as exc:
+            self._broken(conn, exc)
+
+    def _broken(self, conn: http.client.HTTPConnection, exc: BaseException) -> NoReturn:
+        conn.close()
+        self.quick = False
+        failure = _failure(self.url, self.timeout, exc)
+        if failure is None:
+            raise exc
+        raise failure from exc
+
+    def _answer(self, conn: http.client.HTTPConnection, sent: float) -> None:
+        """Read the answer, keep the connection for the next request, raise unless 2xx."""
         response = conn.getresponse()
         answer = response.read(MAX_ANSWER_BYTES)
+        self.quick = time.monotonic() - sent <= QUICK_SECONDS
         if not response.isclosed():  # a longer answer than we read: do not reuse
             conn.close()
-        return response.status, answer
+        self._give_back(conn)
+        if not 200 <= response.status < 300:
+            raise _refused(self.url, response.status, answer)
 
     def close(self) -> None:
         """Close the idle connections (a later post opens new ones)."""
@@ -216,6 +277,16 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def _answer_begun(conn: http.client.HTTPConnection, patience: float) -> bool:
+    """Wait up to `patience` seconds for the first bytes of the answer; True once they came."""
+    sock = conn.sock
+    if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        return True  # closed (getresponse says how), or TLS bytes already decrypted
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(patience * 1000))
 
 
 def _tls_context() -> ssl.SSLContext:
