@@ -184,11 +184,16 @@ def read(statement: Executable, params: Mapping[str, Any] | None = None) -> list
     statements the fast path cannot take, go through SQLAlchemy.
     """
     bound = database()
-    compiled = compile_once(statement, bound.dialect) if bound.own else None
+    if not bound.own:
+        with bound.engine.connect().execution_options(shop_read=True) as conn:
+            return list(conn.execute(statement, params or {}))
+    # Before either path: the engine's connect below would make a new, empty file where a
+    # removed one was (SQLAlchemy opens SQLite files in create mode).
+    bound.check_file()
+    compiled = compile_once(statement, bound.dialect)
     if compiled is None:
         with bound.engine.connect().execution_options(shop_read=True) as conn:
             return list(conn.execute(statement, params or {}))
-    bound.check_file()
     sql, args = compiled.sql, compiled.args(params)
     try:
         cursor = bound.reader().execute(sql, args)
