@@ -1,7 +1,7 @@
 """POSTing exact bytes to one destination over kept-alive connections.
 
 A sink sends every message to the same URL, so it keeps its connections open between
-messages (http.client, a few idle ones per destination, any thread may take one): no TCP
+messages (`http1.Connection`, a few idle ones per destination, any thread may take one): no TCP
 or TLS handshake per order, and none of the per-call work of `requests`, which cost more CPU
 than the checkout itself. A kept-alive connection the receiver has closed is noticed before
 it is used; one that breaks while the request is being written is replaced and the request
@@ -16,8 +16,8 @@ which speaks to proxies; its session keeps connections alive too.
 from __future__ import annotations
 
 import base64
-import http.client
 import os
+import re
 import select
 import socket
 import ssl
@@ -26,10 +26,12 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import requests
+
+from shop.orders.http1 import BadAnswer, Connection, request
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 MAX_IDLE = 4  # kept-alive connections per destination (the hand-off thread and sweepers)
@@ -37,6 +39,8 @@ MAX_ANSWER_BYTES = 64 * 1024  # read at most this much of an answer; more: close
 _EXCERPT = 120
 # An answer that begins within this long marks its destination quick (Transport.quick).
 QUICK_SECONDS = 0.02
+_TARGET_OK = re.compile(r"[^\x00-\x20\x7f]*").fullmatch  # no space or control character
+_TARGET_SAFE = "/?&=%:@!$'()*+,;~"
 
 
 class DeliveryError(Exception):
@@ -83,8 +87,10 @@ def _failure(url: str, timeout: float, exc: BaseException) -> DeliveryError | No
     name = type(exc).__name__
     if isinstance(exc, TimeoutError):
         return DeliveryError(f"no answer from {where(url)} within {timeout:g}s ({name})")
-    if isinstance(exc, (OSError, http.client.HTTPException)):  # refused, DNS, TLS, reset …
+    if isinstance(exc, OSError):  # refused, DNS, TLS, reset …
         return DeliveryError(f"could not reach {where(url)} ({name})")
+    if isinstance(exc, BadAnswer):
+        return DeliveryError(f"{where(url)} answered with something that is not HTTP/1.1: {exc}")
     return None
 
 
@@ -106,7 +112,13 @@ class Transport:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # A space or control character cannot go on the request line: sent percent-encoded.
+        self._target = target if _TARGET_OK(target) else quote(target, safe=_TARGET_SAFE)
+        default_port = 443 if self._https else 80
+        self._port_number = parts.port or default_port
+        name = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
+        self._host_header = name if self._port_number == default_port else f"{name}:{parts.port}"
         self._auth: str | None = None
         if parts.username is not None:  # as requests does: credentials in the URL are Basic auth
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -114,7 +126,7 @@ class Transport:
         self._requests = session
         if session is None and _uses_proxy(url):
             self._requests = requests.Session()
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         # A sink dropped with its app closes its connections (no socket left for the GC).
         weakref.finalize(self, _close_all, self._idle)
         self._lock = threading.Lock()
@@ -162,12 +174,12 @@ class Transport:
 
     def _exchange(
         self,
-        conn: http.client.HTTPConnection,
+        conn: Connection,
         body: bytes,
         headers: dict[str, str],
         patience: float | None,
     ) -> None:
-        conn.request("POST", self._target, body, headers)
+        conn.send(request("POST", self._target, self._host_header, headers, body))
         if _QUICKACK is not None and conn.sock is not None:
             # A receiver that writes its answer's head and body apart (Python's http.server
             # does) waits, by Nagle's rule, for our ACK of the head; on a kept-alive
@@ -179,7 +191,7 @@ class Transport:
             raise AnswerPending(lambda: self._finish(conn, sent))
         self._answer(conn, sent)
 
-    def _finish(self, conn: http.client.HTTPConnection, sent: float) -> None:
+    def _finish(self, conn: Connection, sent: float) -> None:
         """Wait for the answer to a request already written (AnswerPending.finish)."""
         try:
             self._answer(conn, sent)
@@ -188,7 +200,7 @@ class Transport:
         except BaseException as exc:
             self._broken(conn, exc)
 
-    def _broken(self, conn: http.client.HTTPConnection, exc: BaseException) -> NoReturn:
+    def _broken(self, conn: Connection, exc: BaseException) -> NoReturn:
         conn.close()
         self.quick = False
         failure = _failure(self.url, self.timeout, exc)
@@ -196,23 +208,22 @@ class Transport:
             raise exc
         raise failure from exc
 
-    def _answer(self, conn: http.client.HTTPConnection, sent: float) -> None:
+    def _answer(self, conn: Connection, sent: float) -> None:
         """Read the answer, keep the connection for the next request, raise unless 2xx."""
-        response = conn.getresponse()
-        answer = response.read(MAX_ANSWER_BYTES)
+        answer = conn.answer("POST", MAX_ANSWER_BYTES)
         self.quick = time.monotonic() - sent <= QUICK_SECONDS
-        if not response.isclosed():  # a longer answer than we read: do not reuse
+        if not answer.reusable:  # `Connection: close`, or more answer than we read
             conn.close()
         self._give_back(conn)
-        if not 200 <= response.status < 300:
-            raise _refused(self.url, response.status, answer)
+        if not 200 <= answer.status < 300:
+            raise _refused(self.url, answer.status, answer.body)
 
     def close(self) -> None:
         """Close the idle connections (a later post opens new ones)."""
         with self._lock:
             _close_all(self._idle)
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self) -> tuple[Connection, bool]:
         """An idle connection that is still open (True), or a new one (False)."""
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's sockets stay the parent's
@@ -225,7 +236,7 @@ class Transport:
                 conn.close()
         return self._connect(), False
 
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, conn: Connection) -> None:
         if conn.sock is None:  # the answer said `Connection: close`
             return
         with self._lock:
@@ -234,14 +245,10 @@ class Transport:
                 return
         conn.close()
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if not self._https:
-            return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        if self._tls is None:
+    def _connect(self) -> Connection:
+        if self._https and self._tls is None:
             self._tls = _tls_context()
-        return http.client.HTTPSConnection(
-            self._host, self._port, timeout=self.timeout, context=self._tls
-        )
+        return Connection(self._host, self._port_number, self.timeout, self._tls)
 
     def _post_with_requests(self, body: bytes, headers: dict[str, str]) -> None:
         assert self._requests is not None
@@ -262,15 +269,15 @@ class Transport:
             raise _refused(self.url, response.status_code, response.content[:MAX_ANSWER_BYTES])
 
 
-def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+def _close_all(connections: list[Connection]) -> None:
     while connections:
         connections.pop().close()
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
+def _dropped(conn: Connection) -> bool:
     """True when an idle connection cannot carry another request (closed by the receiver)."""
     sock = conn.sock
-    if sock is None:
+    if sock is None or conn.buffered:
         return True
     try:
         # An idle kept-alive socket has nothing to read; readable means EOF (or stray bytes).
@@ -279,11 +286,11 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
-def _answer_begun(conn: http.client.HTTPConnection, patience: float) -> bool:
+def _answer_begun(conn: Connection, patience: float) -> bool:
     """Wait up to `patience` seconds for the first bytes of the answer; True once they came."""
     sock = conn.sock
-    if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-        return True  # closed (getresponse says how), or TLS bytes already decrypted
+    if sock is None or conn.buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        return True  # closed (reading says how), or answer bytes already here
     poller = select.poll()
     poller.register(sock, select.POLLIN | select.POLLPRI)
     return bool(poller.poll(patience * 1000))
