@@ -71,6 +71,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
 
     from shop import orders
     from shop.checkout import stock
+    from shop.config.startup import store_is_serving
     from shop.orders.sinks import AcpEventSink, build_sink
     from shop.payments import build_provider
     from shop.storage.models import init_db
@@ -84,7 +85,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, order_sink: Any = Non
         settings=settings, catalog=catalog, provider=provider, sink=sink, agent_sink=agent_sink
     )
     try:
-        init_db(app)
+        init_db(app, existing=store_is_serving())
         with app.app_context():
             restocked = stock.seed_stock(catalog)
     except (SQLAlchemyError, OSError) as exc:

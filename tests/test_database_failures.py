@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -23,7 +24,7 @@ import pytest
 import requests
 
 from tests.conftest import API_VERSION, cart, payment
-from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import gunicorn, gunicorn_process
 from tests.gunicorn_server import store_env as receiver_store_env
 
 WORKERS = 2
@@ -125,6 +126,27 @@ def test_a_removed_file_refuses_checkouts_and_its_orders_are_rescued(
         assert paid.fetchone()[0] == 4
     conn.close()
     assert not shop_files["db"].exists()  # no empty database was made in its place
+
+
+def test_a_worker_started_after_the_file_was_removed_makes_no_new_empty_one(
+    store_env, shop_files, order_receiver
+):
+    log = shop_files["dir"] / "gunicorn.log"
+    with gunicorn_process(store_env, workers=WORKERS, log_path=log) as (url, proc):
+        assert _buy(url)[1].json()["status"] == "completed"
+        order_receiver.wait_for(1, timeout=10)
+        os.unlink(shop_files["db"])
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        os.kill(int(workers[0]), signal.SIGKILL)  # gunicorn starts a worker in its place
+        deadline = time.monotonic() + 20
+        while "cannot start this worker" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not shop_files["db"].exists(), "a new worker made a new, empty database file"
+        _assert_refused(url, 2, "was removed while the store was running")
+    text = log.read_text()
+    assert "shop cannot start this worker (the others keep serving)" in text
+    assert "was removed while the store was running; restore it" in text
+    assert not shop_files["db"].exists()
 
 
 def test_a_replaced_file_refuses_checkouts(store_env, shop_files, order_receiver):

@@ -37,7 +37,7 @@ RESPAWN_PAUSE_SECONDS = 2.0
 def fail_start(message: str) -> NoReturn:
     """Print 'shop cannot start: <message>' once and exit so gunicorn halts."""
     worker = _gunicorn_worker()
-    if worker is not None and _store_is_serving():
+    if worker is not None and store_is_serving():
         _fail_one_worker(message)
     if worker is not None and not _first_to_fail(os.getppid()):
         _leave_quietly(worker)
@@ -45,7 +45,7 @@ def fail_start(message: str) -> NoReturn:
     raise SystemExit(APP_LOAD_ERROR)
 
 
-def _store_is_serving() -> bool:
+def store_is_serving() -> bool:
     """True when another worker of this gunicorn has loaded the app (its marker file exists)."""
     marker = os.environ.get(SERVING_VARIABLE)
     return bool(marker) and os.path.exists(marker)

@@ -5,6 +5,8 @@ Timestamps are whole Unix seconds (portable between SQLite and PostgreSQL, easy 
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
@@ -16,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.storage.connections import attach, remember_file
@@ -182,9 +185,21 @@ class HourlyCount(db.Model):
     n: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-def init_db(app: Flask) -> None:
-    """Bind the database to the app, create missing tables and add missing columns."""
+def init_db(app: Flask, existing: bool = False) -> None:
+    """Bind the database to the app, create missing tables and add missing columns.
+
+    `existing`: the store is already serving (another gunicorn worker loaded it), so its
+    SQLite file must be there. A worker started after `rm shop.sqlite3` would otherwise make a
+    new, empty file in its place (SQLAlchemy opens SQLite files in create mode), and the store
+    would go on without its sessions and undelivered orders; it refuses to start instead.
+    """
     url = str(app.config.get("SQLALCHEMY_DATABASE_URI", ""))
+    path = make_url(url).database if url.startswith("sqlite:///") else None
+    if existing and path and ":memory:" not in path and not os.path.exists(path):
+        raise FileNotFoundError(
+            f"the file {path} was removed while the store was running; restore it (or its "
+            f"copy {path}.rescued-*) and restart, instead of starting on a new, empty one"
+        )
     if url.startswith("sqlite:///") and ":memory:" not in url:
         # A transaction may read() on a second connection while it holds the writer queue,
         # and other threads wait in the queue holding theirs: with a capped pool that reader
