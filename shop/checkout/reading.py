@@ -93,12 +93,12 @@ Assessment = tuple[Quote, list[Message], dict[str, int | None], bool]
 def _assess(state: ShopState, details: Mapping[str, Any]) -> Assessment:
     """Price the cart and list what stands between it and payment."""
     quote = price_cart(state.settings, state.catalog, cart_of(details), clock.now())
-    availability = stock.available_quantities(state.catalog)
     messages: list[Message] = []
     ready = True
     wanted: dict[str, int] = {}
     for line in quote.lines:
         wanted[line.item.id] = wanted.get(line.item.id, 0) + line.quantity
+    availability = stock.availability_for(state.catalog, wanted)
     for index, line in enumerate(quote.lines):
         left = availability.get(line.item.id)
         if left is not None and wanted[line.item.id] > left:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import text
 
@@ -24,11 +25,46 @@ _RESTOCK = text(
 )
 
 
+# A cart's assessment (create, update, get, and complete before its reservation) only informs:
+# the reservation's conditional UPDATE decides. A count this process read less than
+# TRUST_SECONDS ago that was at least PLENTY above what the cart wants cannot have fallen short
+# since unless PLENTY units sold within that second, so that read answers the assessment again
+# instead of a new SELECT (one fewer per request on a store with stock to spare; issue 12).
+# Nearly sold-out items are read afresh every time, and any stock write here forgets the read.
+PLENTY = 1000
+TRUST_SECONDS = 1.0
+_RECENT: dict[int, tuple[Catalog, float, dict[str, int | None]]] = {}  # id(catalog) -> read
+
+
+def availability_for(catalog: Catalog, wanted: Mapping[str, int]) -> dict[str, int | None]:
+    """Counts to assess a cart wanting `wanted` (item id -> quantity) against; None: unlimited."""
+    now = time.monotonic()
+    hit = _RECENT.get(id(catalog))
+    if hit is not None and hit[0] is catalog and now - hit[1] < TRUST_SECONDS:
+        levels = hit[2]
+        if all(_plenty(levels.get(item_id), qty) for item_id, qty in wanted.items()):
+            return levels
+    levels = available_quantities(catalog)
+    if len(_RECENT) >= 8:  # one catalog per app; tests make many apps
+        _RECENT.clear()
+    _RECENT[id(catalog)] = (catalog, now, levels)
+    return levels
+
+
+def _plenty(left: int | None, wanted: int) -> bool:
+    return left is None or left >= wanted + PLENTY
+
+
+def _forget_reads() -> None:
+    _RECENT.clear()
+
+
 def seed_stock(catalog: Catalog) -> list[str]:
     """Create missing counters; reset those whose products.json number changed.
 
     Return the restocked ids.
     """
+    _forget_reads()
     restocked = []
     for item in catalog.items.values():
         if item.inventory is None:
@@ -54,6 +90,7 @@ def reserve_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> str | N
     Returns None when all were reserved, else the first item id that lacked stock; the caller
     must then roll back so nothing stays reserved.
     """
+    _forget_reads()
     for item_id, qty in _merged(lines).items():
         item = catalog.item(item_id)
         if item is None or item.inventory is None:
@@ -66,6 +103,7 @@ def reserve_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> str | N
 
 def release_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> None:
     """Give reserved stock back, in the current transaction."""
+    _forget_reads()
     for item_id, qty in _merged(lines).items():
         item = catalog.item(item_id)
         if item is None or item.inventory is None:
@@ -88,6 +126,7 @@ def available_quantities(catalog: Catalog) -> dict[str, int | None]:
 
 def set_stock(item_id: str, qty: int) -> bool:
     """Set one counter by hand (the `stock` command). Return False when there is no counter."""
+    _forget_reads()
     result = transaction.execute(
         text("UPDATE stock_levels SET qty = :n WHERE item_id = :id"), {"id": item_id, "n": qty}
     )
