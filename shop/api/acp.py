@@ -139,15 +139,42 @@ acp_idempotent = idempotent(render_error, _scope, _body)
 acp_idempotent_one_transaction = idempotent(render_error, _scope, _body, one_transaction=True)
 
 
+class _Answer:
+    """The answer rendered from the view a handler will return, before its row is written.
+
+    Passed as the domain's `before_write`: the rendering then runs while no write lock is held, not
+    inside the transaction that every worker's writes queue behind (docs/decisions.md, issue
+    12). An update that must try again calls it again; the last view wins.
+    """
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self._rendered: tuple[checkout.SessionView, Response] | None = None
+
+    def __call__(self, view: checkout.SessionView) -> None:
+        self._rendered = (view, session_response(view, self.status))
+
+    def given(self, view: checkout.SessionView) -> Response:
+        """The answer for the view the handler returned (rendered now if it is another)."""
+        if self._rendered is not None and self._rendered[0] is view:
+            return self._rendered[1]
+        return session_response(view, self.status)
+
+
 @bp.post("/checkout_sessions")
 @bp.post("/acp/checkout/create")
 @acp_idempotent_one_transaction
 def create_session() -> Response:
     state = get_state()
+    answer = _Answer(201)
     view = checkout.create_session(
-        state, acp_parse.session_input(_request(), creating=True), commit=False, owner=_scope()
+        state,
+        acp_parse.session_input(_request(), creating=True),
+        commit=False,
+        owner=_scope(),
+        before_write=answer,
     )  # committed with the stored response
-    return session_response(view, 201)
+    return answer.given(view)
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>")
@@ -156,14 +183,16 @@ def create_session() -> Response:
 @acp_idempotent_one_transaction
 def update_session(checkout_session_id: str) -> Response:
     state = get_state()
+    answer = _Answer(200)
     view = checkout.update_session(
         state,
         checkout_session_id,
         acp_parse.session_input(_request(), creating=False),
         commit=False,
         owner=_scope(),
+        before_write=answer,
     )  # committed with the stored response
-    return session_response(view)
+    return answer.given(view)
 
 
 @bp.get("/checkout_sessions/<checkout_session_id>")
@@ -178,6 +207,7 @@ def get_session(checkout_session_id: str) -> Response:
 def complete_session(checkout_session_id: str) -> Response:
     body = _request()
     credential = acp_parse.payment_credential(body)
+    answer = _Answer(200)
     view = checkout.complete_session(
         get_state(),
         checkout_session_id,
@@ -187,8 +217,9 @@ def complete_session(checkout_session_id: str) -> Response:
         owner=_scope(),
         offered_handlers_only=True,
         authentication=acp_parse.authentication_result(body),
+        before_write=answer,
     )  # a payment's record commits with the stored response (and even if the answer fails)
-    return session_response(view)
+    return answer.given(view)
 
 
 @bp.post("/checkout_sessions/<checkout_session_id>/cancel")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -82,8 +82,12 @@ def complete_session(
     owner: str | None = None,
     offered_handlers_only: bool = False,
     authentication: Mapping[str, Any] | None = None,
+    before_write: Callable[[SessionView], None] | None = None,
 ) -> SessionView:
     """Reserve stock, charge once, and complete the session (or say why not).
+
+    `before_write(view)`, when given, is called with the completed view before the payment's record
+    is written (see sessions.create_session): the caller may render it outside the write lock.
 
     With commit=False a successful payment is recorded in a transaction left open for the
     caller (the ACP surface commits it with the stored response; see mark_paid). With
@@ -241,23 +245,37 @@ def complete_session(
             payment_reference=result.reference,
             payment_provider=state.provider.name,
         )
-    elif _record_payment(state, session_id, result.reference, quote, mine, commit, details):
-        metrics.inc("shop_checkouts_completed_total", via="complete")
-        _attempt("completed")
-        # As mark_paid committed it (its condition held, so nothing else wrote in between).
-        done = replace(
-            mine,
-            status=Status.COMPLETED,
-            order_id=order_id_for(session_id),
-            payment_reference=result.reference,
-            payment_provider=state.provider.name,
-            notices="[]",
-            updated_at=clock.epoch(),
+    else:
+        # As mark_paid writes it when its condition holds (nothing else wrote in between),
+        # described from the assessment that set the amount charged (no second pricing/read).
+        done = _view(
+            state,
+            replace(
+                mine,
+                status=Status.COMPLETED,
+                order_id=order_id_for(session_id),
+                payment_reference=result.reference,
+                payment_provider=state.provider.name,
+                notices="[]",
+                updated_at=clock.epoch(),
+            ),
+            assessed,
+            details,
         )
-        # Rendered from the assessment that set the amount charged (no second pricing/read).
-        return _view(state, done, assessed, details)
-    elif result.reference:
-        _refund_if_duplicate(state, session_id, result.reference)
+        unanswerable: Exception | None = None
+        if before_write is not None:
+            try:
+                before_write(done)
+            except Exception as exc:  # the caller's bug must not cost the payment its record
+                unanswerable = exc
+        if _record_payment(state, session_id, result.reference, quote, mine, commit, details):
+            metrics.inc("shop_checkouts_completed_total", via="complete")
+            _attempt("completed")
+            if unanswerable is not None:
+                raise unanswerable  # recorded first; the answer fails as it would have
+            return done
+        if result.reference:
+            _refund_if_duplicate(state, session_id, result.reference)
     return _view(state, _read(session_id))  # committed: read it as it is now
 
 

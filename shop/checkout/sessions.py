@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -145,12 +146,15 @@ def create_session(
     *,
     commit: bool = True,
     owner: str | None = None,
+    before_write: Callable[[SessionView], None] | None = None,
 ) -> SessionView:
     """Open a new session from a create request.
 
     With commit=False the row is written in the caller's transaction, which commits it (the
     ACP surface commits it with the stored idempotent response). `owner` (the API key's name)
-    is the only caller that may read or change the session afterwards.
+    is the only caller that may read or change the session afterwards. `before_write(view)` is
+    called with the view this returns before the row is written: a caller renders its answer
+    there, while no write lock is held (every worker waits for that lock; issue 12).
     """
     health.require_writable()  # a database that cannot keep it takes no new checkout (503)
     if change.lines is None:
@@ -171,12 +175,15 @@ def create_session(
         notices="[]",
     )
     record = _prepare_payment(state, record, assessed[0], assessed[3])
+    view = _view(state, record, assessed, details)
+    if before_write is not None:
+        before_write(view)
     session_rows.insert_row(record, details)
     tally.add("sessions_created")
     metrics.SESSIONS_CREATED.inc()
     if commit:
         transaction.commit()
-    return _view(state, record, assessed, details)
+    return view
 
 
 def _require_open(row: CheckoutSession | SessionRecord, action: str) -> None:
@@ -202,13 +209,15 @@ def update_session(
     *,
     commit: bool = True,
     owner: str | None = None,
+    before_write: Callable[[SessionView], None] | None = None,
 ) -> SessionView:
     """Apply an update request to an open session.
 
     The session is read outside the transaction and written only if it is still as read
     (status and cart), so a concurrent update or payment is never overwritten: the loser
     reads again and applies its change to what is there now. With commit=False the write is
-    left to the caller's transaction (see create_session).
+    left to the caller's transaction, and `before_write` is called before each try to write (see
+    create_session; the last call's view is the one returned).
     """
     for _try in range(UPDATE_TRIES):
         seen = _current(session_id)
@@ -227,10 +236,13 @@ def update_session(
             updated_at=clock.epoch(),
         )
         new = _prepare_payment(state, new, assessed[0], assessed[3])
+        view = _view(state, new, assessed, details)
+        if before_write is not None:
+            before_write(view)
         if session_rows.update_open(seen, new, details):
             if commit:
                 transaction.commit()
-            return _view(state, new, assessed, details)
+            return view
     raise ShopError(
         409,
         "invalid_request",
