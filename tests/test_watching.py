@@ -116,6 +116,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         failed = 'shop_order_deliveries_total{destination="merchant",outcome="failed"} 1.0'
         while failed not in _scrape(url) and time.monotonic() < deadline:
             time.sleep(0.05)  # the refusal is recorded just after the receiver answers
+        # Each delivery is recorded just after its receiver answered, by whichever thread of
+        # whichever worker sent it, in no order across them: wait until all have settled.
+        while not _settled(_scrape(url)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         receiver.mode = OK
         yield store
     receiver.stop()
@@ -147,6 +151,13 @@ COUNTED = {
     'shop_order_deliveries_total{destination="merchant",outcome="failed"}': 1,
     'shop_orders_undelivered{destination="merchant",state="failed"}': 1,
 }
+
+
+def _settled(text: str) -> bool:
+    try:
+        return {sample: _value(text, sample) for sample in COUNTED} == COUNTED
+    except AssertionError:  # a sample not written yet
+        return False
 
 
 def test_every_scrape_agrees_across_four_workers(store):
