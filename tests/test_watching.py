@@ -161,9 +161,15 @@ def _settled(text: str) -> bool:
 
 
 def test_every_scrape_agrees_across_four_workers(store):
+    # Which sync worker accepts is the scheduler's choice: on 2 cores the two running ones can
+    # take a whole burst, so bursts go on (a few at most) until three workers have answered.
+    scrapes: list[str] = []
     with ThreadPoolExecutor(max_workers=8) as pool:
-        scrapes = list(pool.map(lambda _: _scrape(store.url), range(24)))
-    answered_by = store.workers("/metrics")
+        for _burst in range(10):
+            scrapes += pool.map(lambda _: _scrape(store.url), range(24))
+            answered_by = store.workers("/metrics")
+            if len(answered_by) >= 3:
+                break
     assert len(answered_by) >= 3, f"the scrapes reached only workers {answered_by}"
     for text in scrapes:
         assert {sample: _value(text, sample) for sample in COUNTED} == COUNTED
