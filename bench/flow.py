@@ -55,9 +55,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.gunicorn_server import free_port, gunicorn_process  # noqa: E402
 
-API_HEADERS = (
-    b"Authorization: Bearer demo\r\nAPI-Version: 2026-04-17\r\nContent-Type: application/json\r\n"
-)
+HEADERS = {
+    "Authorization": "Bearer demo",
+    "API-Version": "2026-04-17",
+    "Content-Type": "application/json",
+}
+API_HEADERS = "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items()).encode()
 CREATE = json.dumps(
     {
         "currency": "usd",

@@ -33,13 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow import COMPLETE, CREATE, UPDATE, receiver_process  # noqa: E402
-
-HEADERS = {
-    "Authorization": "Bearer demo",
-    "API-Version": "2026-04-17",
-    "Content-Type": "application/json",
-}
+from bench.flow import COMPLETE, CREATE, HEADERS, UPDATE, receiver_process  # noqa: E402
 
 
 def main() -> None:

@@ -25,14 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow import COMPLETE, CREATE, UPDATE, _store_env  # noqa: E402
+from bench.flow import COMPLETE, CREATE, HEADERS, UPDATE, _store_env  # noqa: E402
 from tests.gunicorn_server import gunicorn_process  # noqa: E402
-
-HEADERS = {
-    "Authorization": "Bearer demo",
-    "API-Version": "2026-04-17",
-    "Content-Type": "application/json",
-}
 
 
 def _post(host: str, port: int, path: str, body: bytes) -> dict[str, object]:
