@@ -40,7 +40,7 @@ def availability_for(catalog: Catalog, wanted: Mapping[str, int]) -> dict[str, i
     """Counts to assess a cart wanting `wanted` (item id -> quantity) against; None: unlimited."""
     now = time.monotonic()
     hit = _RECENT.get(id(catalog))
-    if hit is not None and hit[0] is catalog and now - hit[1] < TRUST_SECONDS:
+    if hit is not None and now - hit[1] < TRUST_SECONDS:  # the id is the catalog's: it is held
         levels = hit[2]
         if all(_plenty(levels.get(item_id), qty) for item_id, qty in wanted.items()):
             return levels

@@ -84,8 +84,9 @@ class Connection:
         if sock is not None:
             sock.close()
 
-    def answer(self, method: str, max_body: int) -> Answer:
-        """Read the answer to the request just sent."""
+    def answer(self, max_body: int) -> Answer:
+        """Read the answer to the request just sent (a POST: every answer but 1xx/204/304 has
+        a body)."""
         while True:
             status_line = self._line()
             if status_line is None:
@@ -98,7 +99,7 @@ class Connection:
         reusable = "close" not in connection and (
             version != "HTTP/1.0" or "keep-alive" in connection
         )
-        if 100 <= status < 200 or status in (204, 304) or method == "HEAD":
+        if 100 <= status < 200 or status in (204, 304):
             return self._done(Answer(status, b"", reusable))
         coding = fields.get("transfer-encoding")
         if coding is not None:

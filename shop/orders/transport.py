@@ -82,13 +82,20 @@ def _refused(url: str, status: int, answer: bytes) -> DeliveryError:
     )
 
 
+def _no_answer(url: str, timeout: float, exc: BaseException) -> DeliveryError:
+    return DeliveryError(f"no answer from {where(url)} within {timeout:g}s ({type(exc).__name__})")
+
+
+def _unreachable(url: str, exc: BaseException) -> DeliveryError:
+    return DeliveryError(f"could not reach {where(url)} ({type(exc).__name__})")
+
+
 def _failure(url: str, timeout: float, exc: BaseException) -> DeliveryError | None:
     """The DeliveryError a broken exchange is recorded as; None: not ours to say (re-raise)."""
-    name = type(exc).__name__
     if isinstance(exc, TimeoutError):
-        return DeliveryError(f"no answer from {where(url)} within {timeout:g}s ({name})")
+        return _no_answer(url, timeout, exc)
     if isinstance(exc, OSError):  # refused, DNS, TLS, reset …
-        return DeliveryError(f"could not reach {where(url)} ({name})")
+        return _unreachable(url, exc)
     if isinstance(exc, BadAnswer):
         return DeliveryError(f"{where(url)} answered with something that is not HTTP/1.1: {exc}")
     return None
@@ -111,7 +118,6 @@ class Transport:
         self.timeout = timeout
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
-        self._port = parts.port
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         # A space or control character cannot go on the request line: sent percent-encoded.
         self._target = target if _TARGET_OK(target) else quote(target, safe=_TARGET_SAFE)
@@ -147,9 +153,7 @@ class Transport:
         """
         if self._auth is not None:
             headers = {"Authorization": self._auth, **headers}
-        if self._requests is not None:
-            if patience is not None:
-                raise AnswerPending(lambda: self._post_with_requests(body, headers))
+        if self._requests is not None:  # never quick (no `_answer`), so never given patience
             self._post_with_requests(body, headers)
             return
         conn, reused = self._take()
@@ -166,6 +170,7 @@ class Transport:
                 # does to an idle one): write the request once more on a new connection.
                 conn.close()
                 conn = self._connect()
+                # A new connection's answer is the hand-off thread's to wait for (see above).
                 self._exchange(conn, body, headers, None if patience is None else 0.0)
         except (AnswerPending, DeliveryError):
             raise  # the connection went on with the answer to come, or back to the idle ones
@@ -210,7 +215,7 @@ class Transport:
 
     def _answer(self, conn: Connection, sent: float) -> None:
         """Read the answer, keep the connection for the next request, raise unless 2xx."""
-        answer = conn.answer("POST", MAX_ANSWER_BYTES)
+        answer = conn.answer(MAX_ANSWER_BYTES)
         self.quick = time.monotonic() - sent <= QUICK_SECONDS
         if not answer.reusable:  # `Connection: close`, or more answer than we read
             conn.close()
@@ -258,13 +263,9 @@ class Transport:
                 self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
             )
         except requests.Timeout as exc:
-            raise DeliveryError(
-                f"no answer from {where(self.url)} within {self.timeout:g}s ({type(exc).__name__})"
-            ) from exc
+            raise _no_answer(self.url, self.timeout, exc) from exc
         except requests.RequestException as exc:  # refused, DNS, TLS, reset …
-            raise DeliveryError(
-                f"could not reach {where(self.url)} ({type(exc).__name__})"
-            ) from exc
+            raise _unreachable(self.url, exc) from exc
         if not 200 <= response.status_code < 300:
             raise _refused(self.url, response.status_code, response.content[:MAX_ANSWER_BYTES])
 
