@@ -43,7 +43,7 @@ def test_an_update_that_must_try_again_answers_with_what_it_wrote(acp, shop_file
     real = session_rows.update_open
     tries: list[int] = []
 
-    def lose_the_first_race(seen: Any, new: Any, details: Any) -> bool:
+    def lose_the_first_race(seen: Any, new: Any, details: Any, *rest: Any) -> bool:
         tries.append(1)
         if len(tries) == 1:  # another worker changed the session between our read and write
             conn = sqlite3.connect(shop_files["db"])
@@ -55,7 +55,7 @@ def test_an_update_that_must_try_again_answers_with_what_it_wrote(acp, shop_file
                     (json.dumps(stored), session_id),
                 )
             conn.close()
-        return real(seen, new, details)
+        return real(seen, new, details, *rest)
 
     monkeypatch.setattr(session_rows, "update_open", lose_the_first_race)
     answer = _update(acp, session_id, "mine@example.com").get_json()

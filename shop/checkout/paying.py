@@ -51,7 +51,7 @@ log = logging.getLogger("shop.checkout")
 _T = CheckoutSession.__table__
 # payment_reference is cleared: until this attempt's answer stores its own, no provider
 # event (a late failure of an earlier attempt) can match the session's current attempt.
-_CLAIM = (
+_CLAIM_KEEPING_BUYER = (
     update(_T)
     .where(
         _T.c.id == bindparam("c_id"),
@@ -65,9 +65,12 @@ _CLAIM = (
         notices="[]",
         stock_reserved=1,
         payment_reference=None,
-        buyer_email=bindparam("c_email"),
-        buyer_phone=bindparam("c_phone"),
     )
+)
+# The buyer columns are SET only with a new cart (an index entry is rewritten whenever its
+# column is SET; see session_rows._UPDATE).
+_CLAIM = _CLAIM_KEEPING_BUYER.values(
+    buyer_email=bindparam("c_email"), buyer_phone=bindparam("c_phone")
 )
 
 
@@ -149,7 +152,7 @@ def complete_session(
     email, phone = session_rows.buyer_columns(details)
     claimed = (
         write(
-            _CLAIM,
+            _CLAIM_KEEPING_BUYER if cart == row.cart else _CLAIM,
             {
                 "c_id": session_id,
                 "c_seen_cart": row.cart,

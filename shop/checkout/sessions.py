@@ -226,6 +226,7 @@ def update_session(
         _require_open(seen, "updated")
         if seen.status == Status.EXPIRED:
             return _view(state, seen, details=stored)
+        seen_buyer = session_rows.buyer_columns(stored)
         details = _merge(state, stored, change)
         assessed = _assess(state, details)
         new = replace(
@@ -239,7 +240,7 @@ def update_session(
         view = _view(state, new, assessed, details)
         if before_write is not None:
             before_write(view)
-        if session_rows.update_open(seen, new, details):
+        if session_rows.update_open(seen, new, details, seen_buyer):
             if commit:
                 transaction.commit()
             return view

@@ -110,6 +110,9 @@ class CheckoutSession(db.Model):
 
 
 class IdempotencyRecord(db.Model):
+    # No index on created_at: every index is one more page written by each request's commit,
+    # and the purge finds the oldest records by id (they are inserted in id order, one
+    # transaction at a time; shop.storage.expiry). RETIRED_INDEXES drops it from older files.
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
 
@@ -120,7 +123,7 @@ class IdempotencyRecord(db.Model):
     state: Mapped[str] = mapped_column(String(16))  # in_flight | done
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class StockLevel(db.Model):
@@ -232,6 +235,28 @@ def _create_tables() -> None:
     else:
         db.create_all()
     _add_missing_columns()
+    _drop_retired_indexes()
+
+
+# Indexes an older version made that this one no longer declares, by table: each costs a page
+# write on every insert (docs/decisions.md, issue 12), so a file made before is rid of them.
+RETIRED_INDEXES = {"idempotency_records": ("ix_idempotency_records_created_at",)}
+
+
+def _drop_retired_indexes() -> None:
+    """Drop the RETIRED_INDEXES a database still has (a worker racing another one is fine)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(db.engine)
+    preparer = db.engine.dialect.identifier_preparer
+    for table, names in RETIRED_INDEXES.items():
+        if not inspector.has_table(table):
+            continue
+        present = {index["name"] for index in inspector.get_indexes(table)}
+        for name in names:
+            if name in present:
+                with db.engine.begin() as conn:
+                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {preparer.quote(name)}")
 
 
 def _add_missing_columns() -> None:
