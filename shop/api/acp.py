@@ -136,7 +136,14 @@ bp.register_error_handler(ShopError, render_error)
 
 acp_idempotent = idempotent(render_error, _scope, _body)
 # For handlers that leave their one transaction to the layer (commit=False).
-acp_idempotent_one_transaction = idempotent(render_error, _scope, _body, one_transaction=True)
+# Create and update skip the key's look-up unless the provider makes an order on the way.
+acp_idempotent_one_transaction = idempotent(
+    render_error,
+    _scope,
+    _body,
+    one_transaction=True,
+    look_up_first=lambda: get_state().provider.prepares_orders,
+)
 
 
 class _Answer:

@@ -8,6 +8,11 @@ A request goes through it like this:
    sent again with a corrected body.
 2. A look-up outside any transaction answers a known key: same body -> the stored response
    with `Idempotent-Replayed: true`; another body -> 422; still running -> 409 + Retry-After.
+   A one-transaction view (create, update) may skip it (`look_up_first`): its claim is
+   inserted `done` with its change, so a known key makes that insert fail, the change rolls
+   back, and the same look-up answers then. One read fewer per request; a retry runs the
+   view once more for nothing, which is why views with a side effect outside the database
+   (a Razorpay order) look first.
 3. Otherwise the claim (an in-flight row, unique on (scope, key)) is inserted as the first
    statement of the handler's first transaction, so it commits with the handler's first
    change: create and update commit claim, change and stored response together; complete
@@ -170,6 +175,7 @@ def _store(
     response: Response,
     failed: bool,
     deferred: dict[str, Any] | None = None,
+    looked_up: bool = True,
 ) -> Response:
     """Record the response; a payment taken is answered even when the database refuses it.
 
@@ -177,7 +183,7 @@ def _store(
     (shop.checkout.outcomes); the agent still hears that it was paid.
     """
     try:
-        return _store_response(scope, key, fingerprint, response, failed, deferred)
+        return _store_response(scope, key, fingerprint, response, failed, deferred, looked_up)
     except Exception as exc:
         if not transaction.info().get(PAYMENT_TAKEN):
             raise
@@ -199,15 +205,21 @@ def _store_response(
     response: Response,
     failed: bool,
     deferred: dict[str, Any] | None = None,
+    looked_up: bool = True,
 ) -> Response:
     """Record the response, with the handler's open transaction when it left one.
 
     `deferred` is the claim of a one-transaction handler, never inserted as in-flight.
     Return what to answer: the response, or, when another request holds the key after all
     (our claim never reached the database, and theirs did), what a retry would get.
+    `looked_up`: False when the key was not looked up first (see `idempotent`).
     """
     if response.status_code >= 500 or response.headers.get("X-Not-Replayable"):
         _forget(scope, key, fingerprint)
+        if not looked_up:  # the key may be known: what it answered then is the answer
+            known = _known(scope, key, fingerprint)
+            if isinstance(known, Response):
+                return known
         return response
     # Still pending: no transaction began, so our claim was never inserted.
     pending = transaction.info().pop(_PENDING, None) or deferred
@@ -277,6 +289,7 @@ def idempotent(
     scope_name: Callable[[], str],
     parse_body: Callable[[], Any],
     one_transaction: bool = False,
+    look_up_first: Callable[[], bool] | None = None,
 ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Wrap a view so a repeated Idempotency-Key replays, conflicts or waits, per ACP §6.
 
@@ -285,7 +298,9 @@ def idempotent(
     nothing themselves (create, update): their claim is inserted already `done`, with the
     response, in their one transaction, instead of in-flight first and finished after (one
     statement fewer; the unique key still lets one of two racing requests win, and the
-    loser's whole transaction rolls back).
+    loser's whole transaction rolls back). With `one_transaction`, the key is looked up
+    before the view runs only when `look_up_first()` is true (or not given); otherwise the
+    failed insert of a known key answers instead (see the module's step 2).
     """
 
     def decorator(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -307,7 +322,8 @@ def idempotent(
                 )
             fingerprint = _fingerprint(parse_body())
             scope = f"{scope_name()}:{current.path}"
-            known = _known(scope, key, fingerprint)
+            looked_up = not one_transaction or look_up_first is None or look_up_first()
+            known = _known(scope, key, fingerprint) if looked_up else False
             if isinstance(known, Response):
                 return known
             failed = False
@@ -325,10 +341,14 @@ def idempotent(
                     response, failed = render_error(exc), True
             except ClaimTakenError:
                 return _after_lost_race(scope, key, fingerprint)
-            except BaseException:
+            except BaseException as exc:
                 _forget(scope, key, fingerprint)
+                if not looked_up and isinstance(exc, Exception):
+                    known = _known(scope, key, fingerprint)  # a retry: the stored answer
+                    if isinstance(known, Response):
+                        return known
                 raise
-            response = _store(scope, key, fingerprint, response, failed, deferred)
+            response = _store(scope, key, fingerprint, response, failed, deferred, looked_up)
             response.headers.pop("X-Not-Replayable", None)
             return response
 

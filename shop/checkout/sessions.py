@@ -180,7 +180,7 @@ def create_session(
         before_write(view)
     session_rows.insert_row(record, details)
     tally.add("sessions_created")
-    metrics.SESSIONS_CREATED.inc()
+    transaction.after_commit(metrics.SESSIONS_CREATED.inc)  # a create rolled back is not one
     if commit:
         transaction.commit()
     return view

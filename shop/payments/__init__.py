@@ -113,6 +113,9 @@ class PaymentProvider(Protocol):
     """One payment provider. Implementations: offline.TestProvider, stripe, razorpay."""
 
     name: str
+    # True when prepare() calls the provider (Razorpay makes an order): create and update
+    # then look their Idempotency-Key up before running, so a retry makes no second one.
+    prepares_orders: bool
 
     def prepare(
         self, session_id: str, amount: int, currency: str, current_reference: str | None

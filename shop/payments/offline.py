@@ -73,6 +73,7 @@ class TestProvider:
 
     __test__ = False  # not a pytest test class
     name = "test"
+    prepares_orders = False
 
     def __init__(self, settings: Any = None) -> None:
         env = getattr(settings, "env", {}) or {}

@@ -42,6 +42,7 @@ class RazorpayProvider:
     """Take payments through Razorpay orders and Razorpay Checkout."""
 
     name = "razorpay"
+    prepares_orders = True
 
     def __init__(self, settings: Any) -> None:
         key_id, key_secret = (

@@ -34,6 +34,7 @@ class StripeProvider:
     """Charge delegated card tokens and Shared Payment Tokens through Stripe."""
 
     name = "stripe"
+    prepares_orders = False
 
     def __init__(self, settings: Any) -> None:
         key = settings.secret("STRIPE_SECRET_KEY")

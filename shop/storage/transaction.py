@@ -79,6 +79,15 @@ class _Thread(threading.local):
 _LOCAL = _Thread()
 
 
+def after_commit(action: Callable[[], None]) -> None:
+    """Run `action()` once the current transaction commits; drop it if it rolls back.
+
+    For what must count only what was kept (a metric of sessions opened): a request whose
+    change rolls back (a retry whose Idempotency-Key was known after all) counts nothing.
+    """
+    _LOCAL.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
 def info() -> dict[str, Any]:
     """This thread's scratch space for the current unit of work (cleared by `reset`)."""
     return _LOCAL.info
@@ -172,6 +181,19 @@ def reset() -> None:
 
 
 # ---------------------------------------------------------------- internals
+
+_AFTER_COMMIT = "shop.after_commit"  # info(): the actions of after_commit, in order
+
+
+@on_commit
+def _run_after_commit() -> None:
+    for action in _LOCAL.info.pop(_AFTER_COMMIT, ()):
+        action()
+
+
+@on_rollback
+def _drop_after_commit() -> None:
+    _LOCAL.info.pop(_AFTER_COMMIT, None)
 
 
 def _session_active() -> bool:
