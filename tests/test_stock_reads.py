@@ -59,10 +59,23 @@ def test_a_nearly_sold_out_item_is_read_every_time(make_app, shop_files, reads):
     assert [m["code"] for m in body["messages"]] == ["out_of_stock"]
 
 
-def test_a_reservation_here_forgets_the_read(make_app, shop_files, reads):
+def test_a_reservation_here_is_subtracted_from_the_read(make_app, shop_files, reads):
+    acp = _store(make_app, shop_files, widgets=stock.PLENTY + 2)
+    session_id = acp.create(cart(("widget", 1))).get_json()["id"]  # read: 1002, plenty for 1
+    assert len(reads) == 1
+    assert acp.complete(session_id).get_json()["status"] == "completed"  # 1001 left
+    session_id = acp.create(cart(("widget", 1))).get_json()["id"]
+    assert len(reads) == 1  # 1001 is still 1 + PLENTY: no new read
+    assert acp.complete(session_id).get_json()["status"] == "completed"  # 1000 left
+    acp.create(cart(("widget", 1)))
+    assert len(reads) == 2  # 1000 is not: read afresh
+
+
+def test_a_shortage_here_forgets_the_read(make_app, shop_files, reads):
     acp = _store(make_app, shop_files, widgets=100_000)
     session_id = acp.create(cart(("widget", 1))).get_json()["id"]
-    assert acp.complete(session_id).get_json()["status"] == "completed"
+    _set_widgets(shop_files, 0)  # sold elsewhere: this reservation finds none
+    assert acp.complete(session_id).get_json()["status"] != "completed"
     before = len(reads)
     acp.create(cart(("widget", 1)))
     assert len(reads) == before + 1

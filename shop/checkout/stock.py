@@ -30,7 +30,9 @@ _RESTOCK = text(
 # TRUST_SECONDS ago that was at least PLENTY above what the cart wants cannot have fallen short
 # since unless PLENTY units sold within that second, so that read answers the assessment again
 # instead of a new SELECT (one fewer per request on a store with stock to spare; issue 12).
-# Nearly sold-out items are read afresh every time, and any stock write here forgets the read.
+# Nearly sold-out items are read afresh every time. This process's own reservations are
+# subtracted from its read (it knows them exactly; other workers' sales within the second are
+# what PLENTY covers); a shortage, a release, a restock or a count set by hand forgets it.
 PLENTY = 1000
 TRUST_SECONDS = 1.0
 _RECENT: dict[int, tuple[Catalog, float, dict[str, int | None]]] = {}  # id(catalog) -> read
@@ -57,6 +59,13 @@ def _plenty(left: int | None, wanted: int) -> bool:
 
 def _forget_reads() -> None:
     _RECENT.clear()
+
+
+def _taken_here(taken: Mapping[str, int]) -> None:
+    """Subtract a reservation of this process from its recent reads."""
+    for key, (catalog, at, levels) in list(_RECENT.items()):
+        left = {i: None if n is None else n - taken.get(i, 0) for i, n in levels.items()}
+        _RECENT[key] = (catalog, at, left)
 
 
 def seed_stock(catalog: Catalog) -> list[str]:
@@ -90,14 +99,16 @@ def reserve_stock(catalog: Catalog, lines: Iterable[tuple[str, int]]) -> str | N
     Returns None when all were reserved, else the first item id that lacked stock; the caller
     must then roll back so nothing stays reserved.
     """
-    _forget_reads()
-    for item_id, qty in _merged(lines).items():
+    merged = _merged(lines)
+    for item_id, qty in merged.items():
         item = catalog.item(item_id)
         if item is None or item.inventory is None:
             continue
         if write(_RESERVE, {"id": item_id, "n": qty}) != 1:
+            _forget_reads()
             metrics.STOCK_OUTS.labels(item=item_id).inc()
             return item_id
+    _taken_here(merged)  # before the commit: a rollback leaves the read lower, never higher
     return None
 
 
