@@ -13,7 +13,7 @@ import pytest
 
 from shop import clock
 from shop.storage import expiry, transaction
-from tests.conftest import AcpClient, cart, payment
+from tests.conftest import ADDRESS_CA, AcpClient, cart, payment
 
 
 @pytest.fixture
@@ -50,15 +50,7 @@ def test_the_buyer_columns_are_written_only_when_the_buyer_changes(
     path = f"/checkout_sessions/{created['id']}"
     assert _buyer_columns(shop_files["db"], created["id"]) == ("jane@example.com", None)
 
-    address = {
-        "name": "B",
-        "line_one": "1 Main",
-        "city": "SF",
-        "state": "CA",
-        "country": "US",
-        "postal_code": "94105",
-    }
-    assert acp.post(path, {"fulfillment_details": {"address": address}}).status_code == 200
+    assert acp.post(path, {"fulfillment_details": {"address": ADDRESS_CA}}).status_code == 200
     assert "buyer_email" not in session_updates[-1]  # same buyer: its index is not touched
 
     new_buyer = {"email": "Joe@Example.com", "first_name": "Joe", "phone_number": "+1 415-555-0100"}
