@@ -8,7 +8,8 @@ Public surface (what the layers above use):
 
 Internals, imported only inside storage (an import-linter contract checks it):
 `compiled_sql` (statements compiled once), `connections` (each thread's SQLite
-connections), `sqlite_tuning` (pragmas, the writer queue).
+connections), `sqlite_tuning` (pragmas, the writer queue), `checkpoints` (WAL checkpoints
+outside the writer turn).
 
 May import: only the shared modules in shop/ (errors, clock).
 """

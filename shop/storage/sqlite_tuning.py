@@ -168,6 +168,9 @@ def open_connection(database: str) -> sqlite3.Connection:
         f"file:{quote(database)}?mode=rw", isolation_level=None, check_same_thread=False, uri=True
     )
     _pragmas(conn, None)
+    # No checkpoint inside a COMMIT, where the writer turn is held: shop.storage.checkpoints
+    # runs them after the turn is given back.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from shop.storage import checkpoints
 from shop.storage.compiled_sql import Result, sql_and_args
 from shop.storage.connections import Database, database, write_on
 from shop.storage.models import db
@@ -134,6 +135,7 @@ def commit() -> None:
         _run(_ROLLBACK_HOOKS)
         raise DBAPIError.instance("COMMIT", (), exc, sqlite3.Error) from exc
     _release()
+    checkpoints.committed()
     _run(_COMMIT_HOOKS)
 
 
@@ -169,7 +171,8 @@ def savepoint() -> Iterator[Callable[[], None]]:
 
 
 def reset() -> None:
-    """End this thread's unit of work: roll back what is still open, forget its info."""
+    """End this thread's unit of work: roll back what is still open, forget its info; then
+    run a WAL checkpoint if one is due (shop.storage.checkpoints: outside the writer turn)."""
     try:
         if _LOCAL.conn is not None:
             rollback()
@@ -178,6 +181,7 @@ def reset() -> None:
         session = db.session
         if session.registry.has():  # remove() would look it up twice, then raise to say no
             session.remove()
+    checkpoints.after_unit_of_work()
 
 
 # ---------------------------------------------------------------- internals
