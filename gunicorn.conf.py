@@ -13,10 +13,11 @@ import tempfile
 # them up. The variable must be set before a worker imports prometheus_client (here, in
 # the master, before the app is loaded), and the directory emptied before the workers start.
 # A directory you set yourself is emptied of its *.db files at start; one made here is
-# removed when gunicorn stops.
-_made_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _made_metrics_dir:
+# removed when gunicorn stops. Which one was made here is kept in the environment, not in a
+# variable of this file: gunicorn runs this file again on every HUP.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
+    os.environ["SHOP_MADE_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def on_starting(server):
@@ -34,8 +35,9 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _made_metrics_dir:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    made = os.environ.get("SHOP_MADE_METRICS_DIR")
+    if made and made == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(made, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- serving (issue 15)

@@ -172,3 +172,22 @@ def test_a_cold_start_with_a_broken_file_refuses_with_the_sentence(shop_files, t
     lines = [line for line in done.stderr.splitlines() if line.startswith("shop cannot start")]
     assert len(lines) == 1 and SENTENCE in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_the_directories_gunicorn_made_are_removed_when_it_stops_after_a_reload(
+    shop_files, tmp_path
+):
+    # gunicorn runs gunicorn.conf.py again on every HUP: what it made at the first start
+    # (the metrics directory, the serving marker's directory) must still be removed at stop.
+    made = tmp_path / "tmp"
+    made.mkdir()
+    env = {"TMPDIR": str(made), "PROMETHEUS_MULTIPROC_DIR": ""}
+    log = tmp_path / "gunicorn.log"
+    with _gunicorn(shop_files, log, env) as (url, proc):
+        assert {p.name.split("-")[1] for p in made.iterdir()} == {"metrics", "serving"}
+        booted = log.read_text().count("Booting worker")
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: log.read_text().count("Booting worker") >= booted + 2, 20, log)
+        assert _price(url) is not None
+    assert proc.returncode is not None
+    assert list(made.iterdir()) == []

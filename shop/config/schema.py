@@ -634,6 +634,13 @@ ENVIRONMENT = (
         secret=False,
     ),
     Variable(
+        "SHOP_MADE_METRICS_DIR",
+        "set by gunicorn.conf.py",
+        "The PROMETHEUS_MULTIPROC_DIR gunicorn.conf.py made, so it is removed when gunicorn "
+        "stops, also after a reload; never set it yourself.",
+        secret=False,
+    ),
+    Variable(
         "STRIPE_SECRET_KEY",
         "paymentProvider stripe",
         "sk_live_… / sk_test_… (or a restricted rk_live_… / rk_test_… key); any other "
